@@ -1,0 +1,1 @@
+//! masam-conv3d: under construction.

@@ -1,0 +1,1 @@
+//! masam-fact: under construction.

@@ -1,0 +1,1 @@
+//! masam-metrics: under construction.

@@ -1,0 +1,77 @@
+//! SAM's `LayerNorm2d`: LayerNorm over the channel dimension of an NCHW tensor.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// LayerNorm over the channels of an NCHW tensor, as SAM's `LayerNorm2d`:
+/// `u = mean_c(x)`, `s = mean_c((x − u)²)`, `y = w · (x − u) / sqrt(s + eps) + b`.
+///
+/// # Shapes
+/// - `x`: (N, C, H, W); returns (N, C, H, W)
+#[derive(Debug, Clone)]
+pub struct LayerNorm2d {
+    /// Scale, shape (C,).
+    pub weight: Tensor,
+    /// Shift, shape (C,).
+    pub bias: Tensor,
+    /// Added to the variance (SAM: 1e-6).
+    pub eps: f64,
+}
+
+impl LayerNorm2d {
+    /// Builds a LayerNorm2d from its tensors.
+    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        Self { weight, bias, eps }
+    }
+
+    /// Normalises `x` over dimension 1.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, c, _, _) = x.dims4()?;
+        if c != self.weight.dim(0)? {
+            candle_core::bail!(
+                "LayerNorm2d: input has {c} channels, weight has {}",
+                self.weight.dim(0)?
+            );
+        }
+        let u = x.mean_keepdim(1)?;
+        let xc = x.broadcast_sub(&u)?;
+        let s = xc.sqr()?.mean_keepdim(1)?;
+        let y = xc.broadcast_div(&(s + self.eps)?.sqrt()?)?;
+        let w = self.weight.reshape((1, c, 1, 1))?;
+        let b = self.bias.reshape((1, c, 1, 1))?;
+        y.broadcast_mul(&w)?.broadcast_add(&b)
+    }
+}
+
+impl candle_core::Module for LayerNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        LayerNorm2d::forward(self, x)
+    }
+}
+
+/// Builds a [`LayerNorm2d`] with `channels` channels from `vb` (weight 1, bias 0).
+pub fn layer_norm_2d(channels: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm2d> {
+    let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+    let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+    Ok(LayerNorm2d::new(weight, bias, eps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn equals_layer_norm_on_channels_last() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 5, 3, 4), &dev)?;
+        let w = Tensor::randn(0f32, 1., 5, &dev)?;
+        let b = Tensor::randn(0f32, 1., 5, &dev)?;
+        let y2d = LayerNorm2d::new(w.clone(), b.clone(), 1e-6).forward(&x)?;
+        let ln = crate::LayerNorm::new(w, b, 1e-6);
+        let y = ln.forward(&x.permute((0, 2, 3, 1))?)?.permute((0, 3, 1, 2))?;
+        let d: f32 = (y2d - y)?.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar()?;
+        assert!(d < 1e-5, "{d}");
+        Ok(())
+    }
+}

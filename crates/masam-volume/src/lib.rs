@@ -1,0 +1,1 @@
+//! masam-volume: under construction.
