@@ -7,3 +7,4 @@ pub use masam_metrics as metrics;
 pub use masam_nn as nn;
 pub use masam_sam as sam;
 pub use masam_volume as volume;
+pub use masam_train as train;

@@ -1,1 +1,5 @@
-//! masam-volume: under construction.
+//! Medical volume IO, the MA-SAM reference preprocessing, adjacent-slice stacks, augmentation and
+//! dataset layouts.
+
+pub mod augment;
+pub mod phantom;

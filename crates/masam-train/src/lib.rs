@@ -1,0 +1,1 @@
+//! masam-train: under construction.

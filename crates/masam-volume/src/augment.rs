@@ -1,0 +1,1 @@
+//! Training augmentation (the reference recipe, seedable and deterministic).
