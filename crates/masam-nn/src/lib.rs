@@ -29,6 +29,7 @@ pub mod init;
 pub mod layer_norm;
 pub mod layer_norm_2d;
 pub mod linear;
+pub mod frozen_linear;
 pub mod softmax;
 
 pub use init::SeededVarMap;
