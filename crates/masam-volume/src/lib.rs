@@ -2,4 +2,7 @@
 //! dataset layouts.
 
 pub mod augment;
+pub mod volume;
+
+pub use volume::Volume;
 pub mod phantom;
