@@ -1,10 +1,12 @@
 //! masam-adapter: MA-SAM (modality-agnostic SAM adaptation for 3D medical image segmentation)
 //! in Rust, on candle. This crate composes the workspace's libraries.
 
+pub mod inferers;
+
 pub use masam_conv3d as conv3d;
 pub use masam_fact as fact;
 pub use masam_metrics as metrics;
 pub use masam_nn as nn;
 pub use masam_sam as sam;
-pub use masam_volume as volume;
 pub use masam_train as train;
+pub use masam_volume as volume;
