@@ -1,7 +1,12 @@
 //! masam-adapter: MA-SAM (modality-agnostic SAM adaptation for 3D medical image segmentation)
 //! in Rust, on candle. This crate composes the workspace's libraries.
 
+pub mod error;
 pub mod inferers;
+pub mod params;
+pub mod reference_config;
+
+pub use error::{Error, Result};
 
 pub use masam_conv3d as conv3d;
 pub use masam_fact as fact;
