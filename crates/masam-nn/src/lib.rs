@@ -37,3 +37,4 @@ pub use layer_norm::{layer_norm, LayerNorm};
 pub use layer_norm_2d::{layer_norm_2d, LayerNorm2d};
 pub use linear::{linear, linear_no_bias, Linear};
 pub use softmax::softmax_last_dim;
+pub use frozen_linear::FrozenLinear;
