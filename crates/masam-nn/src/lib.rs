@@ -32,9 +32,9 @@ pub mod linear;
 pub mod frozen_linear;
 pub mod softmax;
 
+pub use frozen_linear::FrozenLinear;
 pub use init::SeededVarMap;
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use layer_norm_2d::{layer_norm_2d, LayerNorm2d};
 pub use linear::{linear, linear_no_bias, Linear};
 pub use softmax::softmax_last_dim;
-pub use frozen_linear::FrozenLinear;
