@@ -1,0 +1,221 @@
+//! SAM's ViT image encoder (`ImageEncoderViT`), trainable and open to per-block hooks.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use masam_nn::{layer_norm_2d, LayerNorm2d};
+
+use crate::block::Block;
+use crate::config::ImageEncoderConfig;
+use crate::extension::ForwardContext;
+use crate::patch_embed::{uniform_fan_in, PatchEmbed};
+use crate::rel_pos::resize_bilinear_bhwc;
+
+/// The neck: `Conv2d(C, out, 1, no bias)` → `LayerNorm2d` → `Conv2d(out, out, 3, pad 1, no bias)`
+/// → `LayerNorm2d` (weights `neck.0` … `neck.3`).
+///
+/// # Shapes
+/// - `x`: (N, C, h, w); returns (N, out, h, w)
+#[derive(Debug, Clone)]
+pub struct Neck {
+    /// `neck.0`: 1×1 convolution C → out.
+    pub conv1: Conv2d,
+    /// `neck.1`.
+    pub norm1: LayerNorm2d,
+    /// `neck.2`: 3×3 convolution out → out, padding 1.
+    pub conv2: Conv2d,
+    /// `neck.3`.
+    pub norm2: LayerNorm2d,
+}
+
+impl Neck {
+    /// Builds the neck from `vb` (the `neck` prefix).
+    pub fn new(dim: usize, out: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let w1 = vb
+            .pp("0")
+            .get_with_hints((out, dim, 1, 1), "weight", uniform_fan_in(dim))?;
+        let w2 = vb
+            .pp("2")
+            .get_with_hints((out, out, 3, 3), "weight", uniform_fan_in(out * 9))?;
+        let cfg = |padding| Conv2dConfig {
+            padding,
+            stride: 1,
+            dilation: 1,
+            groups: 1,
+            cudnn_fwd_algo: None,
+        };
+        Ok(Self {
+            conv1: Conv2d::new(w1, None, cfg(0)),
+            norm1: layer_norm_2d(out, eps, vb.pp("1"))?,
+            conv2: Conv2d::new(w2, None, cfg(1)),
+            norm2: layer_norm_2d(out, eps, vb.pp("3"))?,
+        })
+    }
+
+    /// Runs the neck.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        use candle_core::Module;
+        let y = self.norm1.forward(&self.conv1.forward(x)?)?;
+        self.norm2.forward(&self.conv2.forward(&y)?)
+    }
+}
+
+/// Everything [`ImageEncoder::forward_with_intermediates`] computes.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// Patch embedding plus absolute position, (N, h, w, C).
+    pub patch_embed: Tensor,
+    /// The output of every block, (N, h, w, C) each.
+    pub blocks: Vec<Tensor>,
+    /// The neck output, (N, out_chans, h, w).
+    pub embeddings: Tensor,
+}
+
+/// SAM's ViT image encoder: [`PatchEmbed`] → `+ pos_embed` → [`Block`]s → [`Neck`].
+///
+/// Weight names are the official ones under the builder's prefix (use `vb.pp("image_encoder")`
+/// over an official checkpoint): `patch_embed.proj.*`, `pos_embed` (1, g, g, C),
+/// `blocks.{i}.*`, `neck.{0..3}.*`. Every op records a backward, so any parameter that is a
+/// `Var` gets a gradient. The blocks are public: set `blocks[i].hooks` to plug in adapters.
+///
+/// Inputs of any size that is a multiple of the patch size are accepted, square or not; when
+/// the token grid differs from the one `pos_embed` was made for, `pos_embed` is resized
+/// bilinearly (`align_corners=False`) and relative-position tables linearly, at run time.
+///
+/// # Shapes
+/// - `x`: (N, in_chans, H, W), N = B·D
+/// - returns: (N, out_chans, H/p, W/p)
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use masam_nn::SeededVarMap;
+/// use masam_sam::{ForwardContext, ImageEncoder, ImageEncoderConfig};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let params = SeededVarMap::new(0);
+/// let vb = params.var_builder(DType::F32, &Device::Cpu);
+/// let enc = ImageEncoder::new(&ImageEncoderConfig::tiny(), vb.pp("image_encoder"))?;
+/// let x = Tensor::zeros((2, 3, 64, 48), DType::F32, &Device::Cpu)?;
+/// let y = enc.forward(&x, &ForwardContext::eval_2d())?;
+/// assert_eq!(y.dims(), &[2, 64, 4, 3]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ImageEncoder {
+    /// The configuration it was built with.
+    pub config: ImageEncoderConfig,
+    /// Patch embedding.
+    pub patch_embed: PatchEmbed,
+    /// Absolute position embedding (1, g, g, C), when `use_abs_pos`.
+    pub pos_embed: Option<Tensor>,
+    /// The transformer blocks, with their hooks.
+    pub blocks: Vec<Block>,
+    /// The neck.
+    pub neck: Neck,
+}
+
+impl ImageEncoder {
+    /// Builds the encoder from `vb` after validating `cfg`. Fresh parameters follow SAM's
+    /// initialisation (zero `pos_embed` and relative positions, PyTorch defaults elsewhere).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] for an invalid configuration, [`crate::Error::Candle`] when `vb`
+    /// lacks a tensor or has one of the wrong shape.
+    pub fn new(cfg: &ImageEncoderConfig, vb: VarBuilder) -> crate::Result<Self> {
+        cfg.validate()?;
+        let c = cfg.embed_dim;
+        let patch_embed = PatchEmbed::new(cfg.in_chans, c, cfg.patch_size, vb.pp("patch_embed"))?;
+        let g = cfg.grid_size();
+        let pos_embed = if cfg.use_abs_pos {
+            Some(vb.get_with_hints((1, g, g, c), "pos_embed", Init::Const(0.0))?)
+        } else {
+            None
+        };
+        let vbb = vb.pp("blocks");
+        let blocks = (0..cfg.depth)
+            .map(|i| Block::new(cfg, i, vbb.pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        let neck = Neck::new(c, cfg.out_chans, cfg.layer_norm_eps, vb.pp("neck"))?;
+        Ok(Self {
+            config: cfg.clone(),
+            patch_embed,
+            pos_embed,
+            blocks,
+            neck,
+        })
+    }
+
+    /// Checks the input against the configuration, failing with the dims seen.
+    fn check_input(&self, x: &Tensor, ctx: &ForwardContext) -> Result<()> {
+        let cfg = &self.config;
+        let p = cfg.patch_size;
+        let dims = x.dims();
+        let ok = dims.len() == 4
+            && dims[1] == cfg.in_chans
+            && dims[2] >= p
+            && dims[3] >= p
+            && dims[2] % p == 0
+            && dims[3] % p == 0;
+        if !ok {
+            candle_core::bail!(
+                "ImageEncoder: expected input (N, {}, H, W) with H, W positive multiples of {p}, got {dims:?}",
+                cfg.in_chans
+            );
+        }
+        if ctx.slices == 0 || dims[0] % ctx.slices != 0 {
+            candle_core::bail!(
+                "ImageEncoder: batch of {} images is not a whole number of {}-slice volumes",
+                dims[0],
+                ctx.slices
+            );
+        }
+        Ok(())
+    }
+
+    /// Patch embedding plus absolute position (resized if the grid differs).
+    ///
+    /// # Shapes
+    /// - `x`: (N, in_chans, H, W); returns (N, H/p, W/p, C)
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        let t = self.patch_embed.forward(&x.contiguous()?)?;
+        match &self.pos_embed {
+            Some(pos) => {
+                let (_, h, w, _) = t.dims4()?;
+                let pos = resize_bilinear_bhwc(pos, h, w)?;
+                t.broadcast_add(&pos)
+            }
+            None => Ok(t),
+        }
+    }
+
+    /// Encodes a batch of images.
+    pub fn forward(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+        self.check_input(x, ctx)?;
+        let mut t = self.embed(x)?;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            t = blk.forward(&t, &ctx.block(i))?;
+        }
+        self.neck.forward(&t.permute([0, 3, 1, 2])?.contiguous()?)
+    }
+
+    /// Encodes a batch of images and keeps the patch embedding and every block output (for
+    /// parity tests and multi-scale decoders).
+    pub fn forward_with_intermediates(
+        &self,
+        x: &Tensor,
+        ctx: &ForwardContext,
+    ) -> Result<EncoderOutput> {
+        self.check_input(x, ctx)?;
+        let patch_embed = self.embed(x)?;
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        let mut t = patch_embed.clone();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            t = blk.forward(&t, &ctx.block(i))?;
+            blocks.push(t.clone());
+        }
+        let embeddings = self.neck.forward(&t.permute([0, 3, 1, 2])?.contiguous()?)?;
+        Ok(EncoderOutput {
+            patch_embed,
+            blocks,
+            embeddings,
+        })
+    }
+}
