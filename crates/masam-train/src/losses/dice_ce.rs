@@ -1,0 +1,224 @@
+//! [`DiceCeLoss`]: `ce_weight·CE + dice_weight·Dice`, the MA-SAM fine-tuning loss.
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::cross_entropy::cross_entropy;
+use super::dice::soft_dice;
+use super::log_softmax::log_softmax;
+use super::targets::{SegTargets, IGNORE_INDEX};
+use crate::error::{Result, TrainError};
+
+/// Weights and constants of [`DiceCeLoss`]. `Default` is the reference (`trainer.py: calc_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DiceCeLossConfig {
+    /// Weight of the cross-entropy term (reference: `1 − dice_param` = 0.2).
+    pub ce_weight: f64,
+    /// Weight of the Dice term (reference: `--dice_param 0.8`).
+    pub dice_weight: f64,
+    /// Smoothing constant added to the Dice numerator and denominator (reference: 1e-5).
+    pub smooth: f64,
+    /// Label value excluded from both terms (reference: -100).
+    pub ignore_index: i64,
+}
+
+impl Default for DiceCeLossConfig {
+    fn default() -> Self {
+        Self {
+            ce_weight: 0.2,
+            dice_weight: 0.8,
+            smooth: 1e-5,
+            ignore_index: IGNORE_INDEX,
+        }
+    }
+}
+
+impl DiceCeLossConfig {
+    /// Sets the cross-entropy weight.
+    pub fn with_ce_weight(mut self, w: f64) -> Self {
+        self.ce_weight = w;
+        self
+    }
+    /// Sets the Dice weight.
+    pub fn with_dice_weight(mut self, w: f64) -> Self {
+        self.dice_weight = w;
+        self
+    }
+    /// Sets the Dice smoothing constant.
+    pub fn with_smooth(mut self, s: f64) -> Self {
+        self.smooth = s;
+        self
+    }
+    /// Sets the ignored label value.
+    pub fn with_ignore_index(mut self, i: i64) -> Self {
+        self.ignore_index = i;
+        self
+    }
+
+    /// Checks that the weights and `smooth` are finite and non-negative.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("ce_weight", self.ce_weight),
+            ("dice_weight", self.dice_weight),
+            ("smooth", self.smooth),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(TrainError::InvalidConfig(format!(
+                    "{name} must be finite and >= 0, got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The three loss values of one batch. All are scalars (rank 0, f32) and all are differentiable;
+/// call `backward()` on `total`.
+#[derive(Debug, Clone)]
+pub struct DiceCeOutput {
+    /// `ce_weight·ce + dice_weight·dice`.
+    pub total: Tensor,
+    /// Mean cross-entropy over counted pixels.
+    pub ce: Tensor,
+    /// Soft Dice loss, mean over all classes (background included).
+    pub dice: Tensor,
+}
+
+/// Cross-entropy + soft Dice on class logits, exactly as the reference `calc_loss`.
+///
+/// - CE = mean over non-ignored pixels of `−log softmax(logits)[label]`;
+/// - Dice = mean over all K classes of `1 − (2Σp·t·m + s)/(Σp²·m + Σt²·m + s)` with sums over the
+///   whole batch, p = softmax over classes, t = one-hot label, m = non-ignored mask;
+/// - total = `ce_weight·CE + dice_weight·Dice`.
+///
+/// Computation is f32 whatever the logits dtype (the reference's CE autocasts to f32 too).
+/// Any number of spatial dimensions works (2D slices or 3D volumes).
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// use masam_train::losses::{DiceCeLoss, DiceCeLossConfig};
+/// # fn main() -> masam_train::Result<()> {
+/// let dev = Device::Cpu;
+/// let logits = Var::randn(0f32, 1., (2, 3, 4, 4), &dev)?; // (N, K, H, W)
+/// let labels = Tensor::zeros((2, 4, 4), candle_core::DType::I64, &dev)?; // (N, H, W)
+/// let loss = DiceCeLoss::new(DiceCeLossConfig::default())?;
+/// let out = loss.forward(logits.as_tensor(), &labels)?;
+/// let grads = out.total.backward()?;
+/// assert!(grads.get(logits.as_tensor()).is_some());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DiceCeLoss {
+    cfg: DiceCeLossConfig,
+}
+
+impl DiceCeLoss {
+    /// A loss with the given configuration (validated).
+    pub fn new(cfg: DiceCeLossConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self { cfg })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DiceCeLossConfig {
+        &self.cfg
+    }
+
+    /// Computes the loss.
+    ///
+    /// # Shapes
+    /// - `logits`: (N, K, H, W) (or (N, K, spatial...)), any float dtype
+    /// - `labels`: (N, H, W) (or (N, spatial...)), i64/u32/u8, values in `0..K` or `ignore_index`
+    /// - returns: three scalars
+    ///
+    /// # Errors
+    /// [`TrainError::ShapeMismatch`] if the shapes disagree, [`TrainError::UnsupportedDType`],
+    /// [`TrainError::LabelOutOfRange`], [`TrainError::AllIgnored`] if no pixel counts.
+    pub fn forward(&self, logits: &Tensor, labels: &Tensor) -> Result<DiceCeOutput> {
+        let dims = logits.dims();
+        let expected_labels: Vec<usize> = dims
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != 1)
+            .map(|(_, &d)| d)
+            .collect();
+        if dims.len() < 2 || labels.dims() != expected_labels.as_slice() {
+            return Err(TrainError::ShapeMismatch {
+                what: "labels (N, spatial...) for logits (N, K, spatial...)".into(),
+                expected: expected_labels,
+                got: labels.dims().to_vec(),
+            });
+        }
+        let logits = match logits.dtype() {
+            DType::F32 => logits.clone(),
+            DType::F16 | DType::BF16 | DType::F64 => logits.to_dtype(DType::F32)?,
+            dtype => {
+                return Err(TrainError::UnsupportedDType {
+                    what: "logits".into(),
+                    dtype,
+                })
+            }
+        };
+        let (n, k) = (dims[0], dims[1]);
+        let s: usize = dims[2..].iter().product();
+        let targets = SegTargets::new(labels, k, self.cfg.ignore_index)?;
+        let logits = logits.reshape((n, k, s))?;
+        let log_probs = log_softmax(&logits, 1)?;
+        let probs = log_probs.exp()?;
+        let ce = cross_entropy(&log_probs, &targets)?;
+        let dice = soft_dice(&probs, &targets, self.cfg.smooth)?;
+        let total =
+            (ce.affine(self.cfg.ce_weight, 0.0)? + dice.affine(self.cfg.dice_weight, 0.0)?)?;
+        Ok(DiceCeOutput { total, ce, dice })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let dev = Device::Cpu;
+        let logits = Tensor::zeros((2, 3, 4, 4), DType::F32, &dev).unwrap();
+        let labels = Tensor::zeros((2, 4, 5), DType::I64, &dev).unwrap();
+        let loss = DiceCeLoss::new(DiceCeLossConfig::default()).unwrap();
+        assert!(matches!(
+            loss.forward(&logits, &labels),
+            Err(TrainError::ShapeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn all_ignored_is_an_error() {
+        let dev = Device::Cpu;
+        let logits = Tensor::zeros((1, 2, 2, 2), DType::F32, &dev).unwrap();
+        let labels = Tensor::full(-100i64, (1, 2, 2), &dev).unwrap();
+        let loss = DiceCeLoss::new(DiceCeLossConfig::default()).unwrap();
+        assert!(matches!(
+            loss.forward(&logits, &labels),
+            Err(TrainError::AllIgnored { ignore_index: -100 })
+        ));
+    }
+
+    #[test]
+    fn negative_weight_is_rejected() {
+        assert!(DiceCeLoss::new(DiceCeLossConfig::default().with_dice_weight(-1.0)).is_err());
+        assert!(DiceCeLoss::new(DiceCeLossConfig::default().with_smooth(f64::NAN)).is_err());
+    }
+
+    #[test]
+    fn perfect_prediction_has_small_loss() -> Result<()> {
+        let dev = Device::Cpu;
+        // Class 1 everywhere, predicted with a huge margin: CE ≈ 0; Dice: class 1 ≈ 0, class 0 ≈ 0
+        // (no target, no prediction: (0 + s)/(0 + s) = 1 → loss 0).
+        let logits = Tensor::new(&[[[-50f32, -50.], [50., 50.]]], &dev)?; // (1, 2, 2)
+        let labels = Tensor::new(&[[1i64, 1]], &dev)?; // (1, 2)
+        let out = DiceCeLoss::new(DiceCeLossConfig::default())?.forward(&logits, &labels)?;
+        let t: f32 = out.total.to_scalar()?;
+        assert!(t.abs() < 1e-6, "{t}");
+        Ok(())
+    }
+}
