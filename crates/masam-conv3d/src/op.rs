@@ -1,0 +1,477 @@
+//! The Conv3D custom op: geometry, candle `CustomOp2`/`CustomOp3` glue and the explicit backward.
+//!
+//! Forward: [`Conv3dOp`] (input, weight[, bias]). Backward (`bwd`):
+//! - grad input = the forward op on `grad_y` with the weight channel-swapped and flipped
+//!   (`(C, O, kd, kh, kw)`) and the [transposed geometry](Conv3dGeometry::transposed);
+//! - grad weight = [`Conv3dWeightGradOp`] (input, grad_y);
+//! - grad bias = `grad_y` summed over batch and space.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+
+use crate::conv3d::Conv3dPadding;
+use crate::cpu;
+use crate::error::{Conv3dError, Result};
+
+/// Which CPU kernel an op may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conv3dKernel {
+    /// The depth-only shifted-GEMM path when the geometry allows it, vol2col + GEMM otherwise.
+    #[default]
+    Auto,
+    /// Always vol2col + GEMM (for testing the paths against each other).
+    General,
+}
+
+/// A fully resolved stride-1 convolution: sizes, per-dimension front padding and output size.
+///
+/// The front padding is signed so that the [transposed](Conv3dGeometry::transposed) geometry
+/// (used for the input gradient) can express cropping when the padding exceeds `k − 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dGeometry {
+    /// N, the number of volumes.
+    pub batch: usize,
+    /// C, input channels.
+    pub in_channels: usize,
+    /// O, output channels.
+    pub out_channels: usize,
+    /// Input spatial size (D, H, W).
+    pub input: [usize; 3],
+    /// Kernel size (kd, kh, kw).
+    pub kernel: [usize; 3],
+    /// Zero padding before the first element of each spatial dim (negative: crop).
+    pub pad_front: [isize; 3],
+    /// Output spatial size (OD, OH, OW).
+    pub output: [usize; 3],
+}
+
+fn dims5(what: &'static str, dims: &[usize]) -> Result<[usize; 5]> {
+    <[usize; 5]>::try_from(dims).map_err(|_| Conv3dError::Rank {
+        what,
+        expected: 5,
+        got: dims.to_vec(),
+    })
+}
+
+impl Conv3dGeometry {
+    /// Resolves the geometry of `x` (N, C, D, H, W) convolved with a weight (O, C, kd, kh, kw).
+    ///
+    /// ```
+    /// use masam_conv3d::{Conv3dGeometry, Conv3dPadding};
+    /// let g = Conv3dGeometry::new(&[1, 8, 5, 4, 4], &[8, 8, 4, 1, 1], Conv3dPadding::Same).unwrap();
+    /// assert_eq!(g.pad_front, [1, 0, 0]); // PyTorch puts the extra padding at the end
+    /// assert_eq!(g.output, [5, 4, 4]);
+    /// ```
+    pub fn new(x: &[usize], weight: &[usize], padding: Conv3dPadding) -> Result<Self> {
+        let [n, c, d, h, w] = dims5("conv3d input", x)?;
+        let [o, wc, kd, kh, kw] = dims5("conv3d weight", weight)?;
+        if wc != c {
+            return Err(Conv3dError::ChannelMismatch {
+                input: c,
+                weight: wc,
+            });
+        }
+        let kernel = [kd, kh, kw];
+        if o == 0 || c == 0 || kernel.contains(&0) {
+            return Err(Conv3dError::ZeroSize {
+                what: "weight",
+                shape: weight.to_vec(),
+            });
+        }
+        let input = [d, h, w];
+        if n == 0 || input.contains(&0) {
+            return Err(Conv3dError::ZeroSize {
+                what: "input",
+                shape: x.to_vec(),
+            });
+        }
+        let pads = padding.resolve(kernel);
+        let mut output = [0usize; 3];
+        for i in 0..3 {
+            let padded = input[i] + pads[i].0 + pads[i].1;
+            if padded < kernel[i] {
+                return Err(Conv3dError::EmptyOutput {
+                    input,
+                    kernel,
+                    padding: pads,
+                });
+            }
+            output[i] = padded - kernel[i] + 1;
+        }
+        Ok(Self {
+            batch: n,
+            in_channels: c,
+            out_channels: o,
+            input,
+            kernel,
+            pad_front: pads.map(|p| p.0 as isize),
+            output,
+        })
+    }
+
+    /// The geometry of the input gradient: a convolution of `grad_y` (N, O, OD, OH, OW) with the
+    /// flipped, channel-swapped weight (C, O, kd, kh, kw), front padding `k − 1 − pad`, whose
+    /// output has the input's size.
+    pub fn transposed(&self) -> Self {
+        let mut pad_front = [0isize; 3];
+        for i in 0..3 {
+            pad_front[i] = self.kernel[i] as isize - 1 - self.pad_front[i];
+        }
+        Self {
+            batch: self.batch,
+            in_channels: self.out_channels,
+            out_channels: self.in_channels,
+            input: self.output,
+            kernel: self.kernel,
+            pad_front,
+            output: self.input,
+        }
+    }
+
+    /// True for the MA-SAM case: a `(kd, 1, 1)` kernel with no padding in H and W, which is
+    /// `kd` shifted GEMMs per volume.
+    pub fn is_depth_only(&self) -> bool {
+        self.kernel[1] == 1
+            && self.kernel[2] == 1
+            && self.pad_front[1] == 0
+            && self.pad_front[2] == 0
+            && self.output[1] == self.input[1]
+            && self.output[2] == self.input[2]
+    }
+
+    /// Multiply-adds ×2 of one forward pass (each backward product costs the same).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.out_channels * self.in_channels) as f64
+            * self.kernel.iter().product::<usize>() as f64
+            * self.output.iter().product::<usize>() as f64
+    }
+
+    fn x_shape(&self) -> [usize; 5] {
+        let [d, h, w] = self.input;
+        [self.batch, self.in_channels, d, h, w]
+    }
+
+    fn y_shape(&self) -> Shape {
+        let [d, h, w] = self.output;
+        Shape::from((self.batch, self.out_channels, d, h, w))
+    }
+
+    fn w_shape(&self) -> Shape {
+        let [a, b, c] = self.kernel;
+        Shape::from((self.out_channels, self.in_channels, a, b, c))
+    }
+}
+
+/// The forward custom op. Apply it through [`conv3d_op`]; its operands must be contiguous.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv3dOp {
+    /// The resolved geometry.
+    pub geom: Conv3dGeometry,
+    /// The CPU kernel choice.
+    pub kernel: Conv3dKernel,
+}
+
+/// Gradient of the weight as a custom op on (input, grad_y), applied without a backward.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv3dWeightGradOp {
+    /// The geometry of the forward convolution.
+    pub geom: Conv3dGeometry,
+    /// The CPU kernel choice.
+    pub kernel: Conv3dKernel,
+}
+
+fn cpu_f32<'a>(
+    what: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+    dims: &[usize],
+) -> candle_core::Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => candle_core::bail!(
+            "conv3d: {what} has dtype {:?}; the CPU kernels take f32",
+            other.dtype()
+        ),
+    };
+    if l.dims() != dims {
+        candle_core::bail!("conv3d: {what} has shape {:?}, expected {dims:?}", l.dims());
+    }
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv3d: {what} must be contiguous"),
+    }
+}
+
+impl Conv3dOp {
+    fn fast(&self) -> bool {
+        self.kernel == Conv3dKernel::Auto
+    }
+
+    fn cpu(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        let xs = cpu_f32("input", x.0, x.1, &g.x_shape())?;
+        let ws = cpu_f32("weight", w.0, w.1, g.w_shape().dims())?;
+        let bs = match b {
+            Some((s, l)) => Some(cpu_f32("bias", s, l, &[g.out_channels])?),
+            None => None,
+        };
+        let y = cpu::conv3d_forward(g, xs, ws, bs, self.fast());
+        Ok((CpuStorage::F32(y), g.y_shape()))
+    }
+
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let g = grad.contiguous()?;
+        let wt = flip_kernel(&w.transpose(0, 1)?.contiguous()?)?;
+        let back = Conv3dOp {
+            geom: self.geom.transposed(),
+            kernel: self.kernel,
+        };
+        let gx = g.apply_op2_no_bwd(&wt, &back)?;
+        let gw_op = Conv3dWeightGradOp {
+            geom: self.geom,
+            kernel: self.kernel,
+        };
+        let gw = x.contiguous()?.apply_op2_no_bwd(&g, &gw_op)?;
+        Ok((gx, gw))
+    }
+}
+
+fn bias_grad(geom: &Conv3dGeometry, grad: &Tensor) -> candle_core::Result<Tensor> {
+    let p: usize = geom.output.iter().product();
+    let dtype = grad.dtype();
+    grad.to_dtype(DType::F32)?
+        .reshape((geom.batch, geom.out_channels, p))?
+        .sum(2)?
+        .sum(0)?
+        .to_dtype(dtype)
+}
+
+impl CustomOp2 for Conv3dOp {
+    fn name(&self) -> &'static str {
+        "masam-conv3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.cpu((s1, l1), (s2, l2), None)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::forward(&self.geom, (s1, l1), (s2, l2), None)?;
+        Ok((y, self.geom.y_shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = self.grads(x, w, grad)?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+impl CustomOp3 for Conv3dOp {
+    fn name(&self) -> &'static str {
+        "masam-conv3d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.cpu((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::forward(&self.geom, (s1, l1), (s2, l2), Some((s3, l3)))?;
+        Ok((y, self.geom.y_shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (gx, gw) = self.grads(x, w, grad)?;
+        let gb = bias_grad(&self.geom, grad)?;
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+impl CustomOp2 for Conv3dWeightGradOp {
+    fn name(&self) -> &'static str {
+        "masam-conv3d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        let xs = cpu_f32("input", s1, l1, &g.x_shape())?;
+        let gs = cpu_f32("grad_y", s2, l2, g.y_shape().dims())?;
+        let gw = cpu::conv3d_weight_grad(g, xs, gs, self.kernel == Conv3dKernel::Auto);
+        Ok((CpuStorage::F32(gw), g.w_shape()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let gw = crate::cuda::weight_grad(&self.geom, (s1, l1), (s2, l2))?;
+        Ok((gw, self.geom.w_shape()))
+    }
+}
+
+/// Conv3D with stride 1: `y = conv3d(x, weight) + bias`, differentiable in all three operands.
+///
+/// # Shapes
+/// - `x`: (N, C, D, H, W); `weight`: (O, C, kd, kh, kw); `bias`: (O,)
+/// - returns (N, O, OD, OH, OW); with [`Conv3dPadding::Same`], (OD, OH, OW) = (D, H, W)
+///
+/// Dtypes: f32 on CPU; f32, f16 and bf16 on CUDA (accumulated in f32).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use masam_conv3d::{conv3d_op, Conv3dPadding};
+/// # fn main() -> masam_conv3d::Result<()> {
+/// let x = Tensor::ones((1, 2, 5, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
+/// let w = Tensor::ones((3, 2, 3, 1, 1), candle_core::DType::F32, &Device::Cpu)?;
+/// let y = conv3d_op(&x, &w, None, Conv3dPadding::Same)?;
+/// assert_eq!(y.dims(), &[1, 3, 5, 4, 4]);
+/// // the first slice only sees two of the three taps (zero padding)
+/// assert_eq!(y.get(0)?.get(0)?.get(0)?.get(0)?.get(0)?.to_scalar::<f32>()?, 4.0);
+/// # Ok(()) }
+/// ```
+pub fn conv3d_op(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: Conv3dPadding,
+) -> Result<Tensor> {
+    conv3d_op_with(x, weight, bias, padding, Conv3dKernel::Auto)
+}
+
+/// [`conv3d_op`] with an explicit CPU kernel choice.
+pub fn conv3d_op_with(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: Conv3dPadding,
+    kernel: Conv3dKernel,
+) -> Result<Tensor> {
+    let geom = Conv3dGeometry::new(x.dims(), weight.dims(), padding)?;
+    check_operands(x, weight, bias, geom.out_channels)?;
+    let op = Conv3dOp { geom, kernel };
+    let x = x.contiguous()?;
+    let w = weight.contiguous()?;
+    let y = match bias {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op)?,
+        None => x.apply_op2(&w, op)?,
+    };
+    Ok(y)
+}
+
+fn check_operands(x: &Tensor, w: &Tensor, b: Option<&Tensor>, out_channels: usize) -> Result<()> {
+    let dev = x.device();
+    let dtype = x.dtype();
+    let mut others = vec![("weight", w)];
+    if let Some(b) = b {
+        if b.dims() != [out_channels] {
+            return Err(Conv3dError::BiasShape {
+                out_channels,
+                got: b.dims().to_vec(),
+            });
+        }
+        others.push(("bias", b));
+    }
+    for (name, t) in others {
+        if t.dtype() != dtype {
+            return Err(Conv3dError::Mismatch(format!(
+                "input is {dtype:?}, {name} is {:?}",
+                t.dtype()
+            )));
+        }
+        if !t.device().same_device(dev) {
+            return Err(Conv3dError::Mismatch(format!(
+                "input is on {:?}, {name} on {:?}",
+                dev.location(),
+                t.device().location()
+            )));
+        }
+    }
+    let ok = match dev {
+        candle_core::Device::Cpu => dtype == DType::F32,
+        candle_core::Device::Cuda(_) => matches!(dtype, DType::F32 | DType::F16 | DType::BF16),
+        _ => false,
+    };
+    if !ok {
+        let device = match dev {
+            candle_core::Device::Cpu => "cpu",
+            candle_core::Device::Cuda(_) => "cuda",
+            _ => "this device",
+        };
+        return Err(Conv3dError::UnsupportedDType { dtype, device });
+    }
+    Ok(())
+}
+
+/// Reverses the kernel dims (2, 3, 4) of a contiguous 5-D weight, skipping size-1 dims.
+fn flip_kernel(w: &Tensor) -> candle_core::Result<Tensor> {
+    let mut w = w.clone();
+    for d in 2..5 {
+        if w.dim(d)? > 1 {
+            w = w.flip(&[d])?.contiguous()?;
+        }
+    }
+    Ok(w)
+}
