@@ -7,6 +7,14 @@
 
 pub mod error;
 pub mod extension;
+pub mod mask_decoder;
+pub mod position_embedding;
+pub mod prompt_encoder;
+pub mod transformer;
 
 pub use error::{Error, Result};
 pub use extension::{BlockContext, BlockHooks, ForwardContext, LinearHook, TokenHook};
+pub use mask_decoder::{MaskDecoder, MaskDecoderConfig, MaskSelection};
+pub use position_embedding::PositionEmbeddingRandom;
+pub use prompt_encoder::{PromptEncoder, PromptEncoderConfig};
+pub use transformer::{TwoWayAttentionBlock, TwoWayTransformer, TwoWayTransformerConfig};

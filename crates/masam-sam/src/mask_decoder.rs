@@ -1,0 +1,463 @@
+//! SAM's mask decoder (`segment_anything/modeling/mask_decoder.py`), with MA-SAM's deeper
+//! progressive upsampling as a configuration.
+//!
+//! ```text
+//! tokens = [iou_token, mask_tokens(T)] ++ sparse prompts           (B, 1+T+S, C)
+//! src    = image_embeddings + dense prompts                         (B, C, h, w)
+//! hs, src = TwoWayTransformer(src, dense_pe, tokens)
+//! up     = output_upscaling(src)        n × [ConvT 2×2 s2 → LayerNorm2d → GELU], the last without LN
+//! masks  = stack_t(hypernet_t(hs[:, 1+t])) @ up                     (B, T, 2ⁿh, 2ⁿw)
+//! iou    = iou_prediction_head(hs[:, 0])                            (B, T)
+//! ```
+//!
+//! SAM: 2 stages C → C/4 → C/8, 3 multimask outputs. MA-SAM: 4 stages C → C/4 → C/8 → C/16 →
+//! C/32, `num_classes + 1` mask tokens, and all of them are returned. GELU is the exact erf form
+//! (PyTorch's `nn.GELU`), and the 2×2 stride-2 transposed convolutions are computed as one matmul
+//! (no overlap), which records a backward.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+use masam_nn::{layer_norm_2d, linear, LayerNorm2d, Linear};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::transformer::{TwoWayTransformer, TwoWayTransformerConfig};
+
+/// Configuration of the [`MaskDecoder`]. `Default` is MA-SAM's for BTCV (C 256, 12 classes →
+/// 13 mask tokens, 4 upscaling stages).
+///
+/// ```
+/// use masam_sam::MaskDecoderConfig;
+/// let sam = MaskDecoderConfig::sam();
+/// assert_eq!((sam.num_mask_tokens(), sam.upscaling_channels.clone()), (4, vec![64, 32]));
+/// let masam = MaskDecoderConfig::masam(256, 12);
+/// assert_eq!(masam.upscaling_channels, vec![64, 32, 16, 8]);
+/// assert_eq!(masam.upscale_factor(), 16);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskDecoderConfig {
+    /// Token / image-embedding width C.
+    pub transformer_dim: usize,
+    /// The two-way transformer (its `embedding_dim` must equal `transformer_dim`).
+    pub transformer: TwoWayTransformerConfig,
+    /// Mask tokens are `num_multimask_outputs + 1` (SAM: 3; MA-SAM: the number of classes).
+    pub num_multimask_outputs: usize,
+    /// Layers of the IoU head MLP (3).
+    pub iou_head_depth: usize,
+    /// Hidden width of the IoU head MLP (= C in SAM).
+    pub iou_head_hidden_dim: usize,
+    /// Output channels of each 2× upscaling stage; the last is the hypernetwork output width.
+    pub upscaling_channels: Vec<usize>,
+    /// Epsilon of the upscaling `LayerNorm2d`s (1e-6).
+    pub upscaling_ln_eps: f64,
+}
+
+impl Default for MaskDecoderConfig {
+    fn default() -> Self {
+        Self::masam(256, 12)
+    }
+}
+
+impl MaskDecoderConfig {
+    /// Official SAM: C 256, 3 multimask outputs, 2 upscaling stages (64, 32).
+    pub fn sam() -> Self {
+        Self {
+            transformer_dim: 256,
+            transformer: TwoWayTransformerConfig::default(),
+            num_multimask_outputs: 3,
+            iou_head_depth: 3,
+            iou_head_hidden_dim: 256,
+            upscaling_channels: vec![64, 32],
+            upscaling_ln_eps: 1e-6,
+        }
+    }
+
+    /// MA-SAM: width `dim`, `num_classes + 1` mask tokens (0 = background), 4 upscaling stages
+    /// `dim/4, dim/8, dim/16, dim/32`, the SAM transformer (8 heads, MLP 2048) at width `dim`.
+    pub fn masam(dim: usize, num_classes: usize) -> Self {
+        Self {
+            transformer_dim: dim,
+            transformer: TwoWayTransformerConfig {
+                embedding_dim: dim,
+                ..TwoWayTransformerConfig::default()
+            },
+            num_multimask_outputs: num_classes,
+            iou_head_depth: 3,
+            iou_head_hidden_dim: dim,
+            upscaling_channels: vec![dim / 4, dim / 8, dim / 16, dim / 32],
+            upscaling_ln_eps: 1e-6,
+        }
+    }
+
+    /// The tiny decoder of the reference fixtures: C 64, 4 heads, MLP 128, 3 classes.
+    pub fn tiny() -> Self {
+        Self {
+            transformer: TwoWayTransformerConfig::tiny(),
+            ..Self::masam(64, 3)
+        }
+    }
+
+    /// Number of mask tokens T = `num_multimask_outputs + 1`.
+    pub fn num_mask_tokens(&self) -> usize {
+        self.num_multimask_outputs + 1
+    }
+
+    /// Ratio of the mask size to the token grid, `2^stages`.
+    pub fn upscale_factor(&self) -> usize {
+        1 << self.upscaling_channels.len()
+    }
+
+    /// Checks the sizes.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.transformer.validate()?;
+        if self.transformer.embedding_dim != self.transformer_dim {
+            return Err(Error::Config(format!(
+                "mask decoder: transformer width {} differs from transformer_dim {}",
+                self.transformer.embedding_dim, self.transformer_dim
+            )));
+        }
+        if self.upscaling_channels.is_empty() || self.upscaling_channels.contains(&0) {
+            return Err(Error::Config(format!(
+                "mask decoder: upscaling_channels must be non-empty and positive, got {:?}",
+                self.upscaling_channels
+            )));
+        }
+        if self.iou_head_depth == 0 || self.iou_head_hidden_dim == 0 {
+            return Err(Error::Config(
+                "mask decoder: the IoU head needs a positive depth and width".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which mask channels the decoder returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum MaskSelection {
+    /// Every mask token (MA-SAM: one channel per class, 0 = background).
+    #[default]
+    All,
+    /// SAM's `multimask_output=True`: tokens 1.. .
+    Multimask,
+    /// SAM's `multimask_output=False`: token 0 only.
+    Single,
+}
+
+/// SAM's `MLP`: `depth` linear layers, ReLU between them.
+#[derive(Debug, Clone)]
+struct Mlp {
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    fn new(
+        input: usize,
+        hidden: usize,
+        output: usize,
+        depth: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let vb = vb.pp("layers");
+        let layers = (0..depth)
+            .map(|i| {
+                let cin = if i == 0 { input } else { hidden };
+                let cout = if i + 1 == depth { output } else { hidden };
+                linear(cin, cout, vb.pp(i.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            x = l.forward(&x)?;
+            if i + 1 < self.layers.len() {
+                x = x.relu()?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// One upscaling stage: ConvTranspose2d(k 2, s 2) + bias, optional LayerNorm2d, GELU (erf).
+#[derive(Debug, Clone)]
+struct UpscaleStage {
+    weight: Tensor,
+    bias: Tensor,
+    norm: Option<LayerNorm2d>,
+}
+
+impl UpscaleStage {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = conv_transpose_2x2(x, &self.weight, &self.bias)?;
+        let x = match &self.norm {
+            Some(n) => n.forward(&x)?,
+            None => x,
+        };
+        x.gelu_erf()
+    }
+}
+
+/// `ConvTranspose2d(kernel 2, stride 2, padding 0)` with bias, written as one matmul:
+/// `out[n, o, 2i+a, 2j+b] = bias[o] + Σ_c x[n, c, i, j]·W[c, o, a, b]`.
+///
+/// # Shapes
+/// - `x`: (N, Cin, H, W); `weight`: (Cin, Cout, 2, 2) (PyTorch layout); `bias`: (Cout,)
+/// - returns (N, Cout, 2H, 2W)
+pub fn conv_transpose_2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (n, cin, h, w) = x.dims4()?;
+    let (wcin, cout, kh, kw) = weight.dims4()?;
+    if wcin != cin || kh != 2 || kw != 2 {
+        candle_core::bail!(
+            "conv_transpose_2x2: input has {cin} channels, weight has shape {:?}",
+            weight.dims()
+        );
+    }
+    let xs = x.permute((0, 2, 3, 1))?.reshape((n * h * w, cin))?;
+    let y = xs.matmul(&weight.reshape((cin, cout * 4))?)?;
+    let y = y
+        .reshape((n, h, w, cout, 2, 2))?
+        .permute((0, 3, 1, 4, 2, 5))?
+        .reshape((n, cout, 2 * h, 2 * w))?;
+    y.broadcast_add(&bias.reshape((1, cout, 1, 1))?)
+}
+
+/// SAM's mask decoder. Weight names under its `VarBuilder` are the official ones: `transformer.*`,
+/// `iou_token.weight`, `mask_tokens.weight`, `output_upscaling.{3s, 3s+1}.*`,
+/// `output_hypernetworks_mlps.{t}.layers.{0,1,2}.*`, `iou_prediction_head.layers.*`.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use masam_nn::SeededVarMap;
+/// use masam_sam::{MaskDecoder, MaskDecoderConfig, MaskSelection};
+/// # fn main() -> masam_sam::Result<()> {
+/// let params = SeededVarMap::new(0);
+/// let dec = MaskDecoder::new(&MaskDecoderConfig::tiny(), params.var_builder(DType::F32, &Device::Cpu))?;
+/// let emb = Tensor::randn(0f32, 1., (3, 64, 4, 4), &Device::Cpu)?;
+/// let pe = Tensor::randn(0f32, 1., (1, 64, 4, 4), &Device::Cpu)?;
+/// let sparse = Tensor::zeros((1, 0, 64), DType::F32, &Device::Cpu)?;
+/// let dense = Tensor::zeros((1, 64, 4, 4), DType::F32, &Device::Cpu)?;
+/// let (masks, iou) = dec.forward(&emb, &pe, &sparse, &dense, MaskSelection::All)?;
+/// assert_eq!(masks.dims(), &[3, 4, 64, 64]);
+/// assert_eq!(iou.dims(), &[3, 4]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MaskDecoder {
+    cfg: MaskDecoderConfig,
+    transformer: TwoWayTransformer,
+    iou_token: Tensor,
+    mask_tokens: Tensor,
+    upscaling: Vec<UpscaleStage>,
+    hypernetworks: Vec<Mlp>,
+    iou_head: Mlp,
+}
+
+impl MaskDecoder {
+    /// Builds the decoder from `vb` (the `mask_decoder` prefix of a SAM checkpoint).
+    pub fn new(cfg: &MaskDecoderConfig, vb: VarBuilder) -> crate::Result<Self> {
+        cfg.validate()?;
+        let c = cfg.transformer_dim;
+        let t = cfg.num_mask_tokens();
+        let transformer = TwoWayTransformer::new(&cfg.transformer, vb.pp("transformer"))?;
+        let randn = Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        };
+        let iou_token = vb.pp("iou_token").get_with_hints((1, c), "weight", randn)?;
+        let mask_tokens = vb
+            .pp("mask_tokens")
+            .get_with_hints((t, c), "weight", randn)?;
+
+        let vbu = vb.pp("output_upscaling");
+        let n = cfg.upscaling_channels.len();
+        let mut upscaling = Vec::with_capacity(n);
+        let mut cin = c;
+        for (s, &cout) in cfg.upscaling_channels.iter().enumerate() {
+            let b = 1.0 / ((cout * 4) as f64).sqrt();
+            let init = Init::Uniform { lo: -b, up: b };
+            let conv = vbu.pp((3 * s).to_string());
+            let weight = conv.get_with_hints((cin, cout, 2, 2), "weight", init)?;
+            let bias = conv.get_with_hints(cout, "bias", init)?;
+            let norm = if s + 1 < n {
+                Some(layer_norm_2d(
+                    cout,
+                    cfg.upscaling_ln_eps,
+                    vbu.pp((3 * s + 1).to_string()),
+                )?)
+            } else {
+                None
+            };
+            upscaling.push(UpscaleStage { weight, bias, norm });
+            cin = cout;
+        }
+        let hyper_out = cin;
+        let vbh = vb.pp("output_hypernetworks_mlps");
+        let hypernetworks = (0..t)
+            .map(|i| Mlp::new(c, c, hyper_out, 3, vbh.pp(i.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let iou_head = Mlp::new(
+            c,
+            cfg.iou_head_hidden_dim,
+            t,
+            cfg.iou_head_depth,
+            vb.pp("iou_prediction_head"),
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            transformer,
+            iou_token,
+            mask_tokens,
+            upscaling,
+            hypernetworks,
+            iou_head,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MaskDecoderConfig {
+        &self.cfg
+    }
+
+    /// Predicts masks and IoU scores (SAM's `forward`).
+    ///
+    /// Batch semantics: the sparse prompts give the token batch Bs, the image embeddings Bi.
+    /// Bs = Bi pairs them (per-image prompts, e.g. MA-SAM's boxes); Bs = 1 broadcasts the tokens
+    /// over every image (MA-SAM's prompt-free path); Bi = 1 repeats the image for every prompt
+    /// (official SAM). The dense prompts and the PE have batch 1 or B = max(Bs, Bi).
+    ///
+    /// # Shapes
+    /// - `image_embeddings`: (Bi, C, h, w); `image_pe`: (1 or B, C, h, w)
+    /// - `sparse_prompt_embeddings`: (Bs, S, C) (S may be 0); `dense_prompt_embeddings`: (1 or B, C, h, w)
+    /// - returns `masks` (B, T', 2ⁿh, 2ⁿw) and `iou_predictions` (B, T'), with T' = T for
+    ///   [`MaskSelection::All`], T − 1 for `Multimask`, 1 for `Single`
+    pub fn forward(
+        &self,
+        image_embeddings: &Tensor,
+        image_pe: &Tensor,
+        sparse_prompt_embeddings: &Tensor,
+        dense_prompt_embeddings: &Tensor,
+        selection: MaskSelection,
+    ) -> crate::Result<(Tensor, Tensor)> {
+        let (masks, iou) = self.predict_masks(
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+        )?;
+        let t = self.cfg.num_mask_tokens();
+        let (start, len) = match selection {
+            MaskSelection::All => (0, t),
+            MaskSelection::Multimask => (1, t - 1),
+            MaskSelection::Single => (0, 1),
+        };
+        if len == t {
+            return Ok((masks, iou));
+        }
+        Ok((masks.narrow(1, start, len)?, iou.narrow(1, start, len)?))
+    }
+
+    fn check_input(
+        &self,
+        what: &'static str,
+        x: &Tensor,
+        batch: Option<&[usize]>,
+    ) -> crate::Result<()> {
+        let (h, w) = (x.dims().get(2).copied(), x.dims().get(3).copied());
+        let c = self.cfg.transformer_dim;
+        let ok = x.rank() == 4
+            && x.dims()[1] == c
+            && batch.is_none_or(|bs| bs.contains(&x.dims()[0]))
+            && h.is_some()
+            && w.is_some();
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InputShape {
+                what,
+                expected: match batch {
+                    Some(bs) => format!("(one of {bs:?}, {c}, h, w)"),
+                    None => format!("(B, {c}, h, w)"),
+                },
+                found: x.dims().to_vec(),
+            })
+        }
+    }
+
+    /// Runs the decoder and returns all T masks and IoU scores (SAM's `predict_masks`).
+    pub fn predict_masks(
+        &self,
+        image_embeddings: &Tensor,
+        image_pe: &Tensor,
+        sparse_prompt_embeddings: &Tensor,
+        dense_prompt_embeddings: &Tensor,
+    ) -> crate::Result<(Tensor, Tensor)> {
+        let c = self.cfg.transformer_dim;
+        self.check_input("image embeddings", image_embeddings, None)?;
+        let (bi, _, h, w) = image_embeddings.dims4()?;
+        let sdims = sparse_prompt_embeddings.dims();
+        if sdims.len() != 3 || sdims[2] != c || !(sdims[0] == bi || sdims[0] == 1 || bi == 1) {
+            return Err(Error::InputShape {
+                what: "sparse prompt embeddings",
+                expected: format!("(1 or {bi}, S, {c})"),
+                found: sdims.to_vec(),
+            });
+        }
+        let bs = sdims[0];
+        let b = bs.max(bi);
+        self.check_input(
+            "dense prompt embeddings",
+            dense_prompt_embeddings,
+            Some(&[1, b]),
+        )?;
+        self.check_input("image positional encoding", image_pe, Some(&[1, b]))?;
+        for (what, t) in [
+            ("dense prompt embeddings", dense_prompt_embeddings),
+            ("image positional encoding", image_pe),
+        ] {
+            if t.dims()[2] != h || t.dims()[3] != w {
+                return Err(Error::InputShape {
+                    what,
+                    expected: format!("(·, {c}, {h}, {w})"),
+                    found: t.dims().to_vec(),
+                });
+            }
+        }
+
+        let t = self.cfg.num_mask_tokens();
+        let output_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0)?;
+        let output_tokens = output_tokens.unsqueeze(0)?.broadcast_as((bs, 1 + t, c))?;
+        let tokens = if sdims[1] == 0 {
+            output_tokens.contiguous()?
+        } else {
+            Tensor::cat(&[&output_tokens, sparse_prompt_embeddings], 1)?
+        };
+        let n = tokens.dim(1)?;
+        let tokens = tokens.broadcast_as((b, n, c))?.contiguous()?;
+        let src = image_embeddings
+            .broadcast_as((b, c, h, w))?
+            .broadcast_add(dense_prompt_embeddings)?;
+        let (hs, src) = self.transformer.forward(&src, image_pe, &tokens)?;
+
+        let iou_token_out = hs.narrow(1, 0, 1)?.squeeze(1)?;
+        let src = src.transpose(1, 2)?.reshape((b, c, h, w))?;
+        let mut up = src;
+        for stage in &self.upscaling {
+            up = stage.forward(&up)?;
+        }
+        let (_, cu, hu, wu) = up.dims4()?;
+        let hyper_in = self
+            .hypernetworks
+            .iter()
+            .enumerate()
+            .map(|(i, mlp)| mlp.forward(&hs.narrow(1, 1 + i, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        let hyper_in = Tensor::cat(&hyper_in, 1)?; // (B, T, cu)
+        let masks = hyper_in
+            .matmul(&up.reshape((b, cu, hu * wu))?)?
+            .reshape((b, t, hu, wu))?;
+        let iou = self.iou_head.forward(&iou_token_out)?;
+        Ok((masks, iou))
+    }
+}

@@ -1,1 +1,0 @@
-//! Training augmentation (the reference recipe, seedable and deterministic).
