@@ -99,6 +99,7 @@ fn valid_range(out: usize, inp: usize, shift: isize) -> Option<(usize, usize)> {
 /// # Shapes
 /// - `x`: (N, C, D, H, W), `w`: (O, C, kd, kh, kw), `b`: (O,)
 /// - returns (N, O, OD, OH, OW) as a flat vector
+///
 /// `fast` selects the depth-only GEMM path; it is used only when the geometry
 /// [is depth-only](Conv3dGeometry::is_depth_only).
 pub fn conv3d_forward(
@@ -129,6 +130,7 @@ pub fn conv3d_forward(
 /// # Shapes
 /// - `x`: (N, C, D, H, W), `gy`: (N, O, OD, OH, OW)
 /// - returns (O, C, kd, kh, kw) as a flat vector
+///
 /// `fast` as in [`conv3d_forward`].
 pub fn conv3d_weight_grad(g: &Conv3dGeometry, x: &[f32], gy: &[f32], fast: bool) -> Vec<f32> {
     if fast && g.is_depth_only() {
@@ -232,10 +234,7 @@ fn vol2col(g: &Conv3dGeometry, xn: &[f32], z0: usize, z1: usize, col: &mut [f32]
         let td = (r / (kw * kh)) % kd;
         let ci = r / (kw * kh * kd);
         let src_c = &xn[ci * d * h * w..(ci + 1) * d * h * w];
-        let (x0, x1) = match valid_range(ow, w, tw as isize - pw) {
-            Some(r) => r,
-            None => (0, 0),
-        };
+        let (x0, x1) = valid_range(ow, w, tw as isize - pw).unwrap_or_default();
         for (zl, zrow) in row.chunks_mut(plane).enumerate() {
             let sd = (z0 + zl) as isize + td as isize - pd;
             if sd < 0 || sd >= d as isize {
