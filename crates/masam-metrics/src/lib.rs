@@ -5,7 +5,7 @@
 //! | Dice | [`compute_dice`] | [`DiceMetric`] | medpy `dc`, reference empty convention |
 //! | IoU / mIoU | [`compute_iou`] | [`IouMetric`] | Jaccard |
 //! | HD95 / HD | [`compute_hd95`], [`compute_hausdorff`] | [`Hd95Metric`] = [`HausdorffMetric`] | medpy `hd95` / `hd` |
-//! | ASD / ASSD | [`compute_asd`], [`compute_assd`] | [`SurfaceDistanceMetric`] | medpy `asd` / `assd` |
+//! | ASD / ASSD | [`compute_asd`], [`compute_assd`] | [`SurfaceDistanceMetric`] | medpy `asd` / `assd` (0.5) |
 //! | NSD | [`compute_surface_dice`] | [`SurfaceDiceMetric`] | DeepMind `compute_surface_dice_at_tolerance` |
 //!
 //! # Conventions
@@ -76,7 +76,7 @@ pub use surface_dice::{
     compute_surface_dice, compute_surface_dice_at, SurfaceDiceConfig, SurfaceDiceMetric,
 };
 pub use surface_distance::{
-    compute_asd, compute_assd, compute_average_surface_distance, SurfaceDistanceConfig,
+    compute_asd, compute_assd, compute_average_surface_distance, AsdMode, SurfaceDistanceConfig,
     SurfaceDistanceMetric,
 };
 pub use surfel::{compute_surface_distances, SurfaceDistances};

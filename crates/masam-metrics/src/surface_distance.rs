@@ -3,8 +3,9 @@
 //! - `asd(pred, gt)` = mean over the border voxels of `pred` of the distance (mm) to the nearest
 //!   border voxel of `gt` (directed: prediction → ground truth, exactly medpy's
 //!   `asd(result, reference)`).
-//! - `assd` = the mean of the two directed ASDs (medpy's `assd`), not the mean over the pooled
-//!   distances (MONAI's `symmetric=True`).
+//! - `assd` = the mean over the **pooled** distances of both directions (medpy ≥ 0.5 `assd`, and
+//!   MONAI's `symmetric=True`). medpy 0.4 instead averaged the two directed means; that variant is
+//!   [`AsdMode::MeanOfDirected`].
 //!
 //! - **Input**: label maps (z, y, x) for [`SurfaceDistanceMetric`], binary masks for
 //!   [`compute_average_surface_distance`]; spacing (z, y, x) in mm.
@@ -21,11 +22,24 @@ use crate::policy::EmptyPolicy;
 use crate::reduction::{Accumulator, Classes, Metric};
 use crate::surface::surface_distances;
 
+/// Which average surface distance to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AsdMode {
+    /// Mean distance from the prediction's border to the ground truth's (medpy `asd`). Default.
+    #[default]
+    Directed,
+    /// Mean over both directed distance sets pooled (medpy ≥ 0.5 `assd`, MONAI symmetric ASD).
+    Symmetric,
+    /// Mean of the two directed means (medpy 0.4 `assd`).
+    MeanOfDirected,
+}
+
 /// Configuration of [`SurfaceDistanceMetric`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SurfaceDistanceConfig {
-    /// `false` (default): directed ASD pred → gt (medpy `asd`); `true`: medpy `assd`.
-    pub symmetric: bool,
+    /// Directed ASD (default) or one of the symmetric variants.
+    pub mode: AsdMode,
     /// Scores for empty prediction and/or ground truth.
     pub empty: EmptyPolicy,
 }
@@ -33,7 +47,7 @@ pub struct SurfaceDistanceConfig {
 impl Default for SurfaceDistanceConfig {
     fn default() -> Self {
         Self {
-            symmetric: false,
+            mode: AsdMode::Directed,
             empty: EmptyPolicy::distance_monai(),
         }
     }
@@ -43,15 +57,15 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-/// Average surface distance (mm) of two binary masks: medpy `asd(pred, gt)`, or `assd` when
-/// `symmetric`.
+/// Average surface distance (mm) of two binary masks: medpy `asd(pred, gt)` or a symmetric
+/// variant, see [`AsdMode`].
 ///
 /// # Errors
 /// [`MetricsError::ShapeMismatch`](crate::MetricsError::ShapeMismatch),
 /// [`MetricsError::InvalidSpacing`](crate::MetricsError::InvalidSpacing).
 ///
 /// ```
-/// use masam_metrics::{compute_average_surface_distance, EmptyPolicy};
+/// use masam_metrics::{compute_average_surface_distance, AsdMode, EmptyPolicy};
 /// use ndarray::Array3;
 /// let mut p = Array3::from_elem((1, 1, 8), false);
 /// let mut g = p.clone();
@@ -59,15 +73,17 @@ fn mean(v: &[f64]) -> f64 {
 /// p[[0, 0, 2]] = true;
 /// g[[0, 0, 5]] = true;
 /// let e = EmptyPolicy::distance_monai();
+/// let asd = |mode| compute_average_surface_distance(p.view(), g.view(), [1.0; 3], mode, &e).unwrap();
 /// // pred → gt: (4 + 3) / 2 voxels of 1 mm; gt → pred: 3.
-/// assert_eq!(compute_average_surface_distance(p.view(), g.view(), [1.0; 3], false, &e).unwrap(), 3.5);
-/// assert_eq!(compute_average_surface_distance(p.view(), g.view(), [1.0; 3], true, &e).unwrap(), 3.25);
+/// assert_eq!(asd(AsdMode::Directed), 3.5);
+/// assert_eq!(asd(AsdMode::Symmetric), 10.0 / 3.0);
+/// assert_eq!(asd(AsdMode::MeanOfDirected), 3.25);
 /// ```
 pub fn compute_average_surface_distance(
     pred: ArrayView3<'_, bool>,
     gt: ArrayView3<'_, bool>,
     spacing: [f64; 3],
-    symmetric: bool,
+    mode: AsdMode,
     empty: &EmptyPolicy,
 ) -> Result<f64> {
     check_shapes(pred.shape(), gt.shape())?;
@@ -78,10 +94,13 @@ pub fn compute_average_surface_distance(
         return Ok(v);
     }
     let (forward, backward) = surface_distances(pred, gt, spacing)?;
-    Ok(if symmetric {
-        (mean(&forward) + mean(&backward)) / 2.0
-    } else {
-        mean(&forward)
+    Ok(match mode {
+        AsdMode::Directed => mean(&forward),
+        AsdMode::Symmetric => {
+            (forward.iter().sum::<f64>() + backward.iter().sum::<f64>())
+                / (forward.len() + backward.len()) as f64
+        }
+        AsdMode::MeanOfDirected => (mean(&forward) + mean(&backward)) / 2.0,
     })
 }
 
@@ -94,10 +113,16 @@ pub fn compute_asd(
     gt: ArrayView3<'_, bool>,
     spacing: [f64; 3],
 ) -> Result<f64> {
-    compute_average_surface_distance(pred, gt, spacing, false, &EmptyPolicy::distance_monai())
+    compute_average_surface_distance(
+        pred,
+        gt,
+        spacing,
+        AsdMode::Directed,
+        &EmptyPolicy::distance_monai(),
+    )
 }
 
-/// medpy's `assd(pred, gt, voxelspacing=spacing)` with the default empty policy.
+/// medpy's (≥ 0.5) `assd(pred, gt, voxelspacing=spacing)` with the default empty policy.
 ///
 /// # Errors
 /// As [`compute_average_surface_distance`].
@@ -106,7 +131,13 @@ pub fn compute_assd(
     gt: ArrayView3<'_, bool>,
     spacing: [f64; 3],
 ) -> Result<f64> {
-    compute_average_surface_distance(pred, gt, spacing, true, &EmptyPolicy::distance_monai())
+    compute_average_surface_distance(
+        pred,
+        gt,
+        spacing,
+        AsdMode::Symmetric,
+        &EmptyPolicy::distance_monai(),
+    )
 }
 
 /// Cumulative ASD (or ASSD) over label-map cases, per class.
@@ -117,12 +148,17 @@ pub struct SurfaceDistanceMetric {
 }
 
 impl SurfaceDistanceMetric {
-    /// A metric evaluating `classes` with `cfg`; reported as `asd_mm` or `assd_mm`.
+    /// A metric evaluating `classes` with `cfg`; reported as `asd_mm`, `assd_mm` or
+    /// `assd_mean_of_directed_mm`.
     ///
     /// # Errors
     /// [`MetricsError::NoClasses`](crate::MetricsError::NoClasses).
     pub fn new(cfg: SurfaceDistanceConfig, classes: Classes) -> Result<Self> {
-        let name = if cfg.symmetric { "assd_mm" } else { "asd_mm" };
+        let name = match cfg.mode {
+            AsdMode::Directed => "asd_mm",
+            AsdMode::Symmetric => "assd_mm",
+            AsdMode::MeanOfDirected => "assd_mean_of_directed_mm",
+        };
         Ok(Self {
             cfg,
             acc: Accumulator::new(name, classes)?,
@@ -142,7 +178,7 @@ impl Metric for SurfaceDistanceMetric {
         gt: ArrayView3<'_, bool>,
         spacing: [f64; 3],
     ) -> Result<f64> {
-        compute_average_surface_distance(pred, gt, spacing, self.cfg.symmetric, &self.cfg.empty)
+        compute_average_surface_distance(pred, gt, spacing, self.cfg.mode, &self.cfg.empty)
     }
 
     fn accumulator(&self) -> &Accumulator {
@@ -173,7 +209,7 @@ mod tests {
         assert_eq!(compute_assd(m.view(), m.view(), [1.0; 3]).unwrap(), 0.0);
         let mm = SurfaceDistanceMetric::new(
             SurfaceDistanceConfig {
-                symmetric: true,
+                mode: AsdMode::Symmetric,
                 ..Default::default()
             },
             Classes::foreground(1),
