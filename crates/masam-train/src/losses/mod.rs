@@ -1,10 +1,10 @@
 //! Segmentation losses: the reference's `0.2·CE + 0.8·Dice`, built from ops that record a backward.
 //!
-//! - [`targets`]: label map → one-hot targets and the mask of counted pixels;
-//! - [`log_softmax`]: numerically stable, differentiable log-softmax over the class dimension;
-//! - [`cross_entropy`]: mean negative log-likelihood over counted pixels (`ignore_index`);
-//! - [`dice`]: soft Dice over all classes, background included, summed over the whole batch;
-//! - [`dice_ce`]: [`DiceCeLoss`], the weighted sum used for MA-SAM fine-tuning.
+//! - [`targets`](mod@targets): label map → one-hot targets and the mask of counted pixels;
+//! - [`log_softmax`](mod@log_softmax): numerically stable, differentiable log-softmax over the class dimension;
+//! - [`cross_entropy`](mod@cross_entropy): mean negative log-likelihood over counted pixels (`ignore_index`);
+//! - [`dice`](mod@dice): soft Dice over all classes, background included, summed over the whole batch;
+//! - [`dice_ce`](mod@dice_ce): [`DiceCeLoss`], the weighted sum used for MA-SAM fine-tuning.
 
 pub mod cross_entropy;
 pub mod dice;
