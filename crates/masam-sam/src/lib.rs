@@ -5,16 +5,31 @@
 //! load unchanged. Each encoder block has typed extension points ([`extension`]) where FacT and
 //! the 3D adapters plug in.
 
+pub mod attention;
+pub mod block;
+pub mod checkpoint;
+pub mod config;
 pub mod error;
 pub mod extension;
+pub mod image_encoder;
 pub mod mask_decoder;
+pub mod mlp;
+pub mod patch_embed;
 pub mod position_embedding;
 pub mod prompt_encoder;
+pub mod rel_pos;
+pub mod sam;
 pub mod transformer;
+pub mod window;
 
+pub use block::Block;
+pub use checkpoint::{BackboneInfo, ConvertedCheckpoint, InitFromSam, Matched, ParamSource, SamCheckpoint};
+pub use config::ImageEncoderConfig;
 pub use error::{Error, Result};
 pub use extension::{BlockContext, BlockHooks, ForwardContext, LinearHook, TokenHook};
+pub use image_encoder::{EncoderOutput, ImageEncoder, Neck};
 pub use mask_decoder::{MaskDecoder, MaskDecoderConfig, MaskSelection};
 pub use position_embedding::PositionEmbeddingRandom;
 pub use prompt_encoder::{PromptEncoder, PromptEncoderConfig};
+pub use sam::{Prompt, Sam, SamConfig, SamOutput};
 pub use transformer::{TwoWayAttentionBlock, TwoWayTransformer, TwoWayTransformerConfig};

@@ -348,7 +348,8 @@ impl PromptEncoder {
     /// # Shapes
     /// - `points`: coordinates (B, N, 2) and labels (B, N), see [`embed_points`](Self::embed_points)
     /// - `boxes`: (B, 4); `masks`: (B, 1, 4h, 4w)
-    /// - returns `sparse` (B, N(+1) + 2·[boxes], C) and `dense` (B, C, h, w)
+    /// - returns `sparse` (B, S, C), S = N (+1 padding point without boxes) + 2 with boxes, and
+    ///   `dense` (B, C, h, w)
     pub fn forward(
         &self,
         points: Option<(&Tensor, &Tensor)>,

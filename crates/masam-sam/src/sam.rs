@@ -1,0 +1,448 @@
+//! The full Segment Anything model: image encoder, prompt encoder and mask decoder.
+//!
+//! ```text
+//! images (N, 3, H, W) → (x − mean)/std → zero-pad to img_size (bottom/right)
+//!   → ImageEncoder → (N, C, h, w)
+//!   → MaskDecoder(dense PE, prompts) → low-res logits (N, T, 2ⁿh, 2ⁿw)
+//!   → postprocess: bilinear to img_size, crop to (H, W) → masks (N, T, H, W)
+//! ```
+//!
+//! Official SAM ([`SamConfig::vit_b`] …): 1024 px, ImageNet pixel statistics in 0..255, two
+//! upscaling stages (logits at 256 px, upsampled). MA-SAM ([`SamConfig::masam`]): identity pixel
+//! normalisation on [0, 1] inputs, four stages, so the logits are already full resolution and the
+//! post-processing is skipped. The bilinear resize is written as two interpolation matrices, so
+//! it records a backward (candle's `upsample_bilinear2d` has none).
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ImageEncoderConfig;
+use crate::error::{Error, Result};
+use crate::extension::ForwardContext;
+use crate::image_encoder::ImageEncoder;
+use crate::mask_decoder::{MaskDecoder, MaskDecoderConfig, MaskSelection};
+use crate::prompt_encoder::{PromptEncoder, PromptEncoderConfig};
+
+/// SAM's pixel mean (ImageNet, 0..255 scale).
+pub const SAM_PIXEL_MEAN: [f64; 3] = [123.675, 116.28, 103.53];
+/// SAM's pixel standard deviation (ImageNet, 0..255 scale).
+pub const SAM_PIXEL_STD: [f64; 3] = [58.395, 57.12, 57.375];
+
+/// Configuration of a [`Sam`] model. `Default` is MA-SAM on the encoder's default backbone
+/// ([`ImageEncoderConfig::default`]) at 512 px with 12 classes.
+///
+/// ```
+/// use masam_sam::{ImageEncoderConfig, SamConfig};
+/// let sam = SamConfig::vit_h();
+/// assert_eq!(sam.decoder.num_mask_tokens(), 4);
+/// let masam = SamConfig::masam(ImageEncoderConfig::vit_b(), 512, 12);
+/// assert_eq!(masam.decoder.num_mask_tokens(), 13);
+/// assert_eq!(masam.prompt.image_embedding_size, (32, 32));
+/// assert!(masam.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamConfig {
+    /// The ViT image encoder.
+    pub encoder: ImageEncoderConfig,
+    /// The prompt encoder.
+    pub prompt: PromptEncoderConfig,
+    /// The mask decoder.
+    pub decoder: MaskDecoderConfig,
+    /// Per-channel mean subtracted from the input.
+    pub pixel_mean: [f64; 3],
+    /// Per-channel standard deviation dividing the input.
+    pub pixel_std: [f64; 3],
+}
+
+impl Default for SamConfig {
+    fn default() -> Self {
+        Self::masam(ImageEncoderConfig::default(), 512, 12)
+    }
+}
+
+impl SamConfig {
+    fn official(encoder: ImageEncoderConfig) -> Self {
+        Self {
+            prompt: PromptEncoderConfig::square(encoder.out_chans, encoder.img_size),
+            decoder: MaskDecoderConfig::sam(),
+            encoder,
+            pixel_mean: SAM_PIXEL_MEAN,
+            pixel_std: SAM_PIXEL_STD,
+        }
+    }
+
+    /// Official SAM ViT-B (`sam_vit_b_01ec64.pth`): 1024 px, 3 multimask outputs, 2 stages.
+    pub fn vit_b() -> Self {
+        Self::official(ImageEncoderConfig::vit_b())
+    }
+
+    /// Official SAM ViT-L (`sam_vit_l_0b3195.pth`).
+    pub fn vit_l() -> Self {
+        Self::official(ImageEncoderConfig::vit_l())
+    }
+
+    /// Official SAM ViT-H (`sam_vit_h_4b8939.pth`).
+    pub fn vit_h() -> Self {
+        Self::official(ImageEncoderConfig::vit_h())
+    }
+
+    /// MA-SAM: `backbone` at `img_size` px, `num_classes + 1` mask tokens (0 = background), four
+    /// upscaling stages (full-resolution logits), identity pixel normalisation.
+    pub fn masam(backbone: ImageEncoderConfig, img_size: usize, num_classes: usize) -> Self {
+        let encoder = backbone.with_img_size(img_size);
+        let c = encoder.out_chans;
+        Self {
+            prompt: PromptEncoderConfig {
+                image_embedding_size: (
+                    img_size / encoder.patch_size,
+                    img_size / encoder.patch_size,
+                ),
+                ..PromptEncoderConfig::square(c, img_size)
+            },
+            decoder: MaskDecoderConfig::masam(c, num_classes),
+            encoder,
+            pixel_mean: [0.0; 3],
+            pixel_std: [1.0; 3],
+        }
+    }
+
+    /// The tiny MA-SAM of the reference fixtures: C 64, 4 blocks, 64 px, 3 classes, decoder
+    /// with 4 heads and MLP 128.
+    pub fn tiny() -> Self {
+        Self {
+            encoder: ImageEncoderConfig::tiny(),
+            prompt: PromptEncoderConfig::tiny(),
+            decoder: MaskDecoderConfig::tiny(),
+            pixel_mean: [0.0; 3],
+            pixel_std: [1.0; 3],
+        }
+    }
+
+    /// Checks every part and that they fit together.
+    pub fn validate(&self) -> Result<()> {
+        self.encoder.validate()?;
+        self.prompt.validate()?;
+        self.decoder.validate()?;
+        let c = self.encoder.out_chans;
+        if self.prompt.embed_dim != c || self.decoder.transformer_dim != c {
+            return Err(Error::Config(format!(
+                "SAM: encoder output {c} channels, prompt encoder {}, mask decoder {}: they must agree",
+                self.prompt.embed_dim, self.decoder.transformer_dim
+            )));
+        }
+        let img = self.encoder.img_size;
+        let g = img / self.encoder.patch_size;
+        if self.prompt.image_embedding_size != (g, g) || self.prompt.input_image_size != (img, img)
+        {
+            return Err(Error::Config(format!(
+                "SAM: prompt encoder sizes {:?} / {:?} do not match the encoder ({g}×{g} tokens, {img} px)",
+                self.prompt.image_embedding_size, self.prompt.input_image_size
+            )));
+        }
+        if self.encoder.in_chans != 3 {
+            return Err(Error::Config(format!(
+                "SAM: the pixel statistics are per RGB channel, encoder has {} input channels",
+                self.encoder.in_chans
+            )));
+        }
+        if self.pixel_std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+            return Err(Error::Config(format!(
+                "SAM: pixel_std must be finite and non-zero, got {:?}",
+                self.pixel_std
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The prompts of one forward pass.
+#[derive(Debug, Clone, Default)]
+pub enum Prompt {
+    /// No prompt (MA-SAM's default): tokens of batch 1 shared by every image.
+    #[default]
+    None,
+    /// One box per image, (N, 4) `(x0, y0, x1, y1)` in input pixels (MA-SAM's box variant).
+    Boxes(Tensor),
+    /// Points per image: `coords` (N, K, 2) `[x, y]` in input pixels and `labels` (N, K)
+    /// (1 foreground, 0 background, −1 ignored); a padding point is appended as in SAM.
+    Points {
+        /// Point coordinates, (N, K, 2).
+        coords: Tensor,
+        /// Point labels, (N, K).
+        labels: Tensor,
+    },
+}
+
+/// What [`Sam::forward`] returns.
+#[derive(Debug, Clone)]
+pub struct SamOutput {
+    /// Mask logits at the input size, (N, T, H, W).
+    pub masks: Tensor,
+    /// Predicted IoU per mask, (N, T).
+    pub iou_predictions: Tensor,
+    /// The decoder's logits before post-processing, (N, T, 2ⁿh, 2ⁿw); the same tensor as
+    /// `masks` when the decoder already works at the input size (MA-SAM).
+    pub low_res_logits: Tensor,
+}
+
+/// Segment Anything: [`ImageEncoder`] + [`PromptEncoder`] + [`MaskDecoder`], with the official
+/// weight prefixes `image_encoder`, `prompt_encoder` and `mask_decoder`.
+///
+/// The parts are public so that encoder blocks can receive hooks (`image_encoder.blocks[i].hooks`).
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use masam_nn::SeededVarMap;
+/// use masam_sam::{ForwardContext, Prompt, Sam, SamConfig};
+/// # fn main() -> masam_sam::Result<()> {
+/// let params = SeededVarMap::new(0);
+/// let sam = Sam::new(&SamConfig::tiny(), params.var_builder(DType::F32, &Device::Cpu))?;
+/// let images = Tensor::zeros((2, 3, 64, 64), DType::F32, &Device::Cpu)?;
+/// let out = sam.forward(&images, &Prompt::None, &ForwardContext::eval_2d())?;
+/// assert_eq!(out.masks.dims(), &[2, 4, 64, 64]);
+/// assert_eq!(out.iou_predictions.dims(), &[2, 4]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sam {
+    /// The configuration it was built with.
+    pub config: SamConfig,
+    /// The ViT image encoder.
+    pub image_encoder: ImageEncoder,
+    /// The prompt encoder.
+    pub prompt_encoder: PromptEncoder,
+    /// The mask decoder.
+    pub mask_decoder: MaskDecoder,
+    pixel_mean: Tensor,
+    pixel_std: Tensor,
+}
+
+impl Sam {
+    /// Builds the model from `vb` (the root of an official SAM checkpoint).
+    pub fn new(cfg: &SamConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let image_encoder = ImageEncoder::new(&cfg.encoder, vb.pp("image_encoder"))?;
+        let prompt_encoder = PromptEncoder::new(&cfg.prompt, vb.pp("prompt_encoder"))?;
+        let mask_decoder = MaskDecoder::new(&cfg.decoder, vb.pp("mask_decoder"))?;
+        let dev = vb.device();
+        let stat = |v: [f64; 3]| -> Result<Tensor> {
+            Ok(Tensor::new(&v.map(|x| x as f32), dev)?
+                .reshape((1, 3, 1, 1))?
+                .to_dtype(vb.dtype())?)
+        };
+        Ok(Self {
+            config: cfg.clone(),
+            image_encoder,
+            prompt_encoder,
+            mask_decoder,
+            pixel_mean: stat(cfg.pixel_mean)?,
+            pixel_std: stat(cfg.pixel_std)?,
+        })
+    }
+
+    fn check_images(&self, images: &Tensor) -> Result<(usize, usize, usize)> {
+        let img = self.config.encoder.img_size;
+        let d = images.dims();
+        if d.len() != 4 || d[1] != 3 || d[2] == 0 || d[3] == 0 || d[2] > img || d[3] > img {
+            return Err(Error::InputShape {
+                what: "images",
+                expected: format!("(N, 3, H, W) with 0 < H, W <= {img}"),
+                found: d.to_vec(),
+            });
+        }
+        Ok((d[0], d[2], d[3]))
+    }
+
+    /// Normalises `(x − mean)/std` and zero-pads to `img_size × img_size` (bottom and right),
+    /// as SAM's `preprocess`.
+    ///
+    /// # Shapes
+    /// - `images`: (N, 3, H, W) with H, W ≤ img_size; returns (N, 3, img_size, img_size)
+    pub fn preprocess(&self, images: &Tensor) -> Result<Tensor> {
+        let (_, h, w) = self.check_images(images)?;
+        let img = self.config.encoder.img_size;
+        let x = images
+            .to_dtype(self.pixel_mean.dtype())?
+            .broadcast_sub(&self.pixel_mean)?
+            .broadcast_div(&self.pixel_std)?;
+        let x = if h < img {
+            x.pad_with_zeros(2, 0, img - h)?
+        } else {
+            x
+        };
+        let x = if w < img {
+            x.pad_with_zeros(3, 0, img - w)?
+        } else {
+            x
+        };
+        Ok(x)
+    }
+
+    /// Encodes the prompt into sparse and dense embeddings for `n` images.
+    fn encode_prompt(&self, prompt: &Prompt, n: usize) -> Result<(Tensor, Tensor)> {
+        let check_batch = |what: &'static str, t: &Tensor| -> Result<()> {
+            match t.dims().first() {
+                Some(&b) if b == n || b == 1 => Ok(()),
+                _ => Err(Error::InputShape {
+                    what,
+                    expected: format!("batch 1 or {n} (one per image)"),
+                    found: t.dims().to_vec(),
+                }),
+            }
+        };
+        match prompt {
+            Prompt::None => self.prompt_encoder.forward(None, None, None),
+            Prompt::Boxes(b) => {
+                check_batch("boxes", b)?;
+                self.prompt_encoder.forward(None, Some(b), None)
+            }
+            Prompt::Points { coords, labels } => {
+                check_batch("point coordinates", coords)?;
+                self.prompt_encoder
+                    .forward(Some((coords, labels)), None, None)
+            }
+        }
+    }
+
+    /// Decodes image embeddings with a prompt.
+    ///
+    /// # Shapes
+    /// - `embeddings`: (N, C, h, w); returns logits (N, T', 2ⁿh, 2ⁿw) and IoU (N, T')
+    pub fn decode(
+        &self,
+        embeddings: &Tensor,
+        prompt: &Prompt,
+        selection: MaskSelection,
+    ) -> Result<(Tensor, Tensor)> {
+        let n = embeddings.dims().first().copied().unwrap_or(0);
+        let (sparse, dense) = self.encode_prompt(prompt, n)?;
+        let dense_pe = self.prompt_encoder.get_dense_pe()?;
+        self.mask_decoder
+            .forward(embeddings, &dense_pe, &sparse, &dense, selection)
+    }
+
+    /// Runs the model and returns every mask channel ([`MaskSelection::All`]).
+    ///
+    /// # Shapes
+    /// - `images`: (N, 3, H, W), H, W ≤ img_size, N = B·D with `ctx.slices = D`
+    /// - returns masks (N, T, H, W), IoU (N, T)
+    pub fn forward(
+        &self,
+        images: &Tensor,
+        prompt: &Prompt,
+        ctx: &ForwardContext,
+    ) -> Result<SamOutput> {
+        self.forward_select(images, prompt, ctx, MaskSelection::All)
+    }
+
+    /// [`forward`](Self::forward) with SAM's mask selection (`Multimask`: tokens 1..,
+    /// `Single`: token 0).
+    pub fn forward_select(
+        &self,
+        images: &Tensor,
+        prompt: &Prompt,
+        ctx: &ForwardContext,
+        selection: MaskSelection,
+    ) -> Result<SamOutput> {
+        let (_, h, w) = self.check_images(images)?;
+        let x = self.preprocess(images)?;
+        let embeddings = self.image_encoder.forward(&x, ctx)?;
+        let (low_res_logits, iou_predictions) = self.decode(&embeddings, prompt, selection)?;
+        let masks = self.postprocess_masks(&low_res_logits, (h, w), (h, w))?;
+        Ok(SamOutput {
+            masks,
+            iou_predictions,
+            low_res_logits,
+        })
+    }
+
+    /// SAM's `postprocess_masks`: bilinear (`align_corners=False`) to `img_size`, crop to the
+    /// unpadded `input_size`, bilinear to `original_size`. Each step is skipped when it is the
+    /// identity (MA-SAM at its native size), so the logits pass through bit for bit.
+    ///
+    /// # Shapes
+    /// - `masks`: (N, T, h', w'); returns (N, T, original_size.0, original_size.1)
+    pub fn postprocess_masks(
+        &self,
+        masks: &Tensor,
+        input_size: (usize, usize),
+        original_size: (usize, usize),
+    ) -> Result<Tensor> {
+        let img = self.config.encoder.img_size;
+        let (_, _, mh, mw) = masks.dims4()?;
+        let (ih, iw) = input_size;
+        if ih == 0
+            || iw == 0
+            || ih > img
+            || iw > img
+            || original_size.0 == 0
+            || original_size.1 == 0
+        {
+            return Err(Error::InputShape {
+                what: "postprocess sizes",
+                expected: format!("0 < input size <= {img}, positive original size"),
+                found: vec![ih, iw, original_size.0, original_size.1],
+            });
+        }
+        let x = if (mh, mw) != (img, img) {
+            resize_bilinear(masks, img, img)?
+        } else {
+            masks.clone()
+        };
+        let x = if (ih, iw) != (img, img) {
+            x.narrow(2, 0, ih)?.narrow(3, 0, iw)?
+        } else {
+            x
+        };
+        if (ih, iw) != original_size {
+            Ok(resize_bilinear(&x, original_size.0, original_size.1)?)
+        } else {
+            Ok(x)
+        }
+    }
+}
+
+/// The (out, in) matrix of 1D linear interpolation with PyTorch's `align_corners=False` rule:
+/// `src = max((i + 0.5)·in/out − 0.5, 0)`, in f32.
+fn interp_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
+    let scale = n_in as f32 / n_out as f32;
+    let mut m = vec![0f32; n_out * n_in];
+    for i in 0..n_out {
+        let src = (scale * (i as f32 + 0.5) - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        let l1 = src - i0 as f32;
+        let l0 = 1.0 - l1;
+        m[i * n_in + i0] += l0;
+        m[i * n_in + i1] += l1;
+    }
+    m
+}
+
+/// Bilinear resize with `align_corners=False` (PyTorch's `F.interpolate(mode="bilinear")`
+/// given a size), as two matmuls so that it records a backward.
+///
+/// # Shapes
+/// - `x`: (N, C, H, W); returns (N, C, out_h, out_w)
+pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if (h, w) == (out_h, out_w) {
+        return Ok(x.clone());
+    }
+    let dev = x.device();
+    let ah = Tensor::from_vec(interp_matrix(h, out_h), (out_h, h), dev)?.to_dtype(x.dtype())?;
+    let aw = Tensor::from_vec(interp_matrix(w, out_w), (out_w, w), dev)?.to_dtype(x.dtype())?;
+    // rows: (N·C·H, W) @ (W, out_w)
+    let y = x
+        .reshape((n * c * h, w))?
+        .matmul(&aw.t()?)?
+        .reshape((n * c, h, out_w))?;
+    // columns: (out_h, H) @ (N·C, H, out_w)
+    let y = ah
+        .unsqueeze(0)?
+        .broadcast_as((n * c, out_h, h))?
+        .contiguous()?
+        .matmul(&y)?;
+    y.reshape((n, c, out_h, out_w))
+}
