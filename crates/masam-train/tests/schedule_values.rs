@@ -37,6 +37,11 @@ fn reference_warmup_poly_boundaries() {
     let want = BASE * (1.0 - (stop - 251) as f64 / max_iter as f64).powf(7.0);
     assert!(close(s.lr_at(stop), want));
     assert!((s.lr_at(stop) - 4.9e-8).abs() < 1e-9, "{}", s.lr_at(stop));
+    // i = max_iter: base·(251/max_iter)^7.
+    let want = BASE * (251.0 / max_iter as f64).powf(7.0);
+    // (1 − (max − 251)/max) cancels catastrophically, so compare at 1e-9 relative here.
+    assert!((s.lr_at(max_iter) - want).abs() <= 1e-9 * want);
+    assert!(s.lr_at(max_iter) > 0.0);
     // i = max_iter + 251: exactly 0, and clamped at 0 afterwards (no negative base^odd power).
     assert_eq!(s.lr_at(max_iter + 251), 0.0);
     assert_eq!(s.lr_at(max_iter + 10_000), 0.0);
