@@ -163,6 +163,9 @@ pub enum Prompt {
     #[default]
     None,
     /// One box per image, (N, 4) `(x0, y0, x1, y1)` in input pixels (MA-SAM's box variant).
+    ///
+    /// For every prompt kind a batch of 1 is shared by all images, and a single image may take
+    /// P prompts (official SAM), giving P outputs.
     Boxes(Tensor),
     /// Points per image: `coords` (N, K, 2) `[x, y]` in input pixels and `labels` (N, K)
     /// (1 foreground, 0 background, −1 ignored); a padding point is appended as in SAM.
@@ -283,7 +286,7 @@ impl Sam {
     fn encode_prompt(&self, prompt: &Prompt, n: usize) -> Result<(Tensor, Tensor)> {
         let check_batch = |what: &'static str, t: &Tensor| -> Result<()> {
             match t.dims().first() {
-                Some(&b) if b == n || b == 1 => Ok(()),
+                Some(&b) if b == n || b == 1 || n == 1 => Ok(()),
                 _ => Err(Error::InputShape {
                     what,
                     expected: format!("batch 1 or {n} (one per image)"),

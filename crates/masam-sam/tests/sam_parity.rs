@@ -110,6 +110,16 @@ fn box_and_point_prompts_run_per_image() {
         &m,
         1e-4,
     );
+    // Official SAM: one image, several prompts, one output per prompt.
+    let one = plain["images"].narrow(0, 0, 1).unwrap();
+    let out1 = sam.forward(&one, &boxes, &ctx).unwrap();
+    assert_eq!(out1.masks.dims(), &[2, 4, 64, 64]);
+    check(
+        "one image, box 0",
+        &out1.masks.get(0).unwrap(),
+        &out.masks.get(0).unwrap(),
+        1e-4,
+    );
     let points = Prompt::Points {
         coords: plain["points_coords"].clone(),
         labels: plain["points_labels"].clone(),
