@@ -1,0 +1,55 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+use crate::config::Projection;
+
+/// Everything that can go wrong when building, loading or saving FacT parameters.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FactError {
+    /// A configuration value is out of range.
+    #[error("invalid FacT config: {0}")]
+    InvalidConfig(String),
+    /// A block index past the model's depth.
+    #[error("block {block} out of range: the model has {depth} blocks")]
+    BlockOutOfRange {
+        /// The requested block.
+        block: usize,
+        /// Number of blocks.
+        depth: usize,
+    },
+    /// A projection that the configuration does not adapt.
+    #[error("projection {0:?} is not adapted by this FacT configuration")]
+    NotAdapted(Projection),
+    /// A tensor with an unexpected shape.
+    #[error("{what}: expected shape {expected:?}, got {got:?}")]
+    ShapeMismatch {
+        /// Which tensor.
+        what: String,
+        /// The shape required.
+        expected: Vec<usize>,
+        /// The shape found.
+        got: Vec<usize>,
+    },
+    /// A checkpoint lacks a tensor this model needs.
+    #[error("checkpoint has no tensor `{0}`")]
+    MissingTensor(String),
+    /// Column ranges of a hook overlap or do not fit the layer.
+    #[error("invalid column ranges: {0}")]
+    Columns(String),
+    /// An unreadable or unwritable file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A candle error (tensor op, safetensors or pickle reading).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// `Result` with [`FactError`].
+pub type Result<T> = std::result::Result<T, FactError>;
