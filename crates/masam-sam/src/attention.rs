@@ -49,7 +49,7 @@ impl Attention {
         input_size: (usize, usize),
         vb: VarBuilder,
     ) -> Result<Self> {
-        if num_heads == 0 || dim % num_heads != 0 {
+        if num_heads == 0 || !dim.is_multiple_of(num_heads) {
             candle_core::bail!("Attention: dim {dim} is not divisible by {num_heads} heads");
         }
         let head_dim = dim / num_heads;

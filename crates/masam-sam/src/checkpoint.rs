@@ -359,7 +359,7 @@ impl SamCheckpoint {
             },
             None => {
                 let m = rows.iter().copied().max().unwrap_or(0);
-                ((m + 1) / 2, (m + 1) / 2)
+                (m.div_ceil(2), m.div_ceil(2))
             }
         };
         let (global_attn_indexes, window_size) = if head_dim.is_some() {
@@ -375,7 +375,11 @@ impl SamCheckpoint {
                     format!("inconsistent relative-position tables: rows per block {rows:?}"),
                 ));
             }
-            let ws = window_rows.iter().next().map(|r| (r + 1) / 2).unwrap_or(0);
+            let ws = window_rows
+                .iter()
+                .next()
+                .map(|r| r.div_ceil(2))
+                .unwrap_or(0);
             (global, ws)
         } else {
             (Vec::new(), 0)

@@ -202,7 +202,7 @@ impl ImageEncoderConfig {
                 self.embed_dim, self.depth, self.num_heads
             ));
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embed_dim {} is not divisible by num_heads {}",
                 self.embed_dim, self.num_heads
@@ -214,7 +214,7 @@ impl ImageEncoderConfig {
                 self.patch_size, self.in_chans, self.out_chans
             ));
         }
-        if self.img_size < self.patch_size || self.img_size % self.patch_size != 0 {
+        if self.img_size < self.patch_size || !self.img_size.is_multiple_of(self.patch_size) {
             return bad(format!(
                 "img_size {} is not a positive multiple of patch_size {}",
                 self.img_size, self.patch_size

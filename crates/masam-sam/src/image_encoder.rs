@@ -152,15 +152,15 @@ impl ImageEncoder {
             && dims[1] == cfg.in_chans
             && dims[2] >= p
             && dims[3] >= p
-            && dims[2] % p == 0
-            && dims[3] % p == 0;
+            && dims[2].is_multiple_of(p)
+            && dims[3].is_multiple_of(p);
         if !ok {
             candle_core::bail!(
                 "ImageEncoder: expected input (N, {}, H, W) with H, W positive multiples of {p}, got {dims:?}",
                 cfg.in_chans
             );
         }
-        if ctx.slices == 0 || dims[0] % ctx.slices != 0 {
+        if ctx.slices == 0 || !dims[0].is_multiple_of(ctx.slices) {
             candle_core::bail!(
                 "ImageEncoder: batch of {} images is not a whole number of {}-slice volumes",
                 dims[0],

@@ -133,12 +133,15 @@ mod hooks {
     use candle_core::{Result, Tensor};
     use masam_sam::{BlockContext, LinearHook, TokenHook};
 
+    /// (input dims, output dims, block) of one call.
+    pub type Call = (Vec<usize>, Vec<usize>, usize);
+
     /// Records calls and the shapes seen; adds `delta` to the output.
     #[derive(Debug, Default)]
     pub struct Probe {
         pub calls: AtomicUsize,
         pub delta: f64,
-        pub shapes: std::sync::Mutex<Vec<(Vec<usize>, Vec<usize>, usize)>>,
+        pub shapes: std::sync::Mutex<Vec<Call>>,
     }
 
     impl LinearHook for Probe {
