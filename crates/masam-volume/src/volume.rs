@@ -2,6 +2,9 @@
 
 use ndarray::Array3;
 
+/// A row-major 4×4 voxel → world (RAS+, mm) transform.
+pub type Affine = [[f64; 4]; 4];
+
 /// A 3D volume with its geometry, as read from NIfTI or DICOM.
 ///
 /// `data` is slice-major: `data[[k, j, i]]` is voxel `(i, j, k)` of the file (i = x fastest on disk,
@@ -14,7 +17,7 @@ pub struct Volume<T = f32> {
     /// Voxel size (x, y, z) in millimetres.
     pub spacing: [f64; 3],
     /// Voxel (i, j, k, 1) → RAS+ world (mm), row-major 4×4.
-    pub affine: [[f64; 4]; 4],
+    pub affine: Affine,
 }
 
 impl<T> Volume<T> {
@@ -36,5 +39,40 @@ impl<T> Volume<T> {
     pub fn shape_zyx(&self) -> [usize; 3] {
         let s = self.data.shape();
         [s[0], s[1], s[2]]
+    }
+
+    /// Number of voxels.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the volume holds no voxels.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Applies `f` to every voxel, keeping the geometry.
+    pub fn map<U>(&self, f: impl FnMut(&T) -> U) -> Volume<U> {
+        Volume {
+            data: self.data.map(f),
+            spacing: self.spacing,
+            affine: self.affine,
+        }
+    }
+
+    /// Largest absolute difference between this volume's affine and `other`.
+    pub fn affine_max_abs_diff(&self, other: &Affine) -> f64 {
+        let mut m = 0.0f64;
+        for r in 0..4 {
+            for c in 0..4 {
+                m = m.max((self.affine[r][c] - other[r][c]).abs());
+            }
+        }
+        m
+    }
+
+    /// Approximate heap size of the voxel data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.data.len() * std::mem::size_of::<T>()
     }
 }

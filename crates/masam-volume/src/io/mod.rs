@@ -1,0 +1,41 @@
+//! Reading and writing volumes: NIfTI-1 ([`nifti`], [`writer`]), DICOM series ([`dicom`]) and
+//! video frame folders ([`frames`]).
+
+pub mod dicom;
+pub mod element;
+pub mod frames;
+pub mod nifti;
+pub mod writer;
+
+use std::path::Path;
+
+pub use element::Voxel;
+pub use nifti::{read_nifti, NiftiGeometry, NiftiImage, NiftiReader};
+pub use writer::{write_nifti, NiftiWriter};
+
+use crate::error::{Result, VolumeError};
+use crate::volume::Volume;
+
+/// Reads a volume as `f32`: a folder is read as a DICOM series, a `.nii`/`.nii.gz` file as NIfTI,
+/// a `.dcm` file as a single DICOM slice.
+pub fn read_volume(path: impl AsRef<Path>) -> Result<Volume<f32>> {
+    let path = path.as_ref();
+    if path.is_dir() {
+        return dicom::read_dicom_series(path);
+    }
+    if nifti::is_nifti_path(path) {
+        return read_nifti(path);
+    }
+    let is_dcm = path
+        .extension()
+        .map(|e| e.eq_ignore_ascii_case("dcm"))
+        .unwrap_or(false);
+    if is_dcm {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return dicom::read_dicom_files(dir, &[path.to_path_buf()]);
+    }
+    Err(VolumeError::InvalidArgument(format!(
+        "{}: unknown volume format (expected .nii, .nii.gz, .dcm or a DICOM folder)",
+        path.display()
+    )))
+}

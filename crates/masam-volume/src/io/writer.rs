@@ -1,0 +1,311 @@
+//! Atomic NIfTI-1 writing: images, label maps and probability maps on the grid of a reference
+//! volume. Data goes to a temporary file in the destination folder, is flushed and synced, and is
+//! then renamed over the destination, so a reader never sees a half-written file.
+//!
+//! ```
+//! use masam_volume::io::writer::NiftiWriter;
+//! use masam_volume::Volume;
+//! let dir = std::env::temp_dir().join("masam_writer_doc");
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let labels = Volume::with_spacing(ndarray::Array3::<u8>::zeros((2, 3, 4)), [0.5, 0.75, 2.5]);
+//! NiftiWriter::new().write(dir.join("pred.nii.gz"), &labels)?;
+//! let back = masam_volume::io::nifti::NiftiReader::new().read::<u8>(dir.join("pred.nii.gz"))?;
+//! assert_eq!(back.volume.affine, labels.affine);
+//! # Ok::<(), masam_volume::VolumeError>(())
+//! ```
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ndarray::Array3;
+
+use super::element::Voxel;
+use super::nifti::NiftiGeometry;
+use crate::error::{Result, VolumeError};
+use crate::volume::Volume;
+
+/// Options for writing NIfTI files (builder, then [`NiftiWriter::write`]).
+#[derive(Debug, Clone)]
+pub struct NiftiWriter<'a> {
+    reference: Option<&'a NiftiGeometry>,
+    compression: Option<u32>,
+    description: String,
+}
+
+impl Default for NiftiWriter<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> NiftiWriter<'a> {
+    /// Defaults: geometry from the volume's own affine (codes 1/1), gzip level 1 for `.gz` names.
+    pub fn new() -> Self {
+        Self {
+            reference: None,
+            compression: Some(1),
+            description: "masam".into(),
+        }
+    }
+
+    /// Copies pixdim, qform/sform (values and codes) and units from a reference header; the
+    /// reference's spatial dims must equal the written volume's.
+    pub fn reference(mut self, geometry: &'a NiftiGeometry) -> Self {
+        self.reference = Some(geometry);
+        self
+    }
+
+    /// Gzip level (0–9) used when the file name ends in `.gz`.
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.compression = Some(level.min(9));
+        self
+    }
+
+    /// The 80-byte `descrip` field (truncated).
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = text.into();
+        self
+    }
+
+    /// Writes one 3D volume (image, label map or a single probability map).
+    pub fn write<T: Voxel>(&self, path: impl AsRef<Path>, volume: &Volume<T>) -> Result<()> {
+        self.write_channels(path.as_ref(), std::slice::from_ref(&volume.data), volume)
+    }
+
+    /// Writes K volumes of one grid as a 4D file (dim\[4\] = K), e.g. per-class probabilities.
+    /// `geometry_of` supplies spacing/affine when no reference header is set.
+    pub fn write_channels<T: Voxel, G>(
+        &self,
+        path: impl AsRef<Path>,
+        channels: &[Array3<T>],
+        geometry_of: &Volume<G>,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let first = channels.first().ok_or_else(|| {
+            VolumeError::InvalidArgument(format!("{}: no channels to write", path.display()))
+        })?;
+        let s = first.shape();
+        let shape = [s[0], s[1], s[2]];
+        if let Some(c) = channels.iter().find(|c| c.shape() != first.shape()) {
+            return Err(VolumeError::InvalidArgument(format!(
+                "{}: channel shapes differ: {:?} vs {:?}",
+                path.display(),
+                c.shape(),
+                first.shape()
+            )));
+        }
+        if shape.iter().any(|&d| d == 0 || d > i16::MAX as usize)
+            || channels.len() > i16::MAX as usize
+        {
+            return Err(VolumeError::InvalidArgument(format!(
+                "{}: shape {shape:?} × {} cannot be stored in NIfTI-1 (dims 1..=32767)",
+                path.display(),
+                channels.len()
+            )));
+        }
+        let mut g = match self.reference {
+            Some(r) => {
+                let rs = [r.dim[3] as usize, r.dim[2] as usize, r.dim[1] as usize];
+                if rs != shape {
+                    return Err(VolumeError::InvalidArgument(format!(
+                        "{}: volume shape {shape:?} (Z,Y,X) differs from the reference grid {rs:?}",
+                        path.display()
+                    )));
+                }
+                r.clone()
+            }
+            None => NiftiGeometry::from_affine(shape, &geometry_of.affine),
+        };
+        let k = channels.len();
+        g.dim = [
+            if k > 1 { 4 } else { 3 },
+            shape[2] as u16,
+            shape[1] as u16,
+            shape[0] as u16,
+            k as u16,
+            1,
+            1,
+            1,
+        ];
+        if k == 1 {
+            g.pixdim[4] = 1.0;
+        }
+        g.datatype = T::NIFTI_DATATYPE;
+        g.scl_slope = 1.0;
+        g.scl_inter = 0.0;
+        g.big_endian = false;
+
+        let mut bytes = Vec::with_capacity(352 + first.len() * T::SIZE * k);
+        encode_header(&g, T::SIZE, &self.description, &mut bytes);
+        for c in channels {
+            match c.as_slice() {
+                Some(sl) => sl.iter().for_each(|v| v.put_le(&mut bytes)),
+                None => c.iter().for_each(|v| v.put_le(&mut bytes)),
+            }
+        }
+        let gz = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase().ends_with(".gz"))
+            .unwrap_or(false);
+        atomic_write(path, |f| {
+            if gz {
+                let level = flate2::Compression::new(self.compression.unwrap_or(1));
+                let mut enc = flate2::write::GzEncoder::new(f, level);
+                enc.write_all(&bytes)?;
+                enc.finish()?.sync_all()
+            } else {
+                let mut f = f;
+                f.write_all(&bytes)?;
+                f.sync_all()
+            }
+        })
+    }
+}
+
+/// Writes `volume` on the grid of `reference` (convenience for [`NiftiWriter`]).
+pub fn write_nifti<T: Voxel>(
+    path: impl AsRef<Path>,
+    volume: &Volume<T>,
+    reference: Option<&NiftiGeometry>,
+) -> Result<()> {
+    let w = NiftiWriter::new();
+    match reference {
+        Some(r) => w.reference(r).write(path, volume),
+        None => w.write(path, volume),
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `fill` on a fresh temporary file next to `path`, then renames it to `path`. On any
+/// error the temporary file is removed and `path` is left untouched.
+pub fn atomic_write(path: &Path, fill: impl FnOnce(File) -> std::io::Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| VolumeError::InvalidArgument(format!("{}: no file name", path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| VolumeError::io(&tmp, e))?;
+    if let Err(e) = fill(file) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(VolumeError::io(path, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(VolumeError::io(path, e));
+    }
+    Ok(())
+}
+
+fn encode_header(g: &NiftiGeometry, elem_size: usize, descrip: &str, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + 352, 0);
+    let h = &mut out[start..];
+    let put_i32 =
+        |h: &mut [u8], off: usize, v: i32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    let put_i16 =
+        |h: &mut [u8], off: usize, v: i16| h[off..off + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 =
+        |h: &mut [u8], off: usize, v: f32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    put_i32(h, 0, 348);
+    h[38] = b'r';
+    for (i, &d) in g.dim.iter().enumerate() {
+        put_i16(h, 40 + 2 * i, d as i16);
+    }
+    put_i16(h, 70, g.datatype);
+    put_i16(h, 72, (elem_size * 8) as i16);
+    let mut pixdim = g.pixdim;
+    if pixdim[0] != -1.0 {
+        pixdim[0] = 1.0;
+    }
+    for (i, &p) in pixdim.iter().enumerate() {
+        put_f32(h, 76 + 4 * i, p);
+    }
+    put_f32(h, 108, 352.0);
+    put_f32(h, 112, g.scl_slope);
+    put_f32(h, 116, g.scl_inter);
+    h[123] = g.xyzt_units;
+    let d = descrip.as_bytes();
+    let n = d.len().min(79);
+    h[148..148 + n].copy_from_slice(&d[..n]);
+    put_i16(h, 252, g.qform_code);
+    put_i16(h, 254, g.sform_code);
+    for i in 0..3 {
+        put_f32(h, 256 + 4 * i, g.quatern[i]);
+        put_f32(h, 268 + 4 * i, g.qoffset[i]);
+    }
+    for r in 0..3 {
+        for c in 0..4 {
+            put_f32(h, 280 + 16 * r + 4 * c, g.srow[r][c]);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    // bytes 348..352: empty extension flag (all zero).
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::nifti::NiftiReader;
+
+    #[test]
+    fn header_parses_back_with_the_nifti_crate() {
+        let mut g = NiftiGeometry::from_affine(
+            [2, 3, 4],
+            &[
+                [-0.5, 0.0, 0.0, 1.0],
+                [0.0, 0.5, 0.0, 2.0],
+                [0.0, 0.0, 2.0, 3.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        );
+        g.datatype = 16;
+        let mut b = Vec::new();
+        encode_header(&g, 4, "x", &mut b);
+        let h = nifti::NiftiHeader::from_reader(&b[..348]).unwrap();
+        assert_eq!(h.dim[..4], [3, 4, 3, 2]);
+        assert_eq!(h.srow_x, [-0.5, 0.0, 0.0, 1.0]);
+        assert_eq!(h.qform_code, 1);
+        assert_eq!(&h.magic, b"n+1\0");
+    }
+
+    #[test]
+    fn roundtrip_f32_and_channels() {
+        let dir = std::env::temp_dir().join(format!("masam_w_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data =
+            Array3::from_shape_fn((3, 4, 5), |(z, y, x)| (z * 100 + y * 10 + x) as f32 - 7.5);
+        let vol = Volume::with_spacing(data, [0.5, 0.6, 3.0]);
+        let p = dir.join("a.nii");
+        NiftiWriter::new().write(&p, &vol).unwrap();
+        let back = NiftiReader::new().read::<f32>(&p).unwrap();
+        assert_eq!(back.volume.data, vol.data);
+        assert!(back.volume.affine_max_abs_diff(&vol.affine) < 1e-6);
+        let p4 = dir.join("p.nii.gz");
+        NiftiWriter::new()
+            .write_channels(&p4, &[vol.data.clone(), vol.data.map(|v| v * 2.0)], &vol)
+            .unwrap();
+        let c1 = NiftiReader::new().volume_index(1).read::<f32>(&p4).unwrap();
+        assert_eq!(c1.volume.data, vol.data.map(|v| v * 2.0));
+        assert!(matches!(
+            NiftiReader::new().read::<f32>(&p4),
+            Err(VolumeError::NotThreeD { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
