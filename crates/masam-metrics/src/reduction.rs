@@ -252,8 +252,10 @@ pub fn percentile(values: &mut [f64], q: f64) -> Result<f64> {
         return Ok(f64::NAN);
     }
     let quantile = q / 100.0;
-    // numpy's `_compute_virtual_index` with alpha = beta = 1.
-    let virtual_index = n as f64 * quantile + (1.0 + quantile * (1.0 - 1.0 - 1.0)) - 1.0;
+    // numpy's `_compute_virtual_index` with alpha = beta = 1:
+    // n q + (alpha + q (1 - alpha - beta)) - 1, evaluated in the same order.
+    let (alpha, beta) = (1.0, 1.0);
+    let virtual_index = n as f64 * quantile + (alpha + quantile * (1.0 - alpha - beta)) - 1.0;
     let prev = virtual_index.floor();
     let gamma = virtual_index - prev;
     let lo = (prev.max(0.0) as usize).min(n - 1);
