@@ -55,6 +55,9 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// An in-place edit of a header.
+type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+
 fn put_i16(b: &mut [u8], off: usize, v: i16) {
     b[off..off + 2].copy_from_slice(&v.to_le_bytes());
 }
@@ -190,7 +193,7 @@ fn terabyte_header_is_refused_before_reading() {
 fn bad_header_fields() {
     let d = TempDir::new("fields");
     let base = valid_nii(&d);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "zero_dim.nii",
             Box::new(|b: &mut Vec<u8>| put_i16(b, 44, 0)),

@@ -23,6 +23,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
 const MEAN_BITS: u32 = 0x4248e141;
 const STD_BITS: u32 = 0x4288f16d;
 
+// 3.14159 is a test value (it is the NumPy input), not an approximation of π.
+#[allow(clippy::approx_constant)]
 const CT_VALUES: [f64; 30] = [
     -1024.0, -200.5, -199.9, -37.25, 0.0, 1.1, 13.37, 49.999, 77.7, 123.456, 249.99, 250.01,
     1000.0, -150.125, 33.3333333, 188.8, 210.0, -5.5, 60.06, 99.9, 145.5, 170.25, 225.75, 240.1,
@@ -86,8 +88,8 @@ fn f32_source_chain_is_bit_exact() {
 fn window_steps_by_hand() {
     // f64 steps then one rounding to f32, as `float32(((clip(x) + 200) / 450) * 255)`.
     let w = IntensityConfig::ct_abdomen().window;
-    for x in [-3000.0, -200.0, -199.9, 13.37, 249.99, 250.0, 4000.0] {
-        let hand = (((x as f64).clamp(-200.0, 250.0) + 200.0) / 450.0 * 255.0) as f32;
+    for x in [-3000.0f64, -200.0, -199.9, 13.37, 249.99, 250.0, 4000.0] {
+        let hand = ((x.clamp(-200.0, 250.0) + 200.0) / 450.0 * 255.0) as f32;
         assert_eq!(w.apply(x, SourcePrecision::F64).to_bits(), hand.to_bits());
     }
     // z-score constants are the f32 roundings of the spec's decimals.

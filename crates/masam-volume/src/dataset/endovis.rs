@@ -50,7 +50,7 @@ pub fn sequences(root: impl AsRef<Path>) -> Result<Vec<VideoCase>> {
             expected: "sequence folders with left_frames/".into(),
         });
     }
-    dirs.iter().map(|d| sequence(d)).collect()
+    dirs.iter().map(sequence).collect()
 }
 
 /// One sequence folder.

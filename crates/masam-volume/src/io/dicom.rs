@@ -289,7 +289,7 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
     let col_dir = [o[3], o[4], o[5]];
     let normal = cross(row_dir, col_dir);
     let nn = dot(normal, normal).sqrt();
-    if !(nn > 0.5) {
+    if nn.is_nan() || nn <= 0.5 {
         return Err(series_err(format!("degenerate orientation {o:?}")));
     }
     let key = |s: &DicomSlice| dot(s.position, normal);
