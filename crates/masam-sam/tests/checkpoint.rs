@@ -369,3 +369,152 @@ fn missing_and_misshapen_keys_are_named() {
         65
     );
 }
+
+/// A minimal zip-format `torch.save` writer (stored entries), enough to produce files the way
+/// PyTorch lays them out: `archive/data.pkl` (protocol-2 pickle) and `archive/data/{i}` (raw
+/// little-endian f32 storages).
+mod torch_zip {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A stored (uncompressed) zip archive of `files`.
+    pub fn zip(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let (mut out, mut central) = (Vec::new(), Vec::new());
+        for (name, data) in files {
+            let (crc, offset, n) = (crc32(data), out.len() as u32, data.len() as u32);
+            let mut common = Vec::new();
+            for v in [20u16, 0, 0, 0, 0x21] {
+                common.extend(v.to_le_bytes());
+            }
+            common.extend(crc.to_le_bytes());
+            common.extend(n.to_le_bytes());
+            common.extend(n.to_le_bytes());
+            common.extend((name.len() as u16).to_le_bytes());
+            common.extend(0u16.to_le_bytes());
+            out.extend(0x0403_4b50u32.to_le_bytes());
+            out.extend(&common);
+            out.extend(name.as_bytes());
+            out.extend(data);
+            central.extend(0x0201_4b50u32.to_le_bytes());
+            central.extend(20u16.to_le_bytes());
+            central.extend(&common);
+            for v in [0u16, 0, 0] {
+                central.extend(v.to_le_bytes());
+            }
+            central.extend(0u32.to_le_bytes());
+            central.extend(offset.to_le_bytes());
+            central.extend(name.as_bytes());
+        }
+        let (cd_offset, cd_size) = (out.len() as u32, central.len() as u32);
+        out.extend(central);
+        out.extend(0x0605_4b50u32.to_le_bytes());
+        for v in [0u16, 0, files.len() as u16, files.len() as u16] {
+            out.extend(v.to_le_bytes());
+        }
+        out.extend(cd_size.to_le_bytes());
+        out.extend(cd_offset.to_le_bytes());
+        out.extend(0u16.to_le_bytes());
+        out
+    }
+
+    fn unicode(p: &mut Vec<u8>, s: &str) {
+        p.push(b'X');
+        p.extend((s.len() as u32).to_le_bytes());
+        p.extend(s.as_bytes());
+    }
+
+    fn int(p: &mut Vec<u8>, v: usize) {
+        p.push(b'J');
+        p.extend((v as i32).to_le_bytes());
+    }
+
+    fn int_tuple(p: &mut Vec<u8>, v: &[usize]) {
+        p.push(b'(');
+        for &x in v {
+            int(p, x);
+        }
+        p.push(b't');
+    }
+
+    /// Pickles one tensor `_rebuild_tensor_v2(storage key, 0, shape, contiguous strides)`.
+    fn tensor(p: &mut Vec<u8>, key: usize, shape: &[usize]) {
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        p.push(b'(');
+        unicode(p, "storage");
+        p.extend(b"ctorch\nFloatStorage\n");
+        unicode(p, &key.to_string());
+        unicode(p, "cpu");
+        int(p, shape.iter().product());
+        p.extend(b"tQ");
+        int(p, 0);
+        int_tuple(p, shape);
+        let mut strides = vec![1usize; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        int_tuple(p, &strides);
+        p.push(0x89);
+        p.extend(b"ccollections\nOrderedDict\n)R");
+        p.extend(b"tR");
+    }
+
+    /// `torch.save({"model": {name: tensor, …}, "epoch": 3})` of f32 tensors.
+    pub fn wrapped_state_dict(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+        let mut p = vec![0x80, 2, b'}', b'('];
+        unicode(&mut p, "model");
+        p.extend(b"}(");
+        for (i, (name, shape, _)) in tensors.iter().enumerate() {
+            unicode(&mut p, name);
+            tensor(&mut p, i, shape);
+        }
+        p.push(b'u');
+        unicode(&mut p, "epoch");
+        int(&mut p, 3);
+        p.extend(b"u.");
+        let mut files = vec![("archive/data.pkl".to_string(), p)];
+        for (i, (_, _, data)) in tensors.iter().enumerate() {
+            let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            files.push((format!("archive/data/{i}"), bytes));
+        }
+        files.push(("archive/version".to_string(), b"3\n".to_vec()));
+        zip(&files)
+    }
+}
+
+#[test]
+fn wrapped_state_dicts_are_unwrapped() {
+    let a: Vec<f32> = (0..6).map(|v| v as f32 * 0.5).collect();
+    let bytes = torch_zip::wrapped_state_dict(&[
+        ("image_encoder.a", vec![2, 3], a.clone()),
+        ("mask_decoder.b", vec![4], vec![1., 2., 3., 4.]),
+    ]);
+    let path = temp_path("wrapped.pth");
+    std::fs::write(&path, bytes).unwrap();
+    // The plain reader finds nothing at the top level: the wrapper must be looked into.
+    assert!(candle_core::pickle::read_all(&path).unwrap().is_empty());
+    let ckpt = SamCheckpoint::load(&path).unwrap();
+    assert_eq!(ckpt.tensors.len(), 2);
+    let t = ckpt.get("image_encoder.a").unwrap();
+    assert_eq!(t.dims(), &[2, 3]);
+    assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), a);
+    assert_eq!(
+        ckpt.get("mask_decoder.b")
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        vec![1., 2., 3., 4.]
+    );
+    assert!(matches!(ckpt.get("nope"), Err(Error::MissingKey { .. })));
+}
