@@ -1,12 +1,17 @@
 //! masam-adapter: MA-SAM (modality-agnostic SAM adaptation for 3D medical image segmentation)
 //! in Rust, on candle. This crate composes the workspace's libraries.
 
+pub mod checkpoint;
+pub mod config;
 pub mod error;
+pub mod hooks;
 pub mod inferers;
-pub mod params;
+pub mod model;
 pub mod reference_config;
 
+pub use config::{AdapterPlacement, Finetune, MaSamConfig};
 pub use error::{Error, Result};
+pub use model::MaSam;
 
 pub use masam_conv3d as conv3d;
 pub use masam_fact as fact;

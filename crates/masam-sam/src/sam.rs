@@ -244,6 +244,29 @@ impl Sam {
         })
     }
 
+    /// Assembles a model from parts built separately, for example a frozen encoder from a
+    /// checkpoint and a trainable decoder from a `VarMap`. The pixel statistics come from `cfg`.
+    pub fn from_parts(
+        cfg: &SamConfig,
+        image_encoder: ImageEncoder,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let stat = |v: [f64; 3]| -> Result<Tensor> {
+            Ok(Tensor::new(&v.map(|x| x as f32), device)?.reshape((1, 3, 1, 1))?)
+        };
+        Ok(Self {
+            config: cfg.clone(),
+            image_encoder,
+            prompt_encoder,
+            mask_decoder,
+            pixel_mean: stat(cfg.pixel_mean)?,
+            pixel_std: stat(cfg.pixel_std)?,
+        })
+    }
+
     fn check_images(&self, images: &Tensor) -> Result<(usize, usize, usize)> {
         let img = self.config.encoder.img_size;
         let d = images.dims();

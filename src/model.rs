@@ -1,0 +1,260 @@
+//! The MA-SAM model: SAM with FacT on the frozen encoder, 3D adapters in every block, and a
+//! 4-stage mask decoder.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use masam_conv3d::{Adapter3d, AdapterNames};
+use masam_fact::Fact;
+use masam_nn::SeededVarMap;
+use masam_sam::checkpoint::{ConvertedCheckpoint, InitFromSam, Matched, ParamSource};
+use masam_sam::{
+    EncoderOutput, ForwardContext, ImageEncoder, MaskDecoder, Prompt, PromptEncoder, Sam,
+    SamCheckpoint, SamOutput,
+};
+
+use crate::config::{AdapterPlacement, Finetune, MaSamConfig};
+use crate::hooks::{AdapterHook, FactLinearHook};
+use crate::{Error, Result};
+
+/// Prefix of the FacT parameters among the trainable variables.
+pub const FACT_PREFIX: &str = "fact";
+
+/// MA-SAM (`reference-spec.md` §1): a SAM whose image encoder is frozen, with FacT increments on
+/// its q/v projections and two 3D adapters per block, and a trainable prompt encoder and mask
+/// decoder with `num_classes + 1` mask tokens.
+///
+/// Parameters are split by construction: frozen encoder weights are plain tensors; everything
+/// trained is a [`Var`] in [`MaSam::trainable`], named as in SAM's state dict
+/// (`image_encoder.blocks.{i}.adapter_conv.weight`, `mask_decoder.…`, `prompt_encoder.…`) and
+/// `fact.FacTu.weight`, `fact.blocks.{i}.q_FacTs.weight` for FacT.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use masam_adapter::{MaSam, MaSamConfig};
+/// use masam_sam::Prompt;
+/// # fn main() -> masam_adapter::Result<()> {
+/// let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu)?;
+/// let x = Tensor::zeros((1, 5, 3, 64, 64), DType::F32, &Device::Cpu)?; // 1 volume, 5 slices
+/// let out = model.forward(&x, &Prompt::None, false)?;
+/// assert_eq!(out.masks.dims(), &[5, 4, 64, 64]); // per-slice logits, background + 3 classes
+/// # Ok(()) }
+/// ```
+pub struct MaSam {
+    /// The configuration.
+    pub config: MaSamConfig,
+    /// SAM with the hooks installed in its encoder blocks.
+    pub sam: Sam,
+    /// FacT, when enabled.
+    pub fact: Option<Fact>,
+    /// The adapters of each block (before, after attention).
+    pub adapters: Vec<(Option<Arc<Adapter3d>>, Option<Arc<Adapter3d>>)>,
+    trainable: SeededVarMap,
+    init_report: BTreeMap<String, ParamSource>,
+}
+
+impl std::fmt::Debug for MaSam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaSam")
+            .field("config", &self.config)
+            .field("trainable", &self.trainable.named_vars().len())
+            .finish()
+    }
+}
+
+impl MaSam {
+    /// Builds the model from an official SAM checkpoint (any input size: it is converted to the
+    /// configured size exactly as the reference's `load_from`). Tensors whose name and shape
+    /// match are taken from SAM (the reference's partial-load semantics); the others (adapters,
+    /// FacT, new decoder layers) are initialised from `seed`.
+    pub fn from_sam_checkpoint(
+        cfg: &MaSamConfig,
+        checkpoint: &SamCheckpoint,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let converted = checkpoint.convert(&cfg.sam.encoder)?;
+        Self::build(cfg, Some(&converted), seed, device)
+    }
+
+    /// Builds the model with every weight freshly initialised from `seed` (no SAM weights). With
+    /// [`Finetune::ParameterEfficient`] the random encoder is frozen; use [`Finetune::Full`] to
+    /// train it.
+    pub fn random(cfg: &MaSamConfig, seed: u64, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        Self::build(cfg, None, seed, device)
+    }
+
+    fn build(
+        cfg: &MaSamConfig,
+        converted: Option<&ConvertedCheckpoint>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let dtype = DType::F32;
+        let trainable = SeededVarMap::new(seed);
+        let init = match converted {
+            Some(c) => c.init(trainable.clone(), Matched::Trainable),
+            None => InitFromSam::new(HashMap::new(), trainable.clone(), Matched::Trainable),
+        };
+        let tvb = init.var_builder(dtype, device);
+
+        let encoder = match (cfg.finetune, converted) {
+            (Finetune::Full, _) => ImageEncoder::new(&cfg.sam.encoder, tvb.pp("image_encoder"))?,
+            (Finetune::ParameterEfficient, Some(c)) => ImageEncoder::new(
+                &cfg.sam.encoder,
+                c.checkpoint.var_builder(dtype, device).pp("image_encoder"),
+            )?,
+            (Finetune::ParameterEfficient, None) => {
+                // a random frozen encoder: draw it, then rebuild it from plain tensors
+                let scratch = SeededVarMap::new(seed ^ 0x5eed_f00d_0000_0001);
+                ImageEncoder::new(
+                    &cfg.sam.encoder,
+                    scratch.var_builder(dtype, device).pp("image_encoder"),
+                )?;
+                let tensors: HashMap<String, Tensor> = scratch
+                    .named_vars()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_tensor().detach()))
+                    .collect();
+                ImageEncoder::new(
+                    &cfg.sam.encoder,
+                    VarBuilder::from_tensors(tensors, dtype, device).pp("image_encoder"),
+                )?
+            }
+        };
+        let prompt = PromptEncoder::new(&cfg.sam.prompt, tvb.pp("prompt_encoder"))?;
+        let decoder = MaskDecoder::new(&cfg.sam.decoder, tvb.pp("mask_decoder"))?;
+        let mut sam = Sam::from_parts(&cfg.sam, encoder, prompt, decoder, device)?;
+
+        let depth = cfg.sam.encoder.depth;
+        let fact = match &cfg.fact {
+            Some(fc) => Some(
+                Fact::new(fc, cfg.sam.encoder.embed_dim, depth, tvb.pp(FACT_PREFIX))
+                    .map_err(|e| Error::Config(format!("FacT: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut adapters = Vec::with_capacity(depth);
+        for i in 0..depth {
+            let bvb = tvb.pp(format!("image_encoder.blocks.{i}"));
+            let make = |suffix: &str| -> Result<Option<Arc<Adapter3d>>> {
+                match &cfg.adapter {
+                    Some(a) => Ok(Some(Arc::new(
+                        Adapter3d::new_with_names(
+                            *a,
+                            &AdapterNames::reference(suffix),
+                            bvb.clone(),
+                        )
+                        .map_err(|e| Error::Config(format!("3D adapter: {e}")))?,
+                    ))),
+                    None => Ok(None),
+                }
+            };
+            let before = match cfg.adapter_placement {
+                AdapterPlacement::Before | AdapterPlacement::Both => make("")?,
+                AdapterPlacement::After => None,
+            };
+            let after = match cfg.adapter_placement {
+                AdapterPlacement::After | AdapterPlacement::Both => make("_2")?,
+                AdapterPlacement::Before => None,
+            };
+            let hooks = &mut sam.image_encoder.blocks[i].hooks;
+            hooks.pre_attn = before.clone().map(|a| Arc::new(AdapterHook(a)) as _);
+            hooks.post_attn = after.clone().map(|a| Arc::new(AdapterHook(a)) as _);
+            if let Some(f) = &fact {
+                let wrap = |h: masam_fact::Result<Option<masam_fact::FactHook>>| -> Result<_> {
+                    Ok(h.map_err(|e| Error::Config(format!("FacT: {e}")))?
+                        .map(|h| Arc::new(FactLinearHook(h)) as _))
+                };
+                hooks.qkv = wrap(f.qkv(i))?;
+                hooks.proj = wrap(f.proj(i))?;
+                hooks.mlp_fc1 = wrap(f.fc1(i))?;
+                hooks.mlp_fc2 = wrap(f.fc2(i))?;
+            }
+            adapters.push((before, after));
+        }
+        Ok(Self {
+            config: cfg.clone(),
+            sam,
+            fact,
+            adapters,
+            trainable,
+            init_report: init.report(),
+        })
+    }
+
+    /// The trainable variables.
+    pub fn trainable(&self) -> &SeededVarMap {
+        &self.trainable
+    }
+
+    /// The trainable variables by name, sorted.
+    pub fn trainable_vars(&self) -> BTreeMap<String, Var> {
+        self.trainable.named_vars().into_iter().collect()
+    }
+
+    /// Where every trainable parameter's initial value came from (SAM, resized, fresh).
+    pub fn init_report(&self) -> &BTreeMap<String, ParamSource> {
+        &self.init_report
+    }
+
+    fn flatten(&self, images: &Tensor) -> Result<(Tensor, usize, usize)> {
+        let d = images.dims();
+        if d.len() != 5 || d[2] != 3 {
+            return Err(masam_sam::Error::InputShape {
+                what: "images",
+                expected: "(B, D, 3, H, W)".into(),
+                found: d.to_vec(),
+            }
+            .into());
+        }
+        if d[1] != self.config.slices {
+            return Err(Error::Config(format!(
+                "input has {} slices per volume, the model was configured for {}",
+                d[1], self.config.slices
+            )));
+        }
+        Ok((images.reshape((d[0] * d[1], 3, d[3], d[4]))?, d[0], d[1]))
+    }
+
+    /// Runs the model on B volumes of D adjacent slices.
+    ///
+    /// `prompt` is [`Prompt::None`] (MA-SAM) or per-slice boxes ([`MaSam::boxes_prompt`]).
+    /// `train` enables FacT dropout.
+    ///
+    /// # Shapes
+    /// - `images`: (B, D, 3, H, W), values as the reference pipeline makes them ([0, 1])
+    /// - returns masks (B·D, K, H, W) logits and IoU (B·D, K), K = classes + 1, volume-major
+    pub fn forward(&self, images: &Tensor, prompt: &Prompt, train: bool) -> Result<SamOutput> {
+        let (x, _, d) = self.flatten(images)?;
+        let ctx = ForwardContext { slices: d, train };
+        Ok(self.sam.forward(&x, prompt, &ctx)?)
+    }
+
+    /// Per-slice box prompts (B, D, 4) `(x0, y0, x1, y1)` in input pixels, as a [`Prompt`].
+    pub fn boxes_prompt(boxes: &Tensor) -> Result<Prompt> {
+        let (b, d, four) = boxes.dims3()?;
+        if four != 4 {
+            return Err(Error::Config(format!(
+                "boxes must be (B, D, 4), got {:?}",
+                boxes.dims()
+            )));
+        }
+        Ok(Prompt::Boxes(boxes.reshape((b * d, 4))?))
+    }
+
+    /// The encoder's intermediate results (patch embedding, every block, embeddings).
+    pub fn encode_with_intermediates(&self, images: &Tensor, train: bool) -> Result<EncoderOutput> {
+        let (x, _, d) = self.flatten(images)?;
+        let x = self.sam.preprocess(&x)?;
+        let ctx = ForwardContext { slices: d, train };
+        Ok(self
+            .sam
+            .image_encoder
+            .forward_with_intermediates(&x, &ctx)?)
+    }
+}
