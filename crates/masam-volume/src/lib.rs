@@ -35,4 +35,6 @@ pub mod transforms;
 pub mod volume;
 
 pub use error::{Result, VolumeError};
+/// Re-export of the `ndarray` version used in this crate's API.
+pub use ndarray;
 pub use volume::{Affine, Volume};
