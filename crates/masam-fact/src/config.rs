@@ -50,7 +50,8 @@ impl Projection {
     }
 
     /// `(m_in, m_out)`: the input is `m_in` chunks of C features and the output `m_out` chunks
-    /// of C features. `(1, 1)` for q, k, v and proj, `(m, 1)`… see [`Projection`].
+    /// of C features: `(1, 1)` for q, k, v and proj, `(1, m)` for fc1, `(m, 1)` for fc2, with
+    /// `m = mlp_ratio`.
     pub fn chunks(self, mlp_ratio: usize) -> (usize, usize) {
         match self {
             Projection::Fc1 => (1, mlp_ratio),
