@@ -8,11 +8,13 @@
 //! (`.safetensors`, else `.pth`), runs `inputs.safetensors` and prints one JSON object: for every
 //! tensor of `outputs.safetensors`, `grads.safetensors`, `bbox_outputs.safetensors` (when present)
 //! and the checkpoint round trip, its error, tolerance and pass/fail; the set of parameters with a
-//! non-zero gradient against `trainable_keys`; and an overall `pass`. Exits 1 when anything fails.
+//! non-zero gradient against `trainable_keys`; and an overall `pass`. Exits 1 when a check fails,
+//! 2 (with a message) when the folder is missing or invalid.
 
 mod check;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -25,21 +27,29 @@ struct Args {
     fixture: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
-    let report = check::run(&args.fixture)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let report = match check::run(&args.fixture) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("a report is valid JSON")
+    );
     for c in report.checks.iter().filter(|c| !c.pass) {
-        eprintln!(
-            "FAIL {}/{}: {} {:e} > {:e}",
-            c.group, c.name, c.metric, c.error, c.tolerance
-        );
+        let (g, n, m) = (c.group, &c.name, c.metric);
+        eprintln!("FAIL {g}/{n}: {m} {:e} > {:e}", c.error, c.tolerance);
     }
     if !report.trainable_set.pass {
         eprintln!("FAIL trainable set: {:?}", report.trainable_set);
     }
-    if !report.pass {
-        std::process::exit(1);
+    if report.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
-    Ok(())
 }
