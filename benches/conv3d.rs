@@ -1,2 +1,148 @@
-//! Benchmark placeholder: filled in by its issue.
-fn main() {}
+//! Conv3D benchmark: forward + backward of the MA-SAM adapter convolution
+//! (1 × 384 × 5 × 32 × 32, kernel 3×1×1, 'same', bias) through the custom op and through the
+//! conv2d-taps oracle, on CPU. Prints one JSON object.
+//!
+//! `cargo bench --bench conv3d`. If `MASAM_TORCH_PYTHON` names a Python with torch (or plain
+//! `python3` has it), `scripts/bench_conv3d_torch.py` is run afterwards in the same process
+//! tree and its result is embedded, so that both numbers come from the same run.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use masam_conv3d::reference::conv3d_reference;
+use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dPadding};
+
+const SHAPE: (usize, usize, usize, usize, usize) = (1, 384, 5, 32, 32);
+const KERNEL: [usize; 3] = [3, 1, 1];
+
+fn stats(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    serde_json::json!({ "median_ms": v[v.len() / 2], "min_ms": v[0], "runs": v.len() })
+}
+
+/// Times `f` (`warmup` untimed runs, then `iters` timed), in ms.
+fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
+        f();
+    }
+    (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
+type ConvFn = fn(&Tensor, &Tensor, Option<&Tensor>, Conv3dPadding) -> masam_conv3d::Result<Tensor>;
+
+fn fwd_bwd(f: ConvFn, x: &Var, w: &Var, b: &Var, gy: &Tensor) {
+    let y = f(
+        x.as_tensor(),
+        w.as_tensor(),
+        Some(b.as_tensor()),
+        Conv3dPadding::Same,
+    )
+    .unwrap();
+    let grads = (y * gy).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(w.as_tensor()).is_some());
+}
+
+fn torch_result() -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_conv3d_torch.py");
+    let python = std::env::var("MASAM_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    match std::process::Command::new(&python).arg(script).output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            serde_json::from_str(text.trim()).unwrap_or_else(
+                |e| serde_json::json!({ "error": format!("bad JSON from torch script: {e}") }),
+            )
+        }
+        Ok(out) => serde_json::json!({
+            "error": format!("{python} {script} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""))
+        }),
+        Err(e) => serde_json::json!({ "error": format!("cannot run {python}: {e}") }),
+    }
+}
+
+fn main() {
+    let dev = Device::Cpu;
+    let (n, c, d, h, w) = SHAPE;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1., SHAPE, &dev).unwrap()).unwrap();
+    let bound = 1.0 / ((c * 3) as f32).sqrt();
+    let wt = Var::from_tensor(
+        &(Tensor::rand(-bound, bound, (c, c, KERNEL[0], KERNEL[1], KERNEL[2]), &dev).unwrap()),
+    )
+    .unwrap();
+    let bt = Var::from_tensor(&Tensor::rand(-bound, bound, c, &dev).unwrap()).unwrap();
+    let gy = Tensor::randn(0f32, 1., SHAPE, &dev).unwrap();
+    let geom = Conv3dGeometry::new(&[n, c, d, h, w], wt.dims(), Conv3dPadding::Same).unwrap();
+    let gflop = 3.0 * geom.flops() / 1e9;
+
+    // agreement of the two implementations on this shape
+    let a = conv3d_op(
+        x.as_tensor(),
+        wt.as_tensor(),
+        Some(bt.as_tensor()),
+        Conv3dPadding::Same,
+    )
+    .unwrap();
+    let r = conv3d_reference(
+        x.as_tensor(),
+        wt.as_tensor(),
+        Some(bt.as_tensor()),
+        Conv3dPadding::Same,
+    )
+    .unwrap();
+    let err: f32 = (&a - &r)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let scale: f32 = r.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+
+    let op_fwd = time(2, 10, || {
+        conv3d_op(
+            x.as_tensor(),
+            wt.as_tensor(),
+            Some(bt.as_tensor()),
+            Conv3dPadding::Same,
+        )
+        .unwrap();
+    });
+    let op = time(2, 10, || fwd_bwd(conv3d_op, &x, &wt, &bt, &gy));
+    let oracle = time(1, 5, || fwd_bwd(conv3d_reference, &x, &wt, &bt, &gy));
+    let op_ms = stats(op.clone());
+    let op_median = op_ms["median_ms"].as_f64().unwrap();
+    let torch = torch_result();
+    let torch_median = torch["fwd_bwd"]["median_ms"].as_f64();
+    let out = serde_json::json!({
+        "shape": [n, c, d, h, w],
+        "kernel": KERNEL,
+        "padding": "same",
+        "dtype": "f32",
+        "device": "cpu",
+        "threads": rayon_threads(),
+        "fwd_bwd_gflop": gflop,
+        "custom_op": {
+            "forward": stats(op_fwd),
+            "fwd_bwd": op_ms,
+            "fwd_bwd_gflops": gflop / (op_median / 1e3),
+        },
+        "oracle_conv2d_taps": { "fwd_bwd": stats(oracle) },
+        "torch": torch,
+        "ratio_custom_op_over_torch": torch_median.map(|t| op_median / t),
+        "max_rel_err_op_vs_oracle": err / (scale + 1e-6),
+        "dtype_bytes": DType::F32.size_in_bytes(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,129 @@
+//! Breakdown of the CPU conv3d time on the adapter shape: raw GEMM speed, forward, input
+//! gradient and weight gradient kernels, and candle's autograd overhead.
+//! `cargo run --release -p masam-conv3d --example conv3d_profile`
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dPadding};
+
+fn best(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() -> masam_conv3d::Result<()> {
+    let dev = Device::Cpu;
+    let shape = (1, 384, 5, 32, 32);
+    let g = Conv3dGeometry::new(
+        &[1, 384, 5, 32, 32],
+        &[384, 384, 3, 1, 1],
+        Conv3dPadding::Same,
+    )?;
+    let x: Vec<f32> = Tensor::randn(0f32, 1., shape, &dev)?
+        .flatten_all()?
+        .to_vec1()?;
+    let w: Vec<f32> = Tensor::randn(0f32, 0.03, (384, 384, 3, 1, 1), &dev)?
+        .flatten_all()?
+        .to_vec1()?;
+    let gf = g.flops() / 1e9;
+    let t = best(5, || {
+        masam_conv3d::cpu::conv3d_forward(&g, &x, &w, None, true);
+    });
+    println!(
+        "forward kernel      {t:7.2} ms  {:6.1} GFLOP/s",
+        gf / t * 1e3
+    );
+    let gt = g.transposed();
+    let t = best(5, || {
+        masam_conv3d::cpu::conv3d_forward(&gt, &x, &w, None, true);
+    });
+    println!(
+        "grad-input kernel   {t:7.2} ms  {:6.1} GFLOP/s",
+        gf / t * 1e3
+    );
+    let t = best(5, || {
+        masam_conv3d::cpu::conv3d_weight_grad(&g, &x, &x, true);
+    });
+    println!(
+        "grad-weight kernel  {t:7.2} ms  {:6.1} GFLOP/s",
+        gf / t * 1e3
+    );
+    let a = Tensor::randn(0f32, 1., (384, 384), &dev)?;
+    let b = Tensor::randn(0f32, 1., (384, 5120), &dev)?;
+    let t = best(5, || {
+        a.matmul(&b).unwrap();
+    });
+    println!(
+        "candle matmul 384x384x5120 {t:7.2} ms  {:6.1} GFLOP/s",
+        2.0 * 384.0 * 384.0 * 5120.0 / 1e9 / t * 1e3
+    );
+    let xv = Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev)?)?;
+    let wv = Var::from_tensor(&Tensor::randn(0f32, 0.03, (384, 384, 3, 1, 1), &dev)?)?;
+    let bv = Var::from_tensor(&Tensor::zeros(384, candle_core::DType::F32, &dev)?)?;
+    let gy = Tensor::randn(0f32, 1., shape, &dev)?;
+    let t = best(5, || {
+        let y = conv3d_op(
+            xv.as_tensor(),
+            wv.as_tensor(),
+            Some(bv.as_tensor()),
+            Conv3dPadding::Same,
+        )
+        .unwrap();
+        (y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+    });
+    println!(
+        "op fwd+bwd (autograd) {t:7.2} ms  {:6.1} GFLOP/s",
+        3.0 * gf / t * 1e3
+    );
+    let t = best(5, || {
+        conv3d_op(
+            xv.as_tensor(),
+            wv.as_tensor(),
+            Some(bv.as_tensor()),
+            Conv3dPadding::Same,
+        )
+        .unwrap();
+    });
+    println!("op forward          {t:7.2} ms");
+    let y = conv3d_op(
+        xv.as_tensor(),
+        wv.as_tensor(),
+        Some(bv.as_tensor()),
+        Conv3dPadding::Same,
+    )?;
+    let t = best(5, || {
+        (&y * &gy).unwrap().sum_all().unwrap();
+    });
+    println!("(y*gy).sum_all      {t:7.2} ms");
+    let t = best(5, || {
+        let l = (&y * &gy).unwrap().sum_all().unwrap();
+        let t0 = Instant::now();
+        l.backward().unwrap();
+        println!(
+            "  backward alone {:7.2} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+    });
+    println!("loss+backward       {t:7.2} ms");
+    let xt = xv.as_tensor().clone();
+    let t = best(5, || {
+        xt.flatten_all().unwrap().sum_all().unwrap();
+    });
+    println!("sum_all(x)          {t:7.2} ms");
+    let t = best(5, || {
+        (&xt * &gy).unwrap();
+    });
+    println!("x*gy                {t:7.2} ms");
+    let t = best(5, || {
+        xt.zeros_like().unwrap().add(&gy).unwrap();
+    });
+    println!("zeros_like+add      {t:7.2} ms");
+    Ok(())
+}
