@@ -3,11 +3,14 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod hooks;
 pub mod inferers;
 pub mod model;
+pub mod predict;
 pub mod reference_config;
+pub mod trainer;
 
 pub use config::{AdapterPlacement, Finetune, MaSamConfig};
 pub use error::{Error, Result};

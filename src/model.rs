@@ -19,6 +19,9 @@ use crate::config::{AdapterPlacement, Finetune, MaSamConfig};
 use crate::hooks::{AdapterHook, FactLinearHook};
 use crate::{Error, Result};
 
+/// The two optional 3D adapters of one block: (before attention, after attention).
+pub type BlockAdapters = (Option<Arc<Adapter3d>>, Option<Arc<Adapter3d>>);
+
 /// Prefix of the FacT parameters among the trainable variables.
 pub const FACT_PREFIX: &str = "fact";
 
@@ -50,7 +53,7 @@ pub struct MaSam {
     /// FacT, when enabled.
     pub fact: Option<Fact>,
     /// The adapters of each block (before, after attention).
-    pub adapters: Vec<(Option<Arc<Adapter3d>>, Option<Arc<Adapter3d>>)>,
+    pub adapters: Vec<BlockAdapters>,
     trainable: SeededVarMap,
     init_report: BTreeMap<String, ParamSource>,
 }

@@ -63,7 +63,8 @@ impl SliceWindowInferer {
         }
     }
 
-    /// Runs inference on a preprocessed volume `volume` (N, H, W) slice-major.
+    /// Runs inference on a preprocessed volume `volume` (N, H, W) slice-major: stack `k` is made
+    /// of slices `k − D/2 … k + D/2`, edges replicated.
     ///
     /// `forward` receives stacks (b, D, H, W) and must return class probabilities
     /// (b·D, K, H, W) (softmax already applied), in the same slice order.
@@ -73,16 +74,12 @@ impl SliceWindowInferer {
         shape: [usize; 3],
         num_classes: usize,
         keep_probabilities: bool,
-        mut forward: F,
+        forward: F,
     ) -> Result<SliceWindowOutput>
     where
         F: FnMut(&Tensor) -> Result<Tensor>,
     {
         let [n, h, w] = shape;
-        let d = self.depth;
-        if d == 0 || d % 2 == 0 {
-            candle_core::bail!("slice window depth must be odd, got {d}");
-        }
         if volume.len() != n * h * w || n == 0 {
             candle_core::bail!(
                 "volume has {} values, shape {:?} needs {}",
@@ -90,6 +87,43 @@ impl SliceWindowInferer {
                 shape,
                 n * h * w
             );
+        }
+        let d = self.depth;
+        let pad = d / 2;
+        let plane = h * w;
+        let make_stack = |center: usize| -> Result<Vec<f32>> {
+            let mut out = Vec::with_capacity(d * plane);
+            for t in 0..d {
+                let z =
+                    (center as isize + t as isize - pad as isize).clamp(0, n as isize - 1) as usize;
+                out.extend_from_slice(&volume[z * plane..(z + 1) * plane]);
+            }
+            Ok(out)
+        };
+        self.run_with_stacks(shape, num_classes, keep_probabilities, make_stack, forward)
+    }
+
+    /// Like [`run`](Self::run), but `make_stack(k)` builds stack `k` (D·H·W values, slice-major)
+    /// itself, so that per-stack preprocessing (the reference's per-stack min-max) applies.
+    pub fn run_with_stacks<S, F>(
+        &self,
+        shape: [usize; 3],
+        num_classes: usize,
+        keep_probabilities: bool,
+        mut make_stack: S,
+        mut forward: F,
+    ) -> Result<SliceWindowOutput>
+    where
+        S: FnMut(usize) -> Result<Vec<f32>>,
+        F: FnMut(&Tensor) -> Result<Tensor>,
+    {
+        let [n, h, w] = shape;
+        let d = self.depth;
+        if d == 0 || d.is_multiple_of(2) {
+            candle_core::bail!("slice window depth must be odd, got {d}");
+        }
+        if n == 0 || h == 0 || w == 0 {
+            candle_core::bail!("empty volume shape {shape:?}");
         }
         if num_classes == 0 || num_classes > 256 {
             candle_core::bail!("num_classes must be in 1..=256, got {num_classes}");
@@ -106,7 +140,6 @@ impl SliceWindowInferer {
         } else {
             None
         };
-        let slice_of = |z: isize| -> usize { z.clamp(0, n as isize - 1) as usize };
         let mut next_final = 0usize; // next buffer index to finalise
         let total_buf = n + 2 * pad;
         let mut ind = 0usize;
@@ -114,10 +147,15 @@ impl SliceWindowInferer {
             let b = self.batch.min(n - ind);
             let mut stack = Vec::with_capacity(b * d * plane);
             for s in ind..ind + b {
-                for t in 0..d {
-                    let z = slice_of(s as isize + t as isize - pad as isize);
-                    stack.extend_from_slice(&volume[z * plane..(z + 1) * plane]);
+                let one = make_stack(s)?;
+                if one.len() != d * plane {
+                    candle_core::bail!(
+                        "stack {s} has {} values, expected {}",
+                        one.len(),
+                        d * plane
+                    );
                 }
+                stack.extend_from_slice(&one);
             }
             let x = Tensor::from_vec(stack, (b, d, h, w), &candle_core::Device::Cpu)?;
             let p = forward(&x)?;

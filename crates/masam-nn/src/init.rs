@@ -77,7 +77,13 @@ impl SeededVarMap {
     }
 
     /// Draws a tensor following `init` from this map's RNG (without registering it).
-    pub fn sample(&self, shape: &Shape, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn sample(
+        &self,
+        shape: &Shape,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let n = shape.elem_count();
         let mut rng = self.rng.lock().unwrap();
         let values: Vec<f32> = match init {
@@ -112,7 +118,8 @@ fn uniform(rng: &mut ChaCha8Rng, lo: f64, up: f64, n: usize) -> Vec<f32> {
 }
 
 fn normal(rng: &mut ChaCha8Rng, mean: f64, std: f64, n: usize) -> Result<Vec<f32>> {
-    let d = Normal::new(mean, std).map_err(|e| candle_core::Error::Msg(format!("normal init: {e}")))?;
+    let d =
+        Normal::new(mean, std).map_err(|e| candle_core::Error::Msg(format!("normal init: {e}")))?;
     Ok((0..n).map(|_| d.sample(rng) as f32).collect())
 }
 
@@ -154,13 +161,18 @@ mod tests {
         let pre = Tensor::ones((2, 2), DType::F32, &Device::Cpu)?;
         m.insert("a.weight", &pre)?;
         let vb = m.var_builder(DType::F32, &Device::Cpu);
-        let a = vb.pp("a").get_with_hints((2, 2), "weight", Init::Const(0.0))?;
+        let a = vb
+            .pp("a")
+            .get_with_hints((2, 2), "weight", Init::Const(0.0))?;
         assert_eq!(a.sum_all()?.to_scalar::<f32>()?, 4.0);
         let u = vb.get_with_hints(1000, "u", Init::Uniform { lo: -0.5, up: 0.5 })?;
         let v: Vec<f32> = u.to_vec1()?;
         assert!(v.iter().all(|x| (-0.5..0.5).contains(x)));
         assert!(v.iter().any(|x| *x > 0.4) && v.iter().any(|x| *x < -0.4));
-        assert!(vb.pp("a").get_with_hints((3, 2), "weight", Init::Const(0.0)).is_err());
+        assert!(vb
+            .pp("a")
+            .get_with_hints((3, 2), "weight", Init::Const(0.0))
+            .is_err());
         Ok(())
     }
 }

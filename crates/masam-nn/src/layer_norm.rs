@@ -72,8 +72,15 @@ mod tests {
         let ln = LayerNorm::new(w.as_tensor().clone(), b.as_tensor().clone(), 1e-6);
         let y = ln.forward(x.as_tensor())?;
         let row: Vec<f32> = y.get(0)?.to_vec1()?;
-        let (m, v) = (7f32 / 3., ((1f32 - 7. / 3.).powi(2) + (2f32 - 7. / 3.).powi(2) + (4f32 - 7. / 3.).powi(2)) / 3.);
-        let expect = [2. * (1. - m) / (v + 1e-6).sqrt() + 0.1, (2. - m) / (v + 1e-6).sqrt() + 0.2, 0.5 * (4. - m) / (v + 1e-6).sqrt() + 0.3];
+        let (m, v) = (
+            7f32 / 3.,
+            ((1f32 - 7. / 3.).powi(2) + (2f32 - 7. / 3.).powi(2) + (4f32 - 7. / 3.).powi(2)) / 3.,
+        );
+        let expect = [
+            2. * (1. - m) / (v + 1e-6).sqrt() + 0.1,
+            (2. - m) / (v + 1e-6).sqrt() + 0.2,
+            0.5 * (4. - m) / (v + 1e-6).sqrt() + 0.3,
+        ];
         for (a, e) in row.iter().zip(expect) {
             assert!((a - e).abs() < 1e-5, "{a} vs {e}");
         }

@@ -69,8 +69,14 @@ mod tests {
         let b = Tensor::randn(0f32, 1., 5, &dev)?;
         let y2d = LayerNorm2d::new(w.clone(), b.clone(), 1e-6).forward(&x)?;
         let ln = crate::LayerNorm::new(w, b, 1e-6);
-        let y = ln.forward(&x.permute((0, 2, 3, 1))?)?.permute((0, 3, 1, 2))?;
-        let d: f32 = (y2d - y)?.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar()?;
+        let y = ln
+            .forward(&x.permute((0, 2, 3, 1))?)?
+            .permute((0, 3, 1, 2))?;
+        let d: f32 = (y2d - y)?
+            .abs()?
+            .max_all()?
+            .to_dtype(DType::F32)?
+            .to_scalar()?;
         assert!(d < 1e-5, "{d}");
         Ok(())
     }

@@ -25,11 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod frozen_linear;
 pub mod init;
 pub mod layer_norm;
 pub mod layer_norm_2d;
 pub mod linear;
-pub mod frozen_linear;
 pub mod softmax;
 
 pub use frozen_linear::FrozenLinear;

@@ -15,7 +15,9 @@ pub enum Error {
         key: String,
     },
     /// A checkpoint tensor has the wrong shape.
-    #[error("checkpoint {path}: tensor `{key}` has shape {found:?}, the model expects {expected:?}")]
+    #[error(
+        "checkpoint {path}: tensor `{key}` has shape {found:?}, the model expects {expected:?}"
+    )]
     ShapeMismatch {
         /// The checkpoint file.
         path: PathBuf,

@@ -23,7 +23,9 @@ pub mod transformer;
 pub mod window;
 
 pub use block::Block;
-pub use checkpoint::{BackboneInfo, ConvertedCheckpoint, InitFromSam, Matched, ParamSource, SamCheckpoint};
+pub use checkpoint::{
+    BackboneInfo, ConvertedCheckpoint, InitFromSam, Matched, ParamSource, SamCheckpoint,
+};
 pub use config::ImageEncoderConfig;
 pub use error::{Error, Result};
 pub use extension::{BlockContext, BlockHooks, ForwardContext, LinearHook, TokenHook};

@@ -1,0 +1,188 @@
+//! Fine-tuning MA-SAM: AdamW + warmup/poly schedule + Dice+CE, gradient accumulation, resumable
+//! checkpoints.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use masam_sam::Prompt;
+use masam_train::{
+    AdamW, AdamWConfig, DiceCeLoss, DiceCeLossConfig, GradAccumulator, LrSchedule, TrainingState,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Batch;
+use crate::model::MaSam;
+use crate::{Error, Result};
+
+/// Hyper-parameters of a fine-tuning run. `Default` is the reference recipe (`reference-spec.md`
+/// §4) except for `steps`, which depends on the dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Stacks (volumes of D slices) per micro-batch.
+    pub batch: usize,
+    /// Micro-batches accumulated per optimiser step (effective batch = batch × accumulation).
+    pub accumulation: usize,
+    /// AdamW settings (its `lr` is overwritten by the schedule at every step).
+    pub optimizer: AdamWConfig,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Loss weights.
+    pub loss: DiceCeLossConfig,
+    /// Run seed (data order, augmentation, fresh weights).
+    pub seed: u64,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch: 3,
+            accumulation: 8,
+            optimizer: AdamWConfig::default().with_weight_decay(0.1),
+            schedule: LrSchedule::reference(400 * 1000),
+            loss: DiceCeLossConfig::default(),
+            seed: 1234,
+        }
+    }
+}
+
+/// What one optimiser step reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Step number (0-based) just taken.
+    pub step: u64,
+    /// Mean total loss over the micro-batches.
+    pub loss: f32,
+    /// Mean cross-entropy.
+    pub ce: f32,
+    /// Mean Dice loss.
+    pub dice: f32,
+    /// Learning rate used.
+    pub lr: f64,
+}
+
+/// Trains a [`MaSam`]'s trainable variables.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use masam_adapter::data::Batch;
+/// use masam_adapter::trainer::{Trainer, TrainerConfig};
+/// use masam_adapter::{MaSam, MaSamConfig};
+/// use masam_train::LrSchedule;
+/// # fn main() -> masam_adapter::Result<()> {
+/// let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu)?;
+/// let cfg = TrainerConfig { steps: 2, batch: 1, accumulation: 1,
+///     schedule: LrSchedule::Constant { lr: 1e-3 }, ..TrainerConfig::default() };
+/// let mut trainer = Trainer::new(&model, cfg)?;
+/// let batch = Batch {
+///     images: Tensor::rand(0f32, 1., (1, 5, 3, 64, 64), &Device::Cpu)?,
+///     labels: Tensor::zeros((5, 64, 64), DType::I64, &Device::Cpu)?,
+/// };
+/// let s = trainer.step(&[batch])?;
+/// assert_eq!(s.step, 0);
+/// assert!(s.loss.is_finite());
+/// # Ok(()) }
+/// ```
+pub struct Trainer<'m> {
+    model: &'m MaSam,
+    opt: AdamW,
+    loss: DiceCeLoss,
+    cfg: TrainerConfig,
+    step: u64,
+}
+
+fn terr(e: masam_train::TrainError) -> Error {
+    Error::Config(format!("training: {e}"))
+}
+
+impl<'m> Trainer<'m> {
+    /// A trainer over every trainable variable of `model` (one parameter group, decay on all, as
+    /// the reference).
+    pub fn new(model: &'m MaSam, cfg: TrainerConfig) -> Result<Self> {
+        cfg.schedule.validate().map_err(terr)?;
+        if cfg.batch == 0 || cfg.accumulation == 0 {
+            return Err(Error::Config(
+                "batch and accumulation must be at least 1".into(),
+            ));
+        }
+        let vars = model.trainable_vars().into_iter().collect();
+        let opt = AdamW::from_map(vars, cfg.optimizer).map_err(terr)?;
+        let loss = DiceCeLoss::new(cfg.loss).map_err(terr)?;
+        Ok(Self {
+            model,
+            opt,
+            loss,
+            cfg,
+            step: 0,
+        })
+    }
+
+    /// The next step number.
+    pub fn current_step(&self) -> u64 {
+        self.step
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.cfg
+    }
+
+    /// One optimiser step over `micro` micro-batches (gradients averaged), dropout on.
+    pub fn step(&mut self, micro: &[Batch]) -> Result<StepStats> {
+        if micro.is_empty() {
+            return Err(Error::Config(
+                "a step needs at least one micro-batch".into(),
+            ));
+        }
+        let lr = self.cfg.schedule.lr_at(self.step);
+        self.opt.set_lr(lr);
+        let vars: Vec<_> = self.opt.named_vars().map(|(_, v)| v.clone()).collect();
+        let mut acc = GradAccumulator::new(vars.iter());
+        let (mut tl, mut tce, mut td) = (0f32, 0f32, 0f32);
+        for b in micro {
+            let out = self.model.forward(&b.images, &Prompt::None, true)?;
+            let l = self.loss.forward(&out.masks, &b.labels).map_err(terr)?;
+            tl += l.total.to_scalar::<f32>()?;
+            tce += l.ce.to_scalar::<f32>()?;
+            td += l.dice.to_scalar::<f32>()?;
+            acc.accumulate(l.total.backward()?).map_err(terr)?;
+        }
+        let grads = acc.finish().map_err(terr)?;
+        self.opt.step(&grads).map_err(terr)?;
+        let n = micro.len() as f32;
+        let stats = StepStats {
+            step: self.step,
+            loss: tl / n,
+            ce: tce / n,
+            dice: td / n,
+            lr,
+        };
+        self.step += 1;
+        Ok(stats)
+    }
+
+    /// Saves parameters, optimiser state, step and configuration atomically (temp file + rename).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let config = serde_json::to_value(&self.cfg)
+            .map_err(|e| Error::Config(format!("serialising the config: {e}")))?;
+        let state =
+            TrainingState::capture(&self.opt, self.step, BTreeMap::new(), config).map_err(terr)?;
+        state.save(path).map_err(terr)
+    }
+
+    /// Restores a state written by [`Trainer::save`]: parameters, optimiser moments and step.
+    pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let dev = self
+            .opt
+            .named_vars()
+            .next()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
+        let state = TrainingState::load(path, &dev).map_err(terr)?;
+        state.restore(&mut self.opt).map_err(terr)?;
+        self.step = state.step;
+        Ok(())
+    }
+}
