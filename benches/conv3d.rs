@@ -8,9 +8,10 @@
 
 use std::time::Instant;
 
+use candle_core::CustomOp3;
 use candle_core::{DType, Device, Tensor, Var};
 use masam_conv3d::reference::conv3d_reference;
-use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dPadding};
+use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dKernel, Conv3dOp, Conv3dPadding};
 
 const SHAPE: (usize, usize, usize, usize, usize) = (1, 384, 5, 32, 32);
 const KERNEL: [usize; 3] = [3, 1, 1];
@@ -114,11 +115,32 @@ fn main() {
         .unwrap();
     });
     let op = time(2, 10, || fwd_bwd(conv3d_op, &x, &wt, &bt, &gy));
+    // forward + the op's explicit backward called directly (no autograd graph, as
+    // `y.backward(grad_y)` in PyTorch)
+    let op_struct = Conv3dOp {
+        geom,
+        kernel: Conv3dKernel::Auto,
+    };
+    let direct = time(2, 10, || {
+        let y = conv3d_op(
+            x.as_tensor(),
+            wt.as_tensor(),
+            Some(bt.as_tensor()),
+            Conv3dPadding::Same,
+        )
+        .unwrap();
+        let (gx, gw, gb) = op_struct
+            .bwd(x.as_tensor(), wt.as_tensor(), bt.as_tensor(), &y, &gy)
+            .unwrap();
+        assert!(gx.is_some() && gw.is_some() && gb.is_some());
+    });
     let oracle = time(1, 5, || fwd_bwd(conv3d_reference, &x, &wt, &bt, &gy));
     let op_ms = stats(op.clone());
     let op_median = op_ms["median_ms"].as_f64().unwrap();
     let torch = torch_result();
     let torch_median = torch["fwd_bwd"]["median_ms"].as_f64();
+    let direct_median = stats(direct.clone())["median_ms"].as_f64().unwrap();
+    let torch_direct = torch["fwd_bwd_grad_y"]["median_ms"].as_f64();
     let out = serde_json::json!({
         "shape": [n, c, d, h, w],
         "kernel": KERNEL,
@@ -130,11 +152,13 @@ fn main() {
         "custom_op": {
             "forward": stats(op_fwd),
             "fwd_bwd": op_ms,
+            "fwd_bwd_direct_grad_y": stats(direct),
             "fwd_bwd_gflops": gflop / (op_median / 1e3),
         },
         "oracle_conv2d_taps": { "fwd_bwd": stats(oracle) },
         "torch": torch,
         "ratio_custom_op_over_torch": torch_median.map(|t| op_median / t),
+        "ratio_direct_over_torch_grad_y": torch_direct.map(|t| direct_median / t),
         "max_rel_err_op_vs_oracle": err / (scale + 1e-6),
         "dtype_bytes": DType::F32.size_in_bytes(),
     });

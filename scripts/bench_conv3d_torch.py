@@ -3,7 +3,8 @@
 `cargo bench --bench conv3d` (which runs this script itself when torch is importable).
 
 Shape 1 x 384 x 5 x 32 x 32, kernel (3, 1, 1), padding 'same', bias, f32, CPU, threads = all
-cores (2 on the build machine). Backward of (y * gy).sum(), as the Rust bench. Prints one JSON
+cores (2 on the build machine). Backward of (y * gy).sum() through autograd (`fwd_bwd`, as the Rust bench's `fwd_bwd`) and
+`y.backward(gy)` (`fwd_bwd_grad_y`, as the Rust bench's `fwd_bwd_direct_grad_y`). Prints one JSON
 object. Install torch with `pip install torch` (PyPI) if the CPU index is unreachable.
 """
 import json
@@ -33,6 +34,12 @@ def fwd_bwd():
     (conv(x) * gy).sum().backward()
 
 
+def fwd_bwd_grad_y():
+    conv.zero_grad(set_to_none=True)
+    x.grad = None
+    conv(x).backward(gy)
+
+
 def timed(f, warmup, iters):
     for _ in range(warmup):
         f()
@@ -50,4 +57,5 @@ print(json.dumps({
     "mkldnn": torch.backends.mkldnn.is_available(),
     "forward": timed(fwd, 2, 10),
     "fwd_bwd": timed(fwd_bwd, 2, 10),
+    "fwd_bwd_grad_y": timed(fwd_bwd_grad_y, 2, 10),
 }))

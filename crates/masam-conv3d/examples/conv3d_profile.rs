@@ -64,6 +64,23 @@ fn main() -> masam_conv3d::Result<()> {
         "candle matmul 384x384x5120 {t:7.2} ms  {:6.1} GFLOP/s",
         2.0 * 384.0 * 384.0 * 5120.0 / 1e9 / t * 1e3
     );
+    for (m, n, k) in [
+        (384, 5120, 384),
+        (384, 5120, 1152),
+        (384, 384, 5120),
+        (384, 15360, 384),
+    ] {
+        let a = Tensor::randn(0f32, 1., (m, k), &dev)?;
+        let b = Tensor::randn(0f32, 1., (k, n), &dev)?;
+        let t = best(5, || {
+            a.matmul(&b).unwrap();
+        });
+        let gfl = 2.0 * (m * n * k) as f64 / 1e9;
+        println!(
+            "matmul {m}x{n}x{k}: {t:7.2} ms  {:6.1} GFLOP/s",
+            gfl / t * 1e3
+        );
+    }
     let xv = Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev)?)?;
     let wv = Var::from_tensor(&Tensor::randn(0f32, 0.03, (384, 384, 3, 1, 1), &dev)?)?;
     let bv = Var::from_tensor(&Tensor::zeros(384, candle_core::DType::F32, &dev)?)?;
