@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod finetune;
 pub mod hooks;
 pub mod inferers;
 pub mod model;

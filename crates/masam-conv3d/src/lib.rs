@@ -4,7 +4,7 @@
 //! - [`conv3d_op`]: the differentiable stride-1 Conv3D (a candle custom op with an explicit
 //!   backward for input, weight and bias), padding [`Conv3dPadding::Same`] (PyTorch's rule,
 //!   extra padding at the end for even kernels) or explicit symmetric padding;
-//! - [`Conv3d`] / [`conv3d`]: the layer and its `VarBuilder` builder (PyTorch default init);
+//! - [`Conv3d`] / [`conv3d()`]: the layer and its `VarBuilder` builder (PyTorch default init);
 //! - [`Adapter3d`] / [`adapter3d`]: `x + up(act(conv3d(down(norm(x)))))` over the slices of
 //!   each volume;
 //! - [`reference::conv3d_reference`]: a plain-ops oracle (conv2d over depth taps).

@@ -1,0 +1,287 @@
+//! A whole fine-tuning run as a library call: data, model, training with a time/step budget,
+//! checkpoints, held-out evaluation and the files a researcher looks at.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use masam_metrics::{Classes, DiceConfig, DiceMetric, Metric, MetricReport};
+use masam_sam::SamCheckpoint;
+use masam_volume::augment::{Recipe, RecipeConfig};
+use masam_volume::phantom::{Organ, Phantom, PhantomConfig};
+use masam_volume::transforms::{SliceStack, StackConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{BatchLoader, InMemoryStacks, LabelledVolume, StackSource};
+use crate::model::MaSam;
+use crate::predict::predict_volume;
+use crate::trainer::{StepStats, Trainer, TrainerConfig};
+use crate::{Error, MaSamConfig, Result};
+
+/// Where the training and test volumes come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSource {
+    /// The synthetic abdomen phantom of masam-volume (12 organs, BTCV label order). SYNTHETIC.
+    Phantom {
+        /// Phantom geometry.
+        phantom: PhantomConfig,
+        /// Training volumes (seeds 0..n).
+        train_cases: usize,
+        /// Held-out volumes (seeds 10 000..).
+        test_cases: usize,
+    },
+    /// A BTCV folder (`img/imgXXXX.nii.gz`, `label/labelXXXX.nii.gz`), the reference split
+    /// (test = 0035-0040), label 13 merged into 12.
+    Btcv {
+        /// The folder.
+        root: PathBuf,
+    },
+}
+
+/// One fine-tuning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    /// The model.
+    pub model: MaSamConfig,
+    /// Optimisation.
+    pub trainer: TrainerConfig,
+    /// The data.
+    pub data: DataSource,
+    /// Official SAM checkpoint for the backbone (`None`: random initialisation).
+    pub sam_checkpoint: Option<PathBuf>,
+    /// Stop training after this many seconds (on top of `trainer.steps`).
+    pub time_budget_s: Option<f64>,
+    /// Apply the reference augmentation recipe.
+    pub augment: bool,
+    /// Windows per forward pass during evaluation.
+    pub eval_batch: usize,
+    /// Run folder: config, checkpoints, metrics, curves.
+    pub out_dir: PathBuf,
+    /// Save a training checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Continue from `out_dir/train_state.safetensors` if it exists.
+    pub resume: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct FinetuneReport {
+    /// Steps trained.
+    pub steps: u64,
+    /// Training wall time (s).
+    pub train_seconds: f64,
+    /// Per-step statistics.
+    pub history: Vec<StepStats>,
+    /// Held-out Dice (cases × classes), if there were test volumes.
+    pub dice: Option<MetricReport>,
+}
+
+/// Loads the configured volumes: (train, test, class names).
+pub fn load_data(
+    src: &DataSource,
+) -> Result<(Vec<LabelledVolume>, Vec<LabelledVolume>, Vec<String>)> {
+    match src {
+        DataSource::Phantom {
+            phantom,
+            train_cases,
+            test_cases,
+        } => {
+            let p = Phantom::new(phantom.clone())
+                .map_err(|e| Error::Config(format!("phantom: {e}")))?;
+            let case = |s: u64| {
+                let (image, label) = p.case(s);
+                LabelledVolume { image, label }
+            };
+            let train = (0..*train_cases as u64).map(case).collect();
+            let test = (0..*test_cases as u64).map(|i| case(10_000 + i)).collect();
+            let names = (1..=12u8)
+                .map(|l| {
+                    Organ::from_label(l)
+                        .map(|o| o.name().to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            Ok((train, test, names))
+        }
+        DataSource::Btcv { root } => {
+            let verr = |e: masam_volume::VolumeError| Error::Config(e.to_string());
+            let cases = masam_volume::dataset::btcv::cases(root).map_err(verr)?;
+            let (mut train, mut test) = (vec![], vec![]);
+            for c in cases {
+                let Some(label_path) = &c.label else { continue };
+                let image = masam_volume::io::nifti::read_nifti(&c.image).map_err(verr)?;
+                let mut label = masam_volume::io::nifti::read_nifti(label_path)
+                    .map_err(verr)?
+                    .map(|v: &f32| v.round().clamp(0.0, 255.0) as u8);
+                label.data.mapv_inplace(|v| if v == 13 { 12 } else { v });
+                let id: u32 =
+                    c.id.trim_start_matches(|ch: char| !ch.is_ascii_digit())
+                        .parse()
+                        .unwrap_or(0);
+                let lv = LabelledVolume { image, label };
+                if (35..=40).contains(&id) {
+                    test.push(lv)
+                } else {
+                    train.push(lv)
+                }
+            }
+            if train.is_empty() {
+                return Err(Error::Config(format!(
+                    "no labelled BTCV cases under {}",
+                    root.display()
+                )));
+            }
+            let names = (1..=12).map(|i| format!("class_{i}")).collect();
+            Ok((train, test, names))
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The stack settings matching `model` and the data source (phantom volumes are generated in the
+/// model's orientation; files get the reference orientation).
+pub fn stack_config(model: &MaSamConfig, src: &DataSource) -> StackConfig {
+    let img = model.sam.encoder.img_size;
+    StackConfig {
+        out_size: Some((img, img)),
+        orient: matches!(src, DataSource::Btcv { .. }),
+        ..StackConfig::default()
+    }
+    .with_depth(model.slices)
+}
+
+/// Runs training then held-out evaluation; `on_step` sees every step (progress display).
+pub fn run(
+    cfg: &FinetuneConfig,
+    mut on_step: impl FnMut(&StepStats),
+) -> Result<(MaSam, FinetuneReport)> {
+    let dev = Device::Cpu;
+    std::fs::create_dir_all(&cfg.out_dir).map_err(io_err(&cfg.out_dir))?;
+    let cfg_text =
+        toml::to_string_pretty(cfg).map_err(|e| Error::Config(format!("config: {e}")))?;
+    std::fs::write(cfg.out_dir.join("config.toml"), cfg_text).map_err(io_err(&cfg.out_dir))?;
+
+    let model = match &cfg.sam_checkpoint {
+        Some(p) => MaSam::from_sam_checkpoint(
+            &cfg.model,
+            &SamCheckpoint::load(p)?,
+            cfg.trainer.seed,
+            &dev,
+        )?,
+        None => MaSam::random(&cfg.model, cfg.trainer.seed, &dev)?,
+    };
+    let (train, test, names) = load_data(&cfg.data)?;
+    let scfg = stack_config(&cfg.model, &cfg.data);
+    let verr = |e: masam_volume::VolumeError| Error::Config(e.to_string());
+    let recipe = if cfg.augment {
+        Some(
+            Recipe::new(RecipeConfig::reference(), cfg.trainer.seed)
+                .map_err(|e| Error::Config(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let source: Arc<dyn StackSource> = Arc::new(InMemoryStacks::new(
+        train,
+        SliceStack::new(scfg).map_err(verr)?,
+        recipe,
+    )?);
+
+    let mut trainer = Trainer::new(&model, cfg.trainer.clone())?;
+    let ckpt = cfg.out_dir.join("train_state.safetensors");
+    if cfg.resume && ckpt.exists() {
+        trainer.resume(&ckpt)?;
+    }
+    let mut loader = BatchLoader::spawn(
+        source,
+        cfg.trainer.batch,
+        cfg.trainer.seed,
+        trainer.current_step() * cfg.trainer.accumulation as u64,
+        4,
+    )?;
+    let start = Instant::now();
+    let mut history = vec![];
+    while trainer.current_step() < cfg.trainer.steps
+        && cfg
+            .time_budget_s
+            .is_none_or(|b| start.elapsed().as_secs_f64() < b)
+    {
+        let micro: Vec<_> = (0..cfg.trainer.accumulation)
+            .map(|_| loader.next_batch().map(|(_, b)| b))
+            .collect::<Result<_>>()?;
+        let s = trainer.step(&micro)?;
+        on_step(&s);
+        history.push(s);
+        if cfg.checkpoint_every > 0 && trainer.current_step() % cfg.checkpoint_every == 0 {
+            trainer.save(&ckpt)?;
+        }
+    }
+    drop(loader);
+    let train_seconds = start.elapsed().as_secs_f64();
+    trainer.save(&ckpt)?;
+    model.save_trainable(cfg.out_dir.join("model.safetensors"))?;
+    let mut csv = String::from("step,lr,loss,ce,dice\n");
+    for s in &history {
+        csv.push_str(&format!(
+            "{},{:.6e},{:.6},{:.6},{:.6}\n",
+            s.step, s.lr, s.loss, s.ce, s.dice
+        ));
+    }
+    std::fs::write(cfg.out_dir.join("loss.csv"), csv).map_err(io_err(&cfg.out_dir))?;
+
+    let dice = if test.is_empty() {
+        None
+    } else {
+        let k = cfg.model.num_classes();
+        let names = if names.len() == k {
+            names
+        } else {
+            (1..=k).map(|i| format!("class_{i}")).collect()
+        };
+        let classes = Classes::foreground(k)
+            .with_names(names)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut metric = DiceMetric::new(DiceConfig::default(), classes)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let stack = SliceStack::new(scfg).map_err(verr)?;
+        for (i, case) in test.iter().enumerate() {
+            let pred = predict_volume(&model, &case.image, &stack, cfg.eval_batch, &dev)?;
+            let s = case.image.spacing;
+            metric
+                .update_case(
+                    format!("case_{i}"),
+                    pred.data.view(),
+                    case.label.data.view(),
+                    [s[2], s[1], s[0]],
+                )
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let report = metric.aggregate();
+        let merr = |e: masam_metrics::MetricsError| Error::Config(e.to_string());
+        report
+            .write_csv(cfg.out_dir.join("metrics.csv"))
+            .map_err(merr)?;
+        report
+            .write_json(cfg.out_dir.join("metrics.json"))
+            .map_err(merr)?;
+        Some(report)
+    };
+    let steps = trainer.current_step();
+    Ok((
+        model,
+        FinetuneReport {
+            steps,
+            train_seconds,
+            history,
+            dice,
+        },
+    ))
+}

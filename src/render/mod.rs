@@ -1,0 +1,103 @@
+//! PNG outputs a researcher looks at: training curves and segmentation overlays.
+//!
+//! Everything is rasterised here into [`image`] buffers, with no system fonts and no plotting
+//! crate: [`font`] is an embedded 5×7 bitmap font, [`plot`] draws line plots (loss per step, EMA
+//! loss, Dice per evaluation), [`overlay`] draws label maps over grey slices, and [`palette`] holds
+//! the class colours. PNG files are written atomically by [`save_png`].
+//!
+//! ```
+//! use masam_adapter::render::{plot::LinePlot, save_png};
+//! let loss: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect();
+//! let img = LinePlot::new("Training loss").x_label("step").series("loss", loss).render();
+//! let dir = std::env::temp_dir().join(format!("masam-render-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! save_png(&img, dir.join("loss.png")).unwrap();
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+pub mod font;
+pub mod overlay;
+pub mod palette;
+pub mod plot;
+
+use image::{codecs::png::PngEncoder, ImageBuffer, PixelWithColorType};
+use std::path::{Path, PathBuf};
+
+/// Errors of the rendering module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// Two arrays that must have the same shape do not.
+    #[error("shape mismatch: {what} has shape {got:?}, expected {expected:?}")]
+    Shape {
+        /// Which input.
+        what: &'static str,
+        /// The shape seen.
+        got: Vec<usize>,
+        /// The shape expected.
+        expected: Vec<usize>,
+    },
+    /// An input value that cannot be rendered (empty image, bad alpha or window...).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// An IO error on a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PNG encoder failed.
+    #[error("{path}: {source}")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+/// Result alias of the rendering module.
+pub type Result<T> = std::result::Result<T, RenderError>;
+
+/// Writes `img` as a PNG to `path` atomically: the bytes go to a temporary file in the same folder,
+/// which is synced and renamed over `path`. On any error the temporary file is removed and `path`
+/// is left as it was (absent, or the previous file).
+pub fn save_png<P>(img: &ImageBuffer<P, Vec<u8>>, path: impl AsRef<Path>) -> Result<()>
+where
+    P: PixelWithColorType<Subpixel = u8>,
+{
+    let path = path.as_ref();
+    let name = path
+        .file_name()
+        .ok_or_else(|| RenderError::Invalid(format!("{} is not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let io = |source| RenderError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let write = || -> Result<()> {
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut w = std::io::BufWriter::new(file);
+        img.write_with_encoder(PngEncoder::new(&mut w))
+            .map_err(|source| RenderError::Encode {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    };
+    let out = write();
+    if out.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    out
+}
