@@ -20,6 +20,7 @@ use masam_adapter::trainer::TrainerConfig;
 use masam_adapter::MaSamConfig;
 use masam_train::{AdamWConfig, LrSchedule};
 use masam_volume::phantom::PhantomConfig;
+use masam_volume::transforms::IntensityConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +76,7 @@ fn main() -> Result<()> {
                 time_budget_s: args.minutes.map(|m| m * 60.0),
                 augment: true,
                 eval_batch: 2,
+                intensity: IntensityConfig::ct_abdomen(),
                 out_dir: args.out.clone(),
                 checkpoint_every: 500,
                 resume: args.resume,
@@ -170,6 +172,7 @@ fn phantom_default(args: &Args) -> FinetuneConfig {
         time_budget_s: Some(args.minutes.unwrap_or(7.5) * 60.0),
         augment: true,
         eval_batch: 8,
+        intensity: IntensityConfig::ct_abdomen(),
         out_dir: args.out.clone(),
         checkpoint_every: 100,
         resume: args.resume,

@@ -38,6 +38,13 @@ pub enum DataSource {
         /// The folder.
         root: PathBuf,
     },
+    /// Explicit (image, label) NIfTI or DICOM pairs; labels are class ids 0..=num_classes.
+    Files {
+        /// Training pairs.
+        train: Vec<(PathBuf, PathBuf)>,
+        /// Held-out pairs.
+        test: Vec<(PathBuf, PathBuf)>,
+    },
 }
 
 /// One fine-tuning run.
@@ -57,6 +64,8 @@ pub struct FinetuneConfig {
     pub augment: bool,
     /// Windows per forward pass during evaluation.
     pub eval_batch: usize,
+    /// Intensity chain of the stacks (reference CT abdomen window by default).
+    pub intensity: masam_volume::transforms::IntensityConfig,
     /// Run folder: config, checkpoints, metrics, curves.
     pub out_dir: PathBuf,
     /// Save a training checkpoint every this many steps (0: only at the end).
@@ -136,7 +145,40 @@ pub fn load_data(
             let names = (1..=12).map(|i| format!("class_{i}")).collect();
             Ok((train, test, names))
         }
+        DataSource::Files { train, test } => {
+            let load = |pairs: &Vec<(PathBuf, PathBuf)>| -> Result<Vec<LabelledVolume>> {
+                pairs.iter().map(|(i, l)| load_pair(i, l)).collect()
+            };
+            let train = load(train)?;
+            if train.is_empty() {
+                return Err(Error::Config("no training pairs".into()));
+            }
+            Ok((train, load(test)?, vec![]))
+        }
     }
+}
+
+/// Reads an image and its label map (NIfTI file or DICOM series folder each) and checks that
+/// they share the grid.
+pub fn load_pair(image: &Path, label: &Path) -> Result<LabelledVolume> {
+    let verr = |e: masam_volume::VolumeError| Error::Config(e.to_string());
+    let img = masam_volume::io::read_volume(image).map_err(verr)?;
+    let lab = masam_volume::io::read_volume(label)
+        .map_err(verr)?
+        .map(|v: &f32| v.round().clamp(0.0, 255.0) as u8);
+    if img.data.shape() != lab.data.shape() {
+        return Err(Error::Config(format!(
+            "{} has shape {:?} but its label {} has {:?}",
+            image.display(),
+            img.data.shape(),
+            label.display(),
+            lab.data.shape()
+        )));
+    }
+    Ok(LabelledVolume {
+        image: img,
+        label: lab,
+    })
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -148,14 +190,15 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// The stack settings matching `model` and the data source (phantom volumes are generated in the
 /// model's orientation; files get the reference orientation).
-pub fn stack_config(model: &MaSamConfig, src: &DataSource) -> StackConfig {
-    let img = model.sam.encoder.img_size;
+pub fn stack_config(cfg: &FinetuneConfig) -> StackConfig {
+    let img = cfg.model.sam.encoder.img_size;
     StackConfig {
         out_size: Some((img, img)),
-        orient: matches!(src, DataSource::Btcv { .. }),
+        orient: !matches!(cfg.data, DataSource::Phantom { .. }),
+        intensity: cfg.intensity,
         ..StackConfig::default()
     }
-    .with_depth(model.slices)
+    .with_depth(cfg.model.slices)
 }
 
 /// Runs training then held-out evaluation; `on_step` sees every step (progress display).
@@ -179,7 +222,7 @@ pub fn run(
         None => MaSam::random(&cfg.model, cfg.trainer.seed, &dev)?,
     };
     let (train, test, names) = load_data(&cfg.data)?;
-    let scfg = stack_config(&cfg.model, &cfg.data);
+    let scfg = stack_config(cfg);
     let verr = |e: masam_volume::VolumeError| Error::Config(e.to_string());
     let recipe = if cfg.augment {
         Some(
