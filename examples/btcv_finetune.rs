@@ -80,6 +80,8 @@ fn main() -> Result<()> {
                 out_dir: args.out.clone(),
                 checkpoint_every: 500,
                 resume: args.resume,
+                eval_every: 0,
+                export_reference: true,
             }
         }
         None => {
@@ -137,10 +139,10 @@ fn phantom_default(args: &Args) -> FinetuneConfig {
     enc.num_heads = 4;
     enc.global_attn_indexes = vec![1, 3];
     enc.window_size = 4;
-    enc.patch_size = 8;
+    enc.patch_size = 16;
     enc.out_chans = 64;
     let mut model = MaSamConfig::from_backbone(enc, 128, 12);
-    model.sam.decoder.upscaling_channels = vec![32, 16, 8];
+    model.sam.decoder.upscaling_channels = vec![32, 16, 16, 8];
     model.sam.decoder.transformer.num_heads = 4;
     model.sam.decoder.transformer.mlp_dim = 256;
     model.fact = None;
@@ -157,7 +159,10 @@ fn phantom_default(args: &Args) -> FinetuneConfig {
             schedule: LrSchedule::WarmupPoly {
                 base_lr: 2e-3,
                 warmup_iters: 50,
-                max_iter: 600,
+                max_iter: std::env::var("MASAM_MAXIT")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(600),
                 power: 0.9,
             },
             seed: args.seed,
@@ -170,11 +175,13 @@ fn phantom_default(args: &Args) -> FinetuneConfig {
         },
         sam_checkpoint: None,
         time_budget_s: Some(args.minutes.unwrap_or(7.5) * 60.0),
-        augment: true,
+        augment: std::env::var("MASAM_AUGMENT").is_ok(),
         eval_batch: 8,
         intensity: IntensityConfig::ct_abdomen(),
         out_dir: args.out.clone(),
         checkpoint_every: 100,
         resume: args.resume,
+        eval_every: 0,
+        export_reference: false,
     }
 }

@@ -72,6 +72,14 @@ pub struct FinetuneConfig {
     pub checkpoint_every: u64,
     /// Continue from `out_dir/train_state.safetensors` if it exists.
     pub resume: bool,
+    /// Evaluate on the held-out volumes every this many steps and keep the best model as
+    /// `model_best.safetensors` (0: evaluate only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Also write the trainable tensors in the reference's checkpoint format
+    /// (`masam_adapter.safetensors`; parameter-efficient runs only).
+    #[serde(default)]
+    pub export_reference: bool,
 }
 
 /// What a run produced.
@@ -83,8 +91,10 @@ pub struct FinetuneReport {
     pub train_seconds: f64,
     /// Per-step statistics.
     pub history: Vec<StepStats>,
-    /// Held-out Dice (cases × classes), if there were test volumes.
+    /// Held-out Dice (cases × classes) at the end, if there were test volumes.
     pub dice: Option<MetricReport>,
+    /// (step, mean held-out Dice) of the periodic evaluations.
+    pub evaluations: Vec<(u64, f64)>,
 }
 
 /// Loads the configured volumes: (train, test, class names).
@@ -252,6 +262,8 @@ pub fn run(
     )?;
     let start = Instant::now();
     let mut history = vec![];
+    let mut evals: Vec<(u64, f64)> = vec![];
+    let mut best: Option<f64> = None;
     while trainer.current_step() < cfg.trainer.steps
         && cfg
             .time_budget_s
@@ -265,6 +277,14 @@ pub fn run(
         history.push(s);
         if cfg.checkpoint_every > 0 && trainer.current_step() % cfg.checkpoint_every == 0 {
             trainer.save(&ckpt)?;
+        }
+        if cfg.eval_every > 0 && !test.is_empty() && trainer.current_step() % cfg.eval_every == 0 {
+            let mean = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?.mean();
+            evals.push((trainer.current_step(), mean));
+            if best.is_none_or(|b| mean > b) {
+                best = Some(mean);
+                model.save_trainable(cfg.out_dir.join("model_best.safetensors"))?;
+            }
         }
     }
     drop(loader);
@@ -283,31 +303,7 @@ pub fn run(
     let dice = if test.is_empty() {
         None
     } else {
-        let k = cfg.model.num_classes();
-        let names = if names.len() == k {
-            names
-        } else {
-            (1..=k).map(|i| format!("class_{i}")).collect()
-        };
-        let classes = Classes::foreground(k)
-            .with_names(names)
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let mut metric = DiceMetric::new(DiceConfig::default(), classes)
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let stack = SliceStack::new(scfg).map_err(verr)?;
-        for (i, case) in test.iter().enumerate() {
-            let pred = predict_volume(&model, &case.image, &stack, cfg.eval_batch, &dev)?;
-            let s = case.image.spacing;
-            metric
-                .update_case(
-                    format!("case_{i}"),
-                    pred.data.view(),
-                    case.label.data.view(),
-                    [s[2], s[1], s[0]],
-                )
-                .map_err(|e| Error::Config(e.to_string()))?;
-        }
-        let report = metric.aggregate();
+        let report = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?;
         let merr = |e: masam_metrics::MetricsError| Error::Config(e.to_string());
         report
             .write_csv(cfg.out_dir.join("metrics.csv"))
@@ -317,6 +313,9 @@ pub fn run(
             .map_err(merr)?;
         Some(report)
     };
+    if cfg.export_reference {
+        model.save_reference(cfg.out_dir.join("masam_adapter.safetensors"))?;
+    }
     let steps = trainer.current_step();
     Ok((
         model,
@@ -325,6 +324,42 @@ pub fn run(
             train_seconds,
             history,
             dice,
+            evaluations: evals,
         },
     ))
+}
+
+/// Held-out Dice of `model` on `test` volumes (predicted with the sliding window on their own
+/// grids), one row per volume, one column per foreground class.
+pub fn evaluate(
+    model: &MaSam,
+    test: &[LabelledVolume],
+    stack: &StackConfig,
+    names: &[String],
+    batch: usize,
+) -> Result<MetricReport> {
+    let dev = Device::Cpu;
+    let k = model.config.num_classes();
+    let names: Vec<String> = if names.len() == k {
+        names.to_vec()
+    } else {
+        (1..=k).map(|i| format!("class_{i}")).collect()
+    };
+    let merr = |e: masam_metrics::MetricsError| Error::Config(e.to_string());
+    let classes = Classes::foreground(k).with_names(names).map_err(merr)?;
+    let mut metric = DiceMetric::new(DiceConfig::default(), classes).map_err(merr)?;
+    let stack = SliceStack::new(*stack).map_err(|e| Error::Config(e.to_string()))?;
+    for (i, case) in test.iter().enumerate() {
+        let pred = predict_volume(model, &case.image, &stack, batch, &dev)?;
+        let s = case.image.spacing;
+        metric
+            .update_case(
+                format!("case_{i}"),
+                pred.data.view(),
+                case.label.data.view(),
+                [s[2], s[1], s[0]],
+            )
+            .map_err(merr)?;
+    }
+    Ok(metric.aggregate())
 }
