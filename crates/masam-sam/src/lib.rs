@@ -11,6 +11,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod extension;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod mlp;
