@@ -11,6 +11,8 @@ pub mod inferers;
 pub mod model;
 pub mod predict;
 pub mod reference_config;
+pub mod render;
+pub mod run_dir;
 pub mod trainer;
 
 pub use config::{AdapterPlacement, Finetune, MaSamConfig};

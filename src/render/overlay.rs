@@ -1,0 +1,289 @@
+//! Label maps drawn over grey slices: single overlays and image | ground truth | prediction panels.
+//!
+//! ```
+//! use masam_adapter::render::overlay::{overlay_panel, overlay_slice, PanelStyle};
+//! use masam_adapter::volume::ndarray::Array2;
+//! let image = Array2::from_shape_fn((32, 32), |(y, x)| (x + y) as f32 / 62.0);
+//! let gt = Array2::from_shape_fn((32, 32), |(y, x)| u8::from((8..24).contains(&y) && (8..24).contains(&x)));
+//! let pred = Array2::from_shape_fn((32, 32), |(y, x)| u8::from((10..26).contains(&y) && (8..24).contains(&x)) * 6);
+//! let one = overlay_slice(image.view(), gt.view(), 0.4).unwrap();
+//! assert_eq!(one.dimensions(), (32, 32));
+//! let style = PanelStyle { scale: 4, ..PanelStyle::default() };
+//! let panel = overlay_panel(image.view(), gt.view(), pred.view(), "case 1, slice 40", &style).unwrap();
+//! assert!(panel.width() >= 3 * 128);
+//! ```
+
+use super::font::{draw_text, text_size};
+use super::palette::{class_colour, class_name};
+use super::{RenderError, Result};
+use crate::volume::ndarray::{Array2, ArrayView2, ArrayView3, Axis};
+use image::{imageops, Rgb, RgbImage};
+
+/// An intensity window mapping `[lo, hi]` linearly onto `[0, 1]` (values outside are clamped).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    /// Intensity shown black.
+    pub lo: f32,
+    /// Intensity shown white.
+    pub hi: f32,
+}
+
+impl Window {
+    /// The identity window for images already in `[0, 1]`.
+    pub const UNIT: Window = Window { lo: 0.0, hi: 1.0 };
+
+    /// A window from its centre and width (e.g. CT abdomen: centre 40 HU, width 400 HU).
+    pub fn center_width(center: f32, width: f32) -> Self {
+        Self {
+            lo: center - width / 2.0,
+            hi: center + width / 2.0,
+        }
+    }
+
+    /// Maps `image` into `[0, 1]`; NaN becomes 0. Errors unless `lo < hi`, both finite.
+    pub fn apply(&self, image: ArrayView2<f32>) -> Result<Array2<f32>> {
+        if !(self.lo.is_finite() && self.hi.is_finite() && self.lo < self.hi) {
+            return Err(RenderError::Invalid(format!(
+                "window {:?} needs finite lo < hi",
+                self
+            )));
+        }
+        let k = 1.0 / (self.hi - self.lo);
+        Ok(image.mapv(|v| {
+            if v.is_nan() {
+                0.0
+            } else {
+                ((v - self.lo) * k).clamp(0.0, 1.0)
+            }
+        }))
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self::UNIT
+    }
+}
+
+fn check_shape(what: &'static str, got: &[usize], expected: &[usize]) -> Result<()> {
+    if got != expected {
+        return Err(RenderError::Shape {
+            what,
+            got: got.to_vec(),
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Overlays `labels` on the grey `image`.
+///
+/// Unlabelled pixels are grey `round(255 · clamp(v, 0, 1))` (NaN → 0); a labelled pixel is its
+/// [`class_colour`] blended over the grey at `alpha` (`round(g·(1-α) + c·α)`), except on the
+/// class's 1-pixel contour (a labelled pixel with a 4-neighbour of another label), drawn in the
+/// full class colour. Window other intensities first with [`Window::apply`].
+///
+/// # Shapes
+/// - `image`: (H, W), values in [0, 1]
+/// - `labels`: (H, W) class ids
+/// - returns: a W×H image
+///
+/// # Errors
+/// Shapes differ, the image is empty, or `alpha` is outside [0, 1].
+pub fn overlay_slice(
+    image: ArrayView2<f32>,
+    labels: ArrayView2<u8>,
+    alpha: f32,
+) -> Result<RgbImage> {
+    check_shape("labels", labels.shape(), image.shape())?;
+    let (h, w) = image.dim();
+    if h == 0 || w == 0 || h > u32::MAX as usize || w > u32::MAX as usize {
+        return Err(RenderError::Invalid(format!(
+            "cannot draw an image of shape {:?}",
+            image.shape()
+        )));
+    }
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(RenderError::Invalid(format!(
+            "alpha {alpha} is not in [0, 1]"
+        )));
+    }
+    let mut out = RgbImage::new(w as u32, h as u32);
+    for ((y, x), &l) in labels.indexed_iter() {
+        let v = image[[y, x]];
+        let g = if v.is_nan() {
+            0.0
+        } else {
+            v.clamp(0.0, 1.0) * 255.0
+        };
+        let c = class_colour(l).0;
+        let edge = [(0, 1), (2, 1), (1, 0), (1, 2)].iter().any(|&(dy, dx)| {
+            let (ny, nx) = ((y + dy).wrapping_sub(1), (x + dx).wrapping_sub(1));
+            ny < h && nx < w && labels[[ny, nx]] != l
+        });
+        let px = match l {
+            0 => [g.round() as u8; 3],
+            _ if edge => [c[0], c[1], c[2]],
+            _ => [0, 1, 2].map(|i| (g * (1.0 - alpha) + c[i] as f32 * alpha).round() as u8),
+        };
+        out.put_pixel(x as u32, y as u32, Rgb(px));
+    }
+    Ok(out)
+}
+
+/// Options of [`overlay_panel`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PanelStyle {
+    /// Label fill opacity in [0, 1].
+    pub alpha: f32,
+    /// Intensity window applied to the image.
+    pub window: Window,
+    /// Integer nearest-neighbour magnification of each panel (1..=16).
+    pub scale: u32,
+    /// Class names indexed by label; `None` uses the BTCV names, then `class K`.
+    pub class_names: Option<Vec<String>>,
+    /// Draw a legend of the classes present in the ground truth or prediction.
+    pub legend: bool,
+}
+
+impl Default for PanelStyle {
+    fn default() -> Self {
+        Self {
+            alpha: 0.4,
+            window: Window::UNIT,
+            scale: 1,
+            class_names: None,
+            legend: true,
+        }
+    }
+}
+
+/// Three captioned panels side by side — image, image + ground truth, image + prediction — under
+/// `title`, with an optional legend of the classes present. Save it with [`super::save_png`].
+///
+/// # Shapes
+/// - `image`: (H, W) intensities (windowed by `style.window`)
+/// - `gt`, `pred`: (H, W) class ids
+///
+/// # Errors
+/// Shapes differ, the image is empty, `alpha` is outside [0, 1], the window is invalid or
+/// `scale` is outside 1..=16.
+pub fn overlay_panel(
+    image: ArrayView2<f32>,
+    gt: ArrayView2<u8>,
+    pred: ArrayView2<u8>,
+    title: &str,
+    style: &PanelStyle,
+) -> Result<RgbImage> {
+    check_shape("prediction", pred.shape(), gt.shape())?;
+    if !(1..=16).contains(&style.scale) {
+        return Err(RenderError::Invalid(format!(
+            "scale {} is not in 1..=16",
+            style.scale
+        )));
+    }
+    let grey = style.window.apply(image)?;
+    let none = Array2::<u8>::zeros(grey.dim());
+    let s = style.scale;
+    let panels = [
+        (&none, "image"),
+        (&gt.to_owned(), "ground truth"),
+        (&pred.to_owned(), "prediction"),
+    ]
+    .map(|(l, c)| overlay_slice(grey.view(), l.view(), style.alpha).map(|p| (p, c)));
+    let [a, b, c] = panels;
+    let panels = [a?, b?, c?].map(|(p, c)| {
+        (
+            imageops::resize(
+                &p,
+                p.width() * s,
+                p.height() * s,
+                imageops::FilterType::Nearest,
+            ),
+            c,
+        )
+    });
+    let (pw, ph) = panels[0].0.dimensions();
+    let m = 10;
+    let mut present: Vec<u8> = gt
+        .iter()
+        .chain(pred.iter())
+        .copied()
+        .filter(|&l| l != 0)
+        .collect();
+    present.sort_unstable();
+    present.dedup();
+    let entries: Vec<(u8, String)> = match style.legend {
+        true => present
+            .iter()
+            .map(|&l| (l, class_name(l, style.class_names.as_deref())))
+            .collect(),
+        false => Vec::new(),
+    };
+    let entry_w = |e: &(u8, String)| text_size(&e.1, 1).0 + 26;
+    let width = (3 * pw + 4 * m)
+        .max(text_size(title, 2).0 + 2 * m)
+        .max(entries.iter().map(entry_w).max().unwrap_or(0) + 2 * m);
+    // Legend layout: entries left to right, wrapping at the canvas width.
+    let legend_y = 46 + ph + m;
+    let (mut lx, mut ly, mut spots) = (m, legend_y, Vec::new());
+    for e in &entries {
+        if lx + entry_w(e) > width - m && lx > m {
+            (lx, ly) = (m, ly + 14);
+        }
+        spots.push((lx, ly));
+        lx += entry_w(e);
+    }
+    let height = if entries.is_empty() {
+        legend_y
+    } else {
+        ly + 14 + m
+    };
+    let black = Rgb([0, 0, 0]);
+    let mut out = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    draw_text(&mut out, m as i64, 10, title, black, 2);
+    for (i, (p, caption)) in panels.iter().enumerate() {
+        let x = m + i as u32 * (pw + m);
+        draw_text(&mut out, x as i64, 34, caption, black, 1);
+        imageops::replace(&mut out, p, x as i64, 46);
+    }
+    for ((l, name), (x, y)) in entries.iter().zip(spots) {
+        let [r, g, b, _] = class_colour(*l).0;
+        for dy in 0..10 {
+            for dx in 0..10 {
+                out.put_pixel(x + dx, y + dy, Rgb([r, g, b]));
+            }
+        }
+        draw_text(&mut out, x as i64 + 14, y as i64 + 2, name, black, 1);
+    }
+    Ok(out)
+}
+
+/// The `n` axial slices (axis 0) to look at: the foreground slices are split into `n` runs of
+/// equal length and the slice with the most foreground voxels of each run is taken, so the picks
+/// spread through the labelled extent. With no foreground, `n` evenly spaced slices. Returns at
+/// most `min(n, Z)` distinct indices in ascending order.
+///
+/// # Shapes
+/// - `labels`: (Z, Y, X) class ids
+pub fn pick_slices(labels: ArrayView3<u8>, n: usize) -> Vec<usize> {
+    let depth = labels.len_of(Axis(0));
+    let counts: Vec<usize> = labels
+        .axis_iter(Axis(0))
+        .map(|s| s.iter().filter(|&&l| l != 0).count())
+        .collect();
+    let fg: Vec<usize> = (0..depth).filter(|&z| counts[z] > 0).collect();
+    if fg.is_empty() {
+        let n = n.min(depth);
+        return (0..n).map(|i| (2 * i + 1) * depth / (2 * n)).collect();
+    }
+    let n = n.min(fg.len());
+    (0..n)
+        .filter_map(|i| {
+            let run = &fg[i * fg.len() / n..(i + 1) * fg.len() / n];
+            run.iter()
+                .copied()
+                .max_by_key(|&z| (counts[z], usize::MAX - z))
+        })
+        .collect()
+}
