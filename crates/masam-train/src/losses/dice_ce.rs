@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cross_entropy::cross_entropy;
 use super::dice::soft_dice;
+use super::fused::dice_ce_fused;
 use super::log_softmax::log_softmax;
 use super::targets::{SegTargets, IGNORE_INDEX};
 use crate::error::{Result, TrainError};
@@ -127,6 +128,10 @@ impl DiceCeLoss {
 
     /// Computes the loss.
     ///
+    /// Uses the fused CPU op ([`forward_fused`](Self::forward_fused)) when logits and labels are
+    /// on the CPU, else the composite implementation ([`forward_composite`](Self::forward_composite)).
+    /// Both give the same values (to f32 rounding) and the same errors.
+    ///
     /// # Shapes
     /// - `logits`: (N, K, H, W) (or (N, K, spatial...)), any float dtype
     /// - `labels`: (N, H, W) (or (N, spatial...)), i64/u32/u8, values in `0..K` or `ignore_index`
@@ -136,30 +141,42 @@ impl DiceCeLoss {
     /// [`TrainError::ShapeMismatch`] if the shapes disagree, [`TrainError::UnsupportedDType`],
     /// [`TrainError::LabelOutOfRange`], [`TrainError::AllIgnored`] if no pixel counts.
     pub fn forward(&self, logits: &Tensor, labels: &Tensor) -> Result<DiceCeOutput> {
-        let dims = logits.dims();
-        let expected_labels: Vec<usize> = dims
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != 1)
-            .map(|(_, &d)| d)
-            .collect();
-        if dims.len() < 2 || labels.dims() != expected_labels.as_slice() {
-            return Err(TrainError::ShapeMismatch {
-                what: "labels (N, spatial...) for logits (N, K, spatial...)".into(),
-                expected: expected_labels,
-                got: labels.dims().to_vec(),
-            });
+        if logits.device().is_cpu() && labels.device().is_cpu() {
+            self.forward_fused(logits, labels)
+        } else {
+            self.forward_composite(logits, labels)
         }
-        let logits = match logits.dtype() {
-            DType::F32 => logits.clone(),
-            DType::F16 | DType::BF16 | DType::F64 => logits.to_dtype(DType::F32)?,
-            dtype => {
-                return Err(TrainError::UnsupportedDType {
-                    what: "logits".into(),
-                    dtype,
-                })
-            }
-        };
+    }
+
+    /// The loss as one fused CPU op with an analytic gradient (see [`fused`](super::fused)).
+    ///
+    /// Sums are accumulated in f64 over fixed chunks of pixels, so the result does not depend on
+    /// the rayon pool size. Logits of another float dtype are first converted to f32, as in
+    /// [`forward_composite`](Self::forward_composite).
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward); also [`TrainError::Candle`] if the tensors are not on the CPU.
+    pub fn forward_fused(&self, logits: &Tensor, labels: &Tensor) -> Result<DiceCeOutput> {
+        check_shapes(logits, labels)?;
+        let logits = logits_as_f32(logits)?;
+        dice_ce_fused(&logits, labels, &self.cfg)
+    }
+
+    /// The loss built from candle tensor ops (log-softmax, one-hot targets, blocked sums), on any
+    /// device; candle's autograd gives the backward.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward).
+    pub fn forward_composite(&self, logits: &Tensor, labels: &Tensor) -> Result<DiceCeOutput> {
+        check_shapes(logits, labels)?;
+        let logits = logits_as_f32(logits)?;
+        let dims = logits.dims();
         let (n, k) = (dims[0], dims[1]);
         let s: usize = dims[2..].iter().product();
         let targets = SegTargets::new(labels, k, self.cfg.ignore_index)?;
@@ -171,6 +188,37 @@ impl DiceCeLoss {
         let total =
             (ce.affine(self.cfg.ce_weight, 0.0)? + dice.affine(self.cfg.dice_weight, 0.0)?)?;
         Ok(DiceCeOutput { total, ce, dice })
+    }
+}
+
+/// Checks that `labels` is `logits`' shape without the class dimension.
+fn check_shapes(logits: &Tensor, labels: &Tensor) -> Result<()> {
+    let dims = logits.dims();
+    let expected_labels: Vec<usize> = dims
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 1)
+        .map(|(_, &d)| d)
+        .collect();
+    if dims.len() < 2 || labels.dims() != expected_labels.as_slice() {
+        return Err(TrainError::ShapeMismatch {
+            what: "labels (N, spatial...) for logits (N, K, spatial...)".into(),
+            expected: expected_labels,
+            got: labels.dims().to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// The logits in f32 (a differentiable conversion for the other float dtypes).
+fn logits_as_f32(logits: &Tensor) -> Result<Tensor> {
+    match logits.dtype() {
+        DType::F32 => Ok(logits.clone()),
+        DType::F16 | DType::BF16 | DType::F64 => Ok(logits.to_dtype(DType::F32)?),
+        dtype => Err(TrainError::UnsupportedDType {
+            what: "logits".into(),
+            dtype,
+        }),
     }
 }
 

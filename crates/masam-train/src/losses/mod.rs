@@ -4,11 +4,14 @@
 //! - [`log_softmax`](mod@log_softmax): numerically stable, differentiable log-softmax over the class dimension;
 //! - [`cross_entropy`](mod@cross_entropy): mean negative log-likelihood over counted pixels (`ignore_index`);
 //! - [`dice`](mod@dice): soft Dice over all classes, background included, summed over the whole batch;
-//! - [`dice_ce`](mod@dice_ce): [`DiceCeLoss`], the weighted sum used for MA-SAM fine-tuning.
+//! - [`dice_ce`](mod@dice_ce): [`DiceCeLoss`], the weighted sum used for MA-SAM fine-tuning;
+//! - [`fused`]: the same loss as one CPU op with an analytic gradient (what
+//!   [`DiceCeLoss::forward`] runs on the CPU).
 
 pub mod cross_entropy;
 pub mod dice;
 pub mod dice_ce;
+pub mod fused;
 pub mod log_softmax;
 pub mod reduce;
 pub mod targets;
