@@ -29,30 +29,38 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     diff / (scale + 1e-6)
 }
 
+/// Both implementations against the fixture: `forward` (the fused CPU op on this device) and the
+/// composite candle-ops path.
 #[test]
 fn loss_values_and_gradient_match_reference() -> masam_train::Result<()> {
     let f = fixture();
-    let logits = Var::from_tensor(&f["logits"])?;
     let labels = &f["labels"];
     assert!(
         labels.flatten_all()?.to_vec1::<i64>()?.contains(&-100),
         "fixture must exercise ignored pixels"
     );
     let loss = DiceCeLoss::new(DiceCeLossConfig::default())?;
-    let out = loss.forward(logits.as_tensor(), labels)?;
-    let e_total = rel_err(&out.total.reshape(1)?, &f["loss"]);
-    let e_ce = rel_err(&out.ce.reshape(1)?, &f["loss_ce"]);
-    let e_dice = rel_err(&out.dice.reshape(1)?, &f["loss_dice"]);
-    let grads = out.total.backward()?;
-    let g = grads.get(logits.as_tensor()).expect("logits gradient");
-    let e_grad = rel_err(g, &f["grad_logits"]);
-    println!(
-        "rel err: loss {e_total:.3e}, ce {e_ce:.3e}, dice {e_dice:.3e}, grad_logits {e_grad:.3e}"
-    );
-    assert!(e_total <= 1e-5, "loss {e_total}");
-    assert!(e_ce <= 1e-5, "ce {e_ce}");
-    assert!(e_dice <= 1e-5, "dice {e_dice}");
-    assert!(e_grad <= 1e-4, "grad {e_grad}");
+    for path in ["forward (fused)", "composite"] {
+        let logits = Var::from_tensor(&f["logits"])?;
+        let out = if path == "composite" {
+            loss.forward_composite(logits.as_tensor(), labels)?
+        } else {
+            loss.forward(logits.as_tensor(), labels)?
+        };
+        let e_total = rel_err(&out.total.reshape(1)?, &f["loss"]);
+        let e_ce = rel_err(&out.ce.reshape(1)?, &f["loss_ce"]);
+        let e_dice = rel_err(&out.dice.reshape(1)?, &f["loss_dice"]);
+        let grads = out.total.backward()?;
+        let g = grads.get(logits.as_tensor()).expect("logits gradient");
+        let e_grad = rel_err(g, &f["grad_logits"]);
+        println!(
+            "{path}: rel err: loss {e_total:.3e}, ce {e_ce:.3e}, dice {e_dice:.3e}, grad_logits {e_grad:.3e}"
+        );
+        assert!(e_total <= 1e-5, "{path}: loss {e_total}");
+        assert!(e_ce <= 1e-5, "{path}: ce {e_ce}");
+        assert!(e_dice <= 1e-5, "{path}: dice {e_dice}");
+        assert!(e_grad <= 1e-4, "{path}: grad {e_grad}");
+    }
     Ok(())
 }
 
