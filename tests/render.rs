@@ -18,6 +18,13 @@ fn tmp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Writes `img` to `$MASAM_RENDER_OUT/name.png` when that variable is set, to look at the outputs.
+fn keep(name: &str, img: &RgbImage) {
+    if let Some(dir) = std::env::var_os("MASAM_RENDER_OUT") {
+        save_png(img, PathBuf::from(dir).join(format!("{name}.png"))).unwrap();
+    }
+}
+
 #[test]
 fn text_renders_inside_its_box_and_clips() {
     let mut img = RgbImage::from_pixel(200, 30, Rgb([255; 3]));
@@ -72,6 +79,7 @@ fn decreasing_series_goes_down_and_png_round_trips() {
             .series("loss", pts.clone());
         plot.legend = false;
         let img = plot.render();
+        keep(&format!("decreasing-log{log}"), &img);
         let area = plot.plot_area();
         let cols = rows_per_column(&img, Rgb(SERIES_COLOURS[0]), area);
         // The line spans the plot area from left to right...
@@ -97,6 +105,7 @@ fn decreasing_series_goes_down_and_png_round_trips() {
         .series("loss", pts.clone())
         .series("EMA", ema(&pts, 0.9));
     plot.save_png(&path).unwrap();
+    keep("loss-ema", &plot.render());
     let back = image::open(&path).unwrap().to_rgb8();
     assert_eq!(back.dimensions(), (640, 360));
     assert_eq!(back, plot.render());
@@ -153,6 +162,7 @@ fn degenerate_series_render() {
             .series(name, pts.clone());
         plot.legend = false;
         let img = plot.render();
+        keep(name, &img);
         assert_eq!(img.dimensions(), (200, 150), "{name}");
         let finite = pts
             .iter()
@@ -177,6 +187,7 @@ fn overlay_blends_labels_and_draws_contours() {
         .fill(20);
     let alpha = 0.4;
     let img = overlay_slice(image.view(), labels.view(), alpha).unwrap();
+    keep("overlay", &img);
     assert_eq!(img.dimensions(), (w as u32, h as u32));
     let grey = |y: usize, x: usize| image[[y, x]] * 255.0;
     for y in 0..h {
@@ -228,27 +239,37 @@ fn panel_has_three_captioned_panels_and_legend() {
             0
         }
     });
+    // At scale 1 the 20-pixel panels are narrower than their captions: columns widen to fit them.
+    let small = overlay_panel(
+        image.view(),
+        gt.view(),
+        pred.view(),
+        "t",
+        &PanelStyle::default(),
+    );
+    assert_eq!(small.unwrap().width(), 3 * 71 + 40);
     let style = PanelStyle {
-        scale: 3,
+        scale: 4,
         ..PanelStyle::default()
     };
     let panel = overlay_panel(image.view(), gt.view(), pred.view(), "case 3 z=40", &style).unwrap();
-    assert_eq!(panel.width(), 3 * 60 + 40);
-    assert!(panel.height() > 46 + 72);
+    keep("panel", &panel);
+    assert_eq!(panel.width(), 3 * 80 + 40);
+    assert!(panel.height() > 46 + 96);
     let liver = class_colour(6).0;
     let count = |x0: u32| {
-        (x0..x0 + 60)
-            .flat_map(|x| (46..46 + 72).map(move |y| (x, y)))
+        (x0..x0 + 80)
+            .flat_map(|x| (46..46 + 96).map(move |y| (x, y)))
             .filter(|&(x, y)| panel.get_pixel(x, y).0[..] == liver[..3])
             .count()
     };
     assert_eq!(count(10), 0, "plain image panel has no label colour");
     assert!(
-        count(80) > 0 && count(150) > 0,
+        count(100) > 0 && count(190) > 0,
         "contours in the gt and prediction panels"
     );
     // The legend swatch below the panels.
-    assert!((46 + 72..panel.height())
+    assert!((46 + 96..panel.height())
         .any(|y| (0..panel.width()).any(|x| panel.get_pixel(x, y).0[..] == liver[..3])));
     let dir = tmp_dir("panel");
     save_png(&panel, dir.join("p.png")).unwrap();

@@ -204,6 +204,11 @@ pub fn overlay_panel(
         )
     });
     let (pw, ph) = panels[0].0.dimensions();
+    // Column width: the panel, or its caption if wider.
+    let pw = panels
+        .iter()
+        .map(|p| text_size(p.1, 1).0)
+        .fold(pw, u32::max);
     let m = 10;
     let mut present: Vec<u8> = gt
         .iter()

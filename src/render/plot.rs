@@ -201,37 +201,52 @@ impl LinePlot {
         let Layout { area: a, x, y } = self.layout();
         let px = |v: f64| a.x0 as f64 + x.frac(v) * (a.x1 - a.x0) as f64;
         let py = |v: f64| a.y1 as f64 - y.frac(v) * (a.y1 - a.y0) as f64;
+        // Tick labels that would touch the previous one are left out (their grid lines stay).
+        let mut last = i64::MIN / 2;
         for (v, label) in &x.ticks {
             let c = px(*v).round() as u32;
             fill(&mut img, c, a.y0 + 1, c, a.y1 - 1, GRID);
             fill(&mut img, c, a.y1, c, a.y1 + 4, BLACK);
-            let tw = text_size(label, 1).0 as i64;
-            draw_text(
-                &mut img,
-                c as i64 - tw / 2,
-                a.y1 as i64 + 7,
-                label,
-                BLACK,
-                1,
-            );
+            let left = c as i64 - text_size(label, 1).0 as i64 / 2;
+            if left > last + 6 {
+                last = draw_text(&mut img, left, a.y1 as i64 + 7, label, BLACK, 1);
+            }
         }
+        let mut last = i64::MAX / 2;
         for (v, label) in &y.ticks {
             let r = py(*v).round() as u32;
             fill(&mut img, a.x0 + 1, r, a.x1 - 1, r, GRID);
             fill(&mut img, a.x0 - 4, r, a.x0, r, BLACK);
-            let tw = text_size(label, 1).0 as i64;
-            draw_text(
-                &mut img,
-                a.x0 as i64 - 7 - tw,
-                r as i64 - 3,
-                label,
-                BLACK,
-                1,
-            );
+            // Ticks go upwards: skip a label closer than 16 rows to the last one drawn.
+            if last - r as i64 >= 16 {
+                let tw = text_size(label, 1).0 as i64;
+                draw_text(
+                    &mut img,
+                    a.x0 as i64 - 7 - tw,
+                    r as i64 - 3,
+                    label,
+                    BLACK,
+                    1,
+                );
+                last = r as i64;
+            }
         }
         frame(&mut img, a, BLACK);
-        let tw = text_size(&self.title, 2).0 as i64;
-        draw_text(&mut img, (w as i64 - tw) / 2, 10, &self.title, BLACK, 2);
+        let ts = if text_size(&self.title, 2).0 + 20 <= w {
+            2
+        } else {
+            1
+        };
+        let (tw, th) = text_size(&self.title, ts);
+        let ty = 10 + (14 - th as i64) / 2;
+        draw_text(
+            &mut img,
+            (w as i64 - tw as i64) / 2,
+            ty,
+            &self.title,
+            BLACK,
+            ts,
+        );
         let tw = text_size(&self.x_label, 1).0 as i64;
         let xc = (a.x0 + a.x1) as i64 / 2 - tw / 2;
         draw_text(&mut img, xc, a.y1 as i64 + 22, &self.x_label, BLACK, 1);
