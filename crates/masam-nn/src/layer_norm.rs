@@ -1,12 +1,17 @@
-//! LayerNorm over the last dimension, built from differentiable ops.
+//! LayerNorm over the last dimension, with a backward (fused on the CPU).
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
+use crate::ops;
+
 /// LayerNorm over the last dimension: `y = w · (x − mean) / sqrt(var + eps) + b`, with the
 /// biased variance (divide by N), exactly as PyTorch's `nn.LayerNorm`.
 ///
-/// Unlike `candle_nn::LayerNorm`, it records a backward for its input, weight and bias.
+/// Unlike `candle_nn::LayerNorm`, it records a backward for its input, weight and bias. On CPU
+/// `f32` tensors it runs the fused kernel [`crate::ops::layer_norm_fused`] (one pass forward,
+/// one fused pass for all three gradients); elsewhere the composite
+/// [`crate::ops::composite::layer_norm`].
 ///
 /// # Shapes
 /// - `x`: (…, C); returns (…, C)
@@ -35,13 +40,11 @@ impl LayerNorm {
                 self.weight.dim(0)?
             );
         }
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let std = (var + self.eps)?.sqrt()?;
-        xc.broadcast_div(&std)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        if ops::fusable(&[x, &self.weight, &self.bias]) {
+            ops::layer_norm_fused(x, &self.weight, &self.bias, self.eps)
+        } else {
+            ops::composite::layer_norm(x, &self.weight, &self.bias, self.eps)
+        }
     }
 }
 

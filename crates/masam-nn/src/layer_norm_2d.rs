@@ -3,8 +3,14 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::ops;
+
 /// LayerNorm over the channels of an NCHW tensor, as SAM's `LayerNorm2d`:
 /// `u = mean_c(x)`, `s = mean_c((x − u)²)`, `y = w · (x − u) / sqrt(s + eps) + b`.
+///
+/// Records a backward for its input, weight and bias. On CPU `f32` tensors it runs the fused
+/// kernel [`crate::ops::layer_norm_2d_fused`], which works on NCHW memory directly; elsewhere
+/// the composite [`crate::ops::composite::layer_norm_2d`].
 ///
 /// # Shapes
 /// - `x`: (N, C, H, W); returns (N, C, H, W)
@@ -33,13 +39,11 @@ impl LayerNorm2d {
                 self.weight.dim(0)?
             );
         }
-        let u = x.mean_keepdim(1)?;
-        let xc = x.broadcast_sub(&u)?;
-        let s = xc.sqr()?.mean_keepdim(1)?;
-        let y = xc.broadcast_div(&(s + self.eps)?.sqrt()?)?;
-        let w = self.weight.reshape((1, c, 1, 1))?;
-        let b = self.bias.reshape((1, c, 1, 1))?;
-        y.broadcast_mul(&w)?.broadcast_add(&b)
+        if ops::fusable(&[x, &self.weight, &self.bias]) {
+            ops::layer_norm_2d_fused(x, &self.weight, &self.bias, self.eps)
+        } else {
+            ops::composite::layer_norm_2d(x, &self.weight, &self.bias, self.eps)
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! Training-safe building blocks for candle models.
 //!
 //! candle 0.11's fused `LayerNorm`, `softmax_last_dim` and friends record no backward op, so
-//! gradients silently stop at them (see `docs/architecture.md`). Every layer here is built from
-//! ops that do record a backward, and follows PyTorch's semantics and default initialisation, so
-//! that models built on them can be trained and compared with PyTorch references.
+//! gradients silently stop at them (see `docs/architecture.md`). Every layer here records a
+//! backward, and follows PyTorch's semantics and default initialisation, so that models built on
+//! them can be trained and compared with PyTorch references. On CPU `f32` tensors the norms and
+//! the softmax run fused custom ops with analytic backward passes ([`ops`]); on other devices
+//! and dtypes they run compositions of ordinary candle ops ([`ops::composite`]).
 //!
 //! - [`LayerNorm`] over the last dimension, [`LayerNorm2d`] over the channels of NCHW;
 //! - [`softmax_last_dim`], max-subtracted, with a backward;
@@ -30,6 +32,7 @@ pub mod init;
 pub mod layer_norm;
 pub mod layer_norm_2d;
 pub mod linear;
+pub mod ops;
 pub mod softmax;
 
 pub use frozen_linear::FrozenLinear;

@@ -1,12 +1,19 @@
 //! Softmax over the last dimension that records a backward.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
+
+use crate::ops;
 
 /// Max-subtracted softmax over the last dimension, differentiable.
 ///
-/// The maximum is detached: it cancels out of the result, so it needs no gradient, and skipping it
-/// saves a reduction in the backward pass. Use this instead of `candle_nn::ops::softmax_last_dim`,
+/// On CPU `f32` tensors this runs the fused kernel [`crate::ops::softmax_last_dim_fused`] (one
+/// pass forward, one pass backward); on other devices and dtypes it runs the composite
+/// [`crate::ops::composite::softmax_last_dim`], whose maximum is detached (it cancels out of the
+/// result, so it needs no gradient). Use this instead of `candle_nn::ops::softmax_last_dim`,
 /// which records no backward.
+///
+/// # Shapes
+/// - `x`: (…, C); returns (…, C)
 ///
 /// ```
 /// # use candle_core::{Device, Tensor};
@@ -15,16 +22,17 @@ use candle_core::{Result, Tensor, D};
 /// assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
 /// ```
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let s = e.sum_keepdim(D::Minus1)?;
-    e.broadcast_div(&s)
+    if ops::fusable(&[x]) {
+        ops::softmax_last_dim_fused(x)
+    } else {
+        ops::composite::softmax_last_dim(x)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     #[test]
     fn gradient_matches_analytic() -> Result<()> {
@@ -41,6 +49,21 @@ mod tests {
             let expect = yv[i] * ([1f32, 2., 3.][i] - dot);
             assert!((gx[i] - expect).abs() < 1e-6);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn f64_uses_the_composite_and_agrees() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[0.5f32, -1.0, 2.0, 7.0]], &dev)?;
+        let y32 = softmax_last_dim(&x)?;
+        let y64 = softmax_last_dim(&x.to_dtype(DType::F64)?)?;
+        assert_eq!(y64.dtype(), DType::F64);
+        let d: f32 = (y32 - y64.to_dtype(DType::F32)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar()?;
+        assert!(d < 1e-7, "{d}");
         Ok(())
     }
 }

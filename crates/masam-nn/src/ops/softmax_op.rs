@@ -1,0 +1,137 @@
+//! Fused softmax over the last dimension (CPU, `f32`) with a one-pass backward.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{contiguous_f32, dot, ensure_cpu_f32, rows_per_task};
+
+/// Max-subtracted softmax over the last dimension as one custom op (CPU `f32` only).
+///
+/// Non-contiguous inputs are made contiguous first. The backward pass is a second custom op
+/// that computes `dx = y · (g − Σ_last g·y)` in a single pass over `(y, g)`.
+/// [`crate::softmax_last_dim`] calls this on CPU `f32` tensors and the composite elsewhere.
+///
+/// # Shapes
+/// - `x`: (…, C) with at least one dimension; returns (…, C)
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[1f32, 2., 3.], [0., 0., 0.]], &Device::Cpu).unwrap();
+/// let p = masam_nn::ops::softmax_last_dim_fused(&x).unwrap().to_vec2::<f32>().unwrap();
+/// assert!((p[1][0] - 1.0 / 3.0).abs() < 1e-7);
+/// ```
+pub fn softmax_last_dim_fused(x: &Tensor) -> Result<Tensor> {
+    ensure_cpu_f32(x, "softmax_last_dim_fused")?;
+    if x.rank() == 0 {
+        candle_core::bail!("softmax_last_dim_fused: the input needs at least one dimension");
+    }
+    x.contiguous()?.apply_op1(SoftmaxLastDim)
+}
+
+/// Forward op: `x ↦ softmax(x)` over the last dimension.
+struct SoftmaxLastDim;
+
+impl CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "masam-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, self.name())?;
+        let c = layout.dims().last().copied().unwrap_or(1);
+        let mut y = vec![0f32; x.len()];
+        if c > 0 {
+            let chunk = rows_per_task(c) * c;
+            y.par_chunks_mut(chunk)
+                .zip(x.par_chunks(chunk))
+                .for_each(|(ys, xs)| {
+                    for (yr, xr) in ys.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+                        softmax_row(xr, yr);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let g = res
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxLastDimBwd)?;
+        Ok(Some(g))
+    }
+}
+
+/// Backward op: `(y, g) ↦ y · (g − Σ_last g·y)`.
+struct SoftmaxLastDimBwd;
+
+impl CustomOp2 for SoftmaxLastDimBwd {
+    fn name(&self) -> &'static str {
+        "masam-softmax-last-dim-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = contiguous_f32(s1, l1, self.name())?;
+        let g = contiguous_f32(s2, l2, self.name())?;
+        if l1.dims() != l2.dims() {
+            candle_core::bail!(
+                "{}: output {:?} and gradient {:?} differ in shape",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let c = l1.dims().last().copied().unwrap_or(1);
+        let mut dx = vec![0f32; y.len()];
+        if c > 0 {
+            let chunk = rows_per_task(c) * c;
+            dx.par_chunks_mut(chunk)
+                .zip(y.par_chunks(chunk).zip(g.par_chunks(chunk)))
+                .for_each(|(ds, (ys, gs))| {
+                    for ((dr, yr), gr) in ds
+                        .chunks_exact_mut(c)
+                        .zip(ys.chunks_exact(c))
+                        .zip(gs.chunks_exact(c))
+                    {
+                        let s = dot(gr, yr);
+                        for ((d, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
+                            *d = yv * (gv - s);
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// `y = exp(x − max x) / Σ exp(x − max x)` for one row.
+#[inline]
+fn softmax_row(x: &[f32], y: &mut [f32]) {
+    let mut m = [f32::NEG_INFINITY; 4];
+    let chunks = x.chunks_exact(4);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for l in 0..4 {
+            m[l] = m[l].max(ch[l]);
+        }
+    }
+    let mut max = m[0].max(m[1]).max(m[2].max(m[3]));
+    for &v in rest {
+        max = max.max(v);
+    }
+    let mut s = 0f32;
+    for (o, &v) in y.iter_mut().zip(x) {
+        let e = (v - max).exp();
+        *o = e;
+        s += e;
+    }
+    let inv = 1.0 / s;
+    for o in y.iter_mut() {
+        *o *= inv;
+    }
+}
