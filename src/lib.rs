@@ -12,6 +12,7 @@ pub mod model;
 pub mod predict;
 pub mod reference_config;
 pub mod render;
+pub mod run_dir;
 pub mod trainer;
 
 pub use config::{AdapterPlacement, Finetune, MaSamConfig};

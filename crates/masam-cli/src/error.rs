@@ -1,0 +1,128 @@
+//! The CLI's error type: every variant says what went wrong and what to do about it.
+
+use std::path::PathBuf;
+
+/// Result alias of masam-cli.
+pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+/// Everything the `masam` subcommands can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// A path given on the command line does not exist.
+    #[error("{what} `{path}` does not exist{hint}")]
+    NotFound {
+        /// What the path was meant to be (e.g. "input volume").
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// A suggestion, starting with "; " (or empty).
+        hint: String,
+    },
+    /// A folder holds no file of the expected kind.
+    #[error("no {what} in `{dir}`{hint}")]
+    NoInputs {
+        /// What was looked for.
+        what: &'static str,
+        /// The folder.
+        dir: PathBuf,
+        /// A suggestion, starting with "; " (or empty).
+        hint: String,
+    },
+    /// Predictions without a same-named ground truth file.
+    #[error(
+        "{} prediction(s) have no ground truth of the same file name in `{gt_dir}`: {}; \
+         files are matched by name (`case1.nii.gz` ↔ `case1.nii.gz`, `.nii` and `.nii.gz` \
+         are interchangeable)",
+        names.len(), names.join(", ")
+    )]
+    MissingGroundTruth {
+        /// Case names (file names without `.nii[.gz]`).
+        names: Vec<String>,
+        /// The ground-truth folder.
+        gt_dir: PathBuf,
+    },
+    /// Ground-truth files without a same-named prediction.
+    #[error(
+        "{} ground truth file(s) have no prediction of the same name in `{pred_dir}`: {}; \
+         predict them first (`masam predict`), or evaluate a ground-truth folder holding only \
+         the predicted cases",
+        names.len(), names.join(", ")
+    )]
+    MissingPrediction {
+        /// Case names.
+        names: Vec<String>,
+        /// The prediction folder.
+        pred_dir: PathBuf,
+    },
+    /// A prediction and its ground truth are on different grids.
+    #[error(
+        "case `{case}`: prediction shape {pred:?} differs from ground truth shape {gt:?} \
+         (Z, Y, X); predictions must be on the ground truth's grid (`masam predict` writes \
+         them on the input image's grid)"
+    )]
+    ShapeMismatch {
+        /// Case name.
+        case: String,
+        /// Prediction shape (Z, Y, X).
+        pred: [usize; 3],
+        /// Ground-truth shape (Z, Y, X).
+        gt: [usize; 3],
+    },
+    /// Flags that contradict each other or are incomplete.
+    #[error("{0}")]
+    Usage(String),
+    /// From the model, training or prediction.
+    #[error(transparent)]
+    Model(#[from] masam_adapter::Error),
+    /// From reading or writing volumes.
+    #[error(transparent)]
+    Volume(#[from] masam_volume::VolumeError),
+    /// From the metrics.
+    #[error(transparent)]
+    Metrics(#[from] masam_metrics::MetricsError),
+    /// From SAM checkpoint handling.
+    #[error(transparent)]
+    Sam(#[from] masam_sam::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// `NotFound` without a hint.
+    pub fn not_found(what: &'static str, path: impl Into<PathBuf>) -> Self {
+        Self::NotFound {
+            what,
+            path: path.into(),
+            hint: String::new(),
+        }
+    }
+
+    /// `NotFound` with a hint.
+    pub fn not_found_hint(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        hint: impl AsRef<str>,
+    ) -> Self {
+        Self::NotFound {
+            what,
+            path: path.into(),
+            hint: format!("; {}", hint.as_ref()),
+        }
+    }
+
+    /// An IO error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

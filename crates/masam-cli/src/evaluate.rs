@@ -1,0 +1,289 @@
+//! `masam evaluate`: Dice, HD95, ASD and NSD per class between a folder of predicted label maps
+//! and a folder of ground truths, matched by file name, with each volume's voxel spacing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use masam_metrics::{
+    Classes, DiceConfig, DiceMetric, Hd95Metric, Metric, MetricReport, SurfaceDiceConfig,
+    SurfaceDiceMetric, SurfaceDistanceConfig, SurfaceDistanceMetric,
+};
+use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiReader};
+use masam_volume::Volume;
+
+use crate::error::{CliError, Result};
+use crate::progress;
+
+/// Flags of `masam evaluate`.
+#[derive(Args, Debug, Clone)]
+pub struct EvaluateArgs {
+    /// Folder of predicted label maps (NIfTI), e.g. the --output of `masam predict`.
+    #[arg(long, value_name = "DIR")]
+    pub pred: PathBuf,
+    /// Folder of ground-truth label maps with the same file names.
+    #[arg(long, value_name = "DIR")]
+    pub gt: PathBuf,
+    /// Foreground classes 1..=K to score [default: the largest label in the ground truth].
+    #[arg(long, value_name = "K")]
+    pub classes: Option<usize>,
+    /// Class names, comma-separated, one per class (e.g. spleen,kidney_r,kidney_l).
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    pub names: Option<Vec<String>>,
+    /// NSD tolerance in mm.
+    #[arg(long, value_name = "MM", default_value_t = 1.0)]
+    pub nsd_tolerance: f64,
+    /// Where to write <metric>.json, <metric>.csv and metrics.json (all metrics).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// A prediction and its ground truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// File name without `.nii`/`.nii.gz`.
+    pub name: String,
+    /// Predicted label map.
+    pub pred: PathBuf,
+    /// Ground-truth label map.
+    pub gt: PathBuf,
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// Number of foreground classes (`None`: the largest ground-truth label).
+    pub classes: Option<usize>,
+    /// Class names (one per class).
+    pub names: Option<Vec<String>>,
+    /// NSD tolerance (mm).
+    pub nsd_tolerance_mm: f64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            classes: None,
+            names: None,
+            nsd_tolerance_mm: 1.0,
+        }
+    }
+}
+
+/// Short file stems of the reports, in the order [`evaluate`] returns them.
+pub const REPORT_FILES: [&str; 4] = ["dice", "hd95", "asd", "nsd"];
+
+fn nifti_by_stem(dir: &Path, what: &'static str) -> Result<BTreeMap<String, PathBuf>> {
+    if !dir.is_dir() {
+        return Err(CliError::not_found_hint(
+            what,
+            dir,
+            "pass a folder of NIfTI label maps (.nii or .nii.gz)",
+        ));
+    }
+    let rd = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
+    let mut out = BTreeMap::new();
+    for entry in rd {
+        let p = entry.map_err(|e| CliError::io(dir, e))?.path();
+        if p.is_file() && is_nifti_path(&p) {
+            out.insert(stem_of(&p), p);
+        }
+    }
+    if out.is_empty() {
+        return Err(CliError::NoInputs {
+            what: "NIfTI files (.nii, .nii.gz)",
+            dir: dir.to_path_buf(),
+            hint: String::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// Pairs every prediction with the ground truth of the same name.
+///
+/// # Errors
+/// Missing or empty folders; [`CliError::MissingGroundTruth`] / [`CliError::MissingPrediction`]
+/// listing the unpaired names.
+pub fn match_cases(pred_dir: &Path, gt_dir: &Path) -> Result<Vec<Case>> {
+    let preds = nifti_by_stem(pred_dir, "prediction folder")?;
+    let gts = nifti_by_stem(gt_dir, "ground truth folder")?;
+    let no_gt: Vec<String> = preds
+        .keys()
+        .filter(|k| !gts.contains_key(*k))
+        .cloned()
+        .collect();
+    if !no_gt.is_empty() {
+        return Err(CliError::MissingGroundTruth {
+            names: no_gt,
+            gt_dir: gt_dir.to_path_buf(),
+        });
+    }
+    let no_pred: Vec<String> = gts
+        .keys()
+        .filter(|k| !preds.contains_key(*k))
+        .cloned()
+        .collect();
+    if !no_pred.is_empty() {
+        return Err(CliError::MissingPrediction {
+            names: no_pred,
+            pred_dir: pred_dir.to_path_buf(),
+        });
+    }
+    Ok(preds
+        .into_iter()
+        .map(|(name, pred)| Case {
+            gt: gts[&name].clone(),
+            name,
+            pred,
+        })
+        .collect())
+}
+
+fn read_labels(path: &Path) -> Result<Volume<u16>> {
+    Ok(NiftiReader::new().read::<u16>(path)?.volume)
+}
+
+/// The classes to score: `opts.classes` or the largest label of the ground truths (read here).
+///
+/// # Errors
+/// Unreadable files, names that do not match the count, or no foreground at all without
+/// `classes`.
+pub fn classes_for(cases: &[Case], opts: &EvalOptions) -> Result<Classes> {
+    let k = match opts.classes {
+        Some(k) => k,
+        None => {
+            let mut max = 0u16;
+            for c in cases {
+                let gt = read_labels(&c.gt)?;
+                max = max.max(gt.data.iter().copied().max().unwrap_or(0));
+            }
+            tracing::info!(classes = max, "number of classes from the ground truth");
+            max as usize
+        }
+    };
+    if k == 0 {
+        return Err(CliError::Usage(
+            "the ground truth holds no foreground label: pass --classes K".into(),
+        ));
+    }
+    let classes = Classes::foreground(k);
+    Ok(match &opts.names {
+        Some(n) => {
+            if n.len() != k {
+                return Err(CliError::Usage(format!(
+                    "--names gives {} name(s) for {k} class(es); give one per class 1..={k}",
+                    n.len()
+                )));
+            }
+            classes.with_names(n.iter().map(|s| s.trim().to_string()))?
+        }
+        None => classes,
+    })
+}
+
+/// Scores every case: Dice, HD95 (mm), ASD (mm, prediction → ground truth, medpy `asd`) and NSD
+/// at the tolerance, in that order ([`REPORT_FILES`]). `on_case` is called after each case.
+///
+/// # Errors
+/// Unreadable files, [`CliError::ShapeMismatch`], metric errors.
+pub fn evaluate(
+    cases: &[Case],
+    opts: &EvalOptions,
+    mut on_case: impl FnMut(&Case),
+) -> Result<Vec<MetricReport>> {
+    let classes = classes_for(cases, opts)?;
+    let mut dice = DiceMetric::new(DiceConfig::default(), classes.clone())?;
+    let mut hd95 = Hd95Metric::hd95(classes.clone())?;
+    let mut asd = SurfaceDistanceMetric::new(SurfaceDistanceConfig::default(), classes.clone())?;
+    let mut nsd = SurfaceDiceMetric::new(
+        SurfaceDiceConfig::default().with_tolerance_mm(opts.nsd_tolerance_mm),
+        classes,
+    )?;
+    for c in cases {
+        let pred = read_labels(&c.pred)?;
+        let gt = read_labels(&c.gt)?;
+        if pred.shape_zyx() != gt.shape_zyx() {
+            return Err(CliError::ShapeMismatch {
+                case: c.name.clone(),
+                pred: pred.shape_zyx(),
+                gt: gt.shape_zyx(),
+            });
+        }
+        let d = gt.affine_max_abs_diff(&pred.affine);
+        if d > 1e-3 {
+            tracing::warn!(
+                case = %c.name,
+                max_abs_diff_mm = d,
+                "prediction and ground truth affines differ; scoring on the ground truth's spacing"
+            );
+        }
+        let s = gt.spacing;
+        let spacing_zyx = [s[2], s[1], s[0]];
+        let (p, g) = (pred.data.view(), gt.data.view());
+        dice.update_case(c.name.clone(), p, g, spacing_zyx)?;
+        hd95.update_case(c.name.clone(), p, g, spacing_zyx)?;
+        asd.update_case(c.name.clone(), p, g, spacing_zyx)?;
+        nsd.update_case(c.name.clone(), p, g, spacing_zyx)?;
+        on_case(c);
+    }
+    Ok(vec![
+        dice.aggregate(),
+        hd95.aggregate(),
+        asd.aggregate(),
+        nsd.aggregate(),
+    ])
+}
+
+/// Writes `<name>.json` and `<name>.csv` per report ([`REPORT_FILES`] names) and `metrics.json`
+/// with all of them, atomically; returns the files written.
+pub fn write_reports(reports: &[MetricReport], out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(|e| CliError::io(out, e))?;
+    let mut written = vec![];
+    for (r, name) in reports.iter().zip(REPORT_FILES) {
+        let j = out.join(format!("{name}.json"));
+        let c = out.join(format!("{name}.csv"));
+        r.write_json(&j)?;
+        r.write_csv(&c)?;
+        written.extend([j, c]);
+    }
+    let all = out.join("metrics.json");
+    masam_metrics::write_reports_json(reports, &all)?;
+    written.push(all);
+    Ok(written)
+}
+
+/// Runs `masam evaluate`: returns the reports it printed and wrote.
+///
+/// # Errors
+/// See [`match_cases`], [`evaluate`], [`write_reports`].
+pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
+    if !(args.nsd_tolerance.is_finite() && args.nsd_tolerance >= 0.0) {
+        return Err(CliError::Usage(format!(
+            "--nsd-tolerance {}: give a distance in mm (>= 0)",
+            args.nsd_tolerance
+        )));
+    }
+    let cases = match_cases(&args.pred, &args.gt)?;
+    let opts = EvalOptions {
+        classes: args.classes,
+        names: args.names.clone(),
+        nsd_tolerance_mm: args.nsd_tolerance,
+    };
+    let pb = progress::bar(cases.len() as u64, "volumes");
+    let reports = evaluate(&cases, &opts, |c| {
+        pb.set_message(c.name.clone());
+        pb.inc(1);
+    })?;
+    pb.finish_and_clear();
+    for r in &reports {
+        println!("{r:.4}\n");
+    }
+    let files = write_reports(&reports, &args.out)?;
+    println!(
+        "{} case(s); wrote {} files to {}",
+        cases.len(),
+        files.len(),
+        args.out.display()
+    );
+    Ok(reports)
+}

@@ -1,0 +1,407 @@
+//! `masam finetune`: a whole fine-tuning run ([`masam_adapter::finetune::run`]) from a TOML file
+//! and/or flags, with a progress bar, the held-out Dice table at the end, and every artefact in
+//! the run folder.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use masam_adapter::finetune::{self, DataSource, FinetuneConfig};
+use masam_adapter::run_dir;
+use masam_adapter::trainer::TrainerConfig;
+use masam_adapter::{Finetune, MaSamConfig};
+use masam_sam::ImageEncoderConfig;
+use masam_train::{AdamWConfig, LrSchedule};
+use masam_volume::phantom::PhantomConfig;
+use masam_volume::transforms::IntensityConfig;
+
+use crate::error::{CliError, Result};
+use crate::progress;
+
+/// Flags of `masam finetune`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FinetuneArgs {
+    /// Run configuration (TOML, as written to `<out>/config.toml` or by `--print-config`).
+    /// Flags given as well override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Training data folder: a BTCV folder (`img/imgXXXX.nii.gz` + `label/labelXXXX.nii.gz`,
+    /// cases 0035-0040 held out) or an nnU-Net-style folder (`imagesTr/` + `labelsTr/` with
+    /// same-named files, optional `imagesTs/` + `labelsTs/` held out).
+    #[arg(long, value_name = "DIR", conflicts_with = "phantom")]
+    pub data: Option<PathBuf>,
+    /// Train on the built-in SYNTHETIC abdomen phantom (12 organs; the default without --data).
+    #[arg(long)]
+    pub phantom: bool,
+    /// Foreground classes of the labels (with --data; BTCV: 12).
+    #[arg(long, value_name = "K")]
+    pub classes: Option<usize>,
+    /// Official SAM checkpoint (`sam_vit_b_01ec64.pth` or a converted `.safetensors`) for the
+    /// frozen backbone; needed with --data unless the config trains the whole model.
+    #[arg(long, value_name = "FILE")]
+    pub sam_checkpoint: Option<PathBuf>,
+    /// SAM backbone preset: vit_b, vit_l or vit_h (must match --sam-checkpoint).
+    #[arg(long, value_name = "NAME")]
+    pub backbone: Option<String>,
+    /// Maximum optimiser steps.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Training time budget in minutes (training stops at whichever of --steps / --minutes
+    /// comes first).
+    #[arg(long, value_name = "M")]
+    pub minutes: Option<f64>,
+    /// Run folder: config.toml, model.safetensors, train_state.safetensors, loss.csv,
+    /// metrics.csv/json [default: runs/masam or the config's out_dir].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted run in --out (its config.toml is reused unless --config is given).
+    #[arg(long)]
+    pub resume: bool,
+    /// Run seed (data order, augmentation, fresh weights).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Print the complete configuration these flags give (TOML) and exit; save it, edit it and
+    /// pass it back with --config.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Default run folder.
+pub const DEFAULT_OUT: &str = "runs/masam";
+
+/// The embedded default run: the synthetic phantom and a small ViT (128 px, 4 blocks) trained
+/// end to end (no SAM weights), 5000 steps / 7.5 minutes, sized for a laptop CPU.
+pub fn phantom_default(steps: u64, seed: u64, out_dir: PathBuf) -> FinetuneConfig {
+    let mut enc = ImageEncoderConfig::vit_b();
+    enc.embed_dim = 96;
+    enc.depth = 4;
+    enc.num_heads = 4;
+    enc.global_attn_indexes = vec![1, 3];
+    enc.window_size = 4;
+    enc.patch_size = 8;
+    enc.out_chans = 64;
+    let mut model = MaSamConfig::from_backbone(enc, 128, 12);
+    model.sam.decoder.upscaling_channels = vec![32, 16, 8];
+    model.sam.decoder.transformer.num_heads = 4;
+    model.sam.decoder.transformer.mlp_dim = 256;
+    model.fact = None;
+    model.adapter = Some(masam_conv3d::Adapter3dConfig::for_dim(96).with_channels(48));
+    model.finetune = Finetune::Full;
+    FinetuneConfig {
+        model,
+        trainer: TrainerConfig {
+            steps,
+            batch: 4,
+            accumulation: 1,
+            optimizer: AdamWConfig::default().with_weight_decay(0.01),
+            schedule: LrSchedule::WarmupPoly {
+                base_lr: 2e-3,
+                warmup_iters: 50,
+                max_iter: 600,
+                power: 0.9,
+            },
+            seed,
+            ..TrainerConfig::default()
+        },
+        data: phantom_data(),
+        sam_checkpoint: None,
+        time_budget_s: Some(7.5 * 60.0),
+        augment: true,
+        eval_batch: 8,
+        intensity: IntensityConfig::ct_abdomen(),
+        out_dir,
+        checkpoint_every: 100,
+        resume: false,
+        eval_every: 0,
+        export_reference: false,
+    }
+}
+
+fn phantom_data() -> DataSource {
+    DataSource::Phantom {
+        phantom: PhantomConfig::default(),
+        train_cases: 12,
+        test_cases: 3,
+    }
+}
+
+/// The paper's recipe: a SAM backbone preset at 512 px, FacT + 3D adapters on the frozen
+/// encoder, the reference optimiser and schedule, augmentation on.
+pub fn paper_recipe(
+    data: DataSource,
+    backbone: ImageEncoderConfig,
+    classes: usize,
+    sam_checkpoint: Option<PathBuf>,
+    steps: u64,
+    seed: u64,
+    out_dir: PathBuf,
+) -> FinetuneConfig {
+    FinetuneConfig {
+        model: MaSamConfig::from_backbone(backbone, 512, classes),
+        trainer: TrainerConfig {
+            steps,
+            schedule: LrSchedule::reference(steps),
+            seed,
+            ..TrainerConfig::default()
+        },
+        data,
+        sam_checkpoint,
+        time_budget_s: None,
+        augment: true,
+        eval_batch: 2,
+        intensity: IntensityConfig::ct_abdomen(),
+        out_dir,
+        checkpoint_every: 500,
+        resume: false,
+        eval_every: 0,
+        export_reference: false,
+    }
+}
+
+/// The data source of a folder (BTCV or nnU-Net layout, see [`FinetuneArgs::data`]).
+///
+/// # Errors
+/// [`CliError::NotFound`] / [`CliError::NoInputs`] naming the layouts understood.
+pub fn data_source(dir: &Path) -> Result<DataSource> {
+    if !dir.is_dir() {
+        return Err(CliError::not_found_hint(
+            "data folder",
+            dir,
+            "pass a BTCV folder (img/, label/) or an nnU-Net-style folder (imagesTr/, labelsTr/)",
+        ));
+    }
+    if dir.join("img").is_dir() {
+        return Ok(DataSource::Btcv {
+            root: dir.to_path_buf(),
+        });
+    }
+    let pairs = |i: &str, l: &str| -> Result<Vec<(PathBuf, PathBuf)>> {
+        Ok(
+            masam_volume::dataset::folder_pair::cases(dir.join(i), dir.join(l))?
+                .into_iter()
+                .filter_map(|c| c.label.map(|l| (c.image, l)))
+                .collect(),
+        )
+    };
+    if dir.join("imagesTr").is_dir() && dir.join("labelsTr").is_dir() {
+        let train = pairs("imagesTr", "labelsTr")?;
+        let test = if dir.join("imagesTs").is_dir() && dir.join("labelsTs").is_dir() {
+            pairs("imagesTs", "labelsTs")?
+        } else {
+            vec![]
+        };
+        return Ok(DataSource::Files { train, test });
+    }
+    Err(CliError::NoInputs {
+        what: "training data layout",
+        dir: dir.to_path_buf(),
+        hint: "; expected a BTCV folder (img/imgXXXX.nii.gz + label/labelXXXX.nii.gz) or \
+               imagesTr/ + labelsTr/ with same-named NIfTI files"
+            .into(),
+    })
+}
+
+/// The run configuration the flags describe: `--config` (or, with `--resume`, the run folder's
+/// `config.toml`), else the paper's recipe with `--data` or the phantom default; then every
+/// flag given overrides its value.
+///
+/// # Errors
+/// Missing files, unreadable TOML, an unknown backbone, or `--data` without SAM weights.
+pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
+    let seed = args.seed.unwrap_or(1234);
+    let out = args.out.clone();
+    let resumed_cfg = match (&args.config, args.resume, &out) {
+        (None, true, Some(o)) if o.join(run_dir::CONFIG_FILE).is_file() => {
+            Some(o.join(run_dir::CONFIG_FILE))
+        }
+        _ => None,
+    };
+    let from_file = args.config.clone().or(resumed_cfg);
+    let mut cfg = match &from_file {
+        Some(p) => {
+            if !p.is_file() {
+                return Err(CliError::not_found_hint(
+                    "configuration file",
+                    p,
+                    "write a starting point with `masam finetune --print-config > run.toml`",
+                ));
+            }
+            run_dir::load_config(p)?
+        }
+        None => match &args.data {
+            Some(dir) => {
+                let backbone =
+                    ImageEncoderConfig::preset(args.backbone.as_deref().unwrap_or("vit_b"))?;
+                let ckpt = args.sam_checkpoint.clone().ok_or_else(|| {
+                    CliError::Usage(
+                        "--data trains the paper's recipe on a frozen SAM backbone: pass \
+                         --sam-checkpoint sam_vit_b_01ec64.pth (the official SAM ViT-B weights), \
+                         or start from `masam finetune --print-config` and set \
+                         model.finetune = \"full\" to train a random backbone end to end"
+                            .into(),
+                    )
+                })?;
+                let steps = args.steps.unwrap_or(30_000);
+                paper_recipe(
+                    data_source(dir)?,
+                    backbone,
+                    args.classes.unwrap_or(12),
+                    Some(ckpt),
+                    steps,
+                    seed,
+                    out.clone().unwrap_or_else(|| DEFAULT_OUT.into()),
+                )
+            }
+            None => phantom_default(
+                args.steps.unwrap_or(5_000),
+                seed,
+                out.clone().unwrap_or_else(|| DEFAULT_OUT.into()),
+            ),
+        },
+    };
+    if from_file.is_some() {
+        if let Some(dir) = &args.data {
+            cfg.data = data_source(dir)?;
+        }
+        if let Some(k) = args.classes {
+            cfg.model.sam.decoder.num_multimask_outputs = k;
+        }
+        if let Some(s) = args.steps {
+            cfg.trainer.steps = s;
+        }
+        if let Some(s) = args.seed {
+            cfg.trainer.seed = s;
+        }
+        if let Some(o) = &out {
+            cfg.out_dir = o.clone();
+        }
+    }
+    if args.phantom {
+        cfg.data = phantom_data();
+    }
+    if let Some(name) = &args.backbone {
+        let preset = ImageEncoderConfig::preset(name)?;
+        let (img, k) = (cfg.model.sam.encoder.img_size, cfg.model.num_classes());
+        let keep = cfg.model.clone();
+        cfg.model = MaSamConfig {
+            slices: keep.slices,
+            finetune: keep.finetune,
+            adapter_placement: keep.adapter_placement,
+            ..MaSamConfig::from_backbone(preset, img, k)
+        };
+    }
+    if let Some(p) = &args.sam_checkpoint {
+        cfg.sam_checkpoint = Some(p.clone());
+    }
+    if let Some(m) = args.minutes {
+        if !(m.is_finite() && m > 0.0) {
+            return Err(CliError::Usage(format!(
+                "--minutes {m}: give a positive number of minutes"
+            )));
+        }
+        cfg.time_budget_s = Some(m * 60.0);
+    }
+    cfg.resume = args.resume;
+    if let Some(p) = &cfg.sam_checkpoint {
+        if !p.is_file() {
+            return Err(CliError::not_found_hint(
+                "SAM checkpoint",
+                p,
+                "download the official weights (sam_vit_b_01ec64.pth for ViT-B) from the \
+                 segment-anything release and pass their path with --sam-checkpoint",
+            ));
+        }
+    }
+    cfg.model.validate()?;
+    Ok(cfg)
+}
+
+/// Runs `masam finetune`.
+///
+/// # Errors
+/// Configuration errors (see [`build_config`]), a run folder that already holds a run without
+/// `--resume`, and any failure of the run itself.
+pub fn run(args: &FinetuneArgs) -> Result<()> {
+    let cfg = build_config(args)?;
+    if args.print_config {
+        let text = toml::to_string_pretty(&cfg)
+            .map_err(|e| CliError::Usage(format!("cannot print the configuration: {e}")))?;
+        print!("{text}");
+        return Ok(());
+    }
+    let state = cfg.out_dir.join("train_state.safetensors");
+    if state.exists() && !cfg.resume {
+        return Err(CliError::Usage(format!(
+            "{} already holds a run; pass --resume to continue it, or choose another --out",
+            cfg.out_dir.display()
+        )));
+    }
+    if matches!(cfg.data, DataSource::Phantom { .. }) {
+        tracing::warn!("training on the SYNTHETIC abdomen phantom (not real CT)");
+    }
+    if cfg.model.finetune == Finetune::ParameterEfficient && cfg.sam_checkpoint.is_none() {
+        tracing::warn!(
+            "no SAM checkpoint: the frozen encoder is RANDOM (drawn from the seed); pass \
+             --sam-checkpoint or set model.finetune = \"full\""
+        );
+    }
+    tracing::info!(
+        out = %cfg.out_dir.display(),
+        steps = cfg.trainer.steps,
+        budget_s = ?cfg.time_budget_s,
+        img = cfg.model.sam.encoder.img_size,
+        classes = cfg.model.num_classes(),
+        "loading data and building the model"
+    );
+    let pb = progress::bar(cfg.trainer.steps, "steps");
+    let (model, report) = finetune::run(&cfg, |s| {
+        pb.set_position(s.step + 1);
+        pb.set_message(format!(
+            "loss {:.4} (ce {:.4}, dice {:.4})",
+            s.loss, s.ce, s.dice
+        ));
+        tracing::debug!(
+            step = s.step,
+            lr = s.lr,
+            loss = s.loss,
+            ce = s.ce,
+            dice = s.dice,
+            "step"
+        );
+    })?;
+    pb.finish_and_clear();
+    let n_params: usize = model
+        .trainable_vars()
+        .values()
+        .map(|v| v.elem_count())
+        .sum();
+    println!(
+        "trained {} steps ({} trainable parameters) in {:.0} s; run folder {}",
+        report.steps,
+        n_params,
+        report.train_seconds,
+        cfg.out_dir.display()
+    );
+    if let Some(last) = report.history.last() {
+        println!(
+            "final loss {:.4} (ce {:.4}, dice {:.4})",
+            last.loss, last.ce, last.dice
+        );
+    }
+    match &report.dice {
+        Some(d) => {
+            println!("{d}");
+            println!(
+                "mean Dice over {} classes on {} held-out volumes: {:.4}",
+                d.class_means().len(),
+                d.cases.len(),
+                d.mean()
+            );
+        }
+        None => println!("no held-out volumes: no Dice table"),
+    }
+    println!(
+        "predict with: masam predict --run {} --input <volume> --output <file>",
+        cfg.out_dir.display()
+    );
+    Ok(())
+}

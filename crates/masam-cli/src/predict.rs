@@ -1,0 +1,349 @@
+//! `masam predict`: label maps for NIfTI files, DICOM series and folders of NIfTI files, written
+//! as NIfTI on each input's grid (same shape and affine; a NIfTI input's qform/sform are copied).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use clap::Args;
+use masam_adapter::finetune::{stack_config, FinetuneConfig};
+use masam_adapter::predict::predict_volume;
+use masam_adapter::run_dir::{self, RunDir};
+use masam_adapter::MaSam;
+use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiGeometry, NiftiReader};
+use masam_volume::io::NiftiWriter;
+use masam_volume::transforms::SliceStack;
+use masam_volume::Volume;
+
+use crate::error::{CliError, Result};
+use crate::progress;
+
+/// Flags of `masam predict`.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Run folder written by `masam finetune` (holds config.toml and model.safetensors).
+    #[arg(long, value_name = "DIR", required_unless_present = "config",
+          conflicts_with_all = ["config", "weights"])]
+    pub run: Option<PathBuf>,
+    /// Run configuration (TOML), instead of --run; needs --weights.
+    #[arg(long, value_name = "FILE", requires = "weights")]
+    pub config: Option<PathBuf>,
+    /// Trained tensors (model.safetensors), with --config.
+    #[arg(long, value_name = "FILE", requires = "config")]
+    pub weights: Option<PathBuf>,
+    /// Where the run's SAM checkpoint is now, if it moved since training (frozen-encoder runs).
+    #[arg(long, value_name = "FILE")]
+    pub sam_checkpoint: Option<PathBuf>,
+    /// A NIfTI file (.nii/.nii.gz), a DICOM series folder, or a folder of NIfTI files.
+    #[arg(long, value_name = "PATH")]
+    pub input: PathBuf,
+    /// Output NIfTI file (a name ending in .nii or .nii.gz), or a folder: each prediction is
+    /// written there under its input's file name (a DICOM series as <folder name>.nii.gz).
+    #[arg(long, value_name = "PATH")]
+    pub output: PathBuf,
+    /// Stacks per forward pass (more is faster and needs more memory).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub batch: usize,
+}
+
+/// One volume to predict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// NIfTI file or DICOM series folder.
+    pub input: PathBuf,
+    /// Output NIfTI file.
+    pub output: PathBuf,
+}
+
+/// What an input path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// One NIfTI file.
+    NiftiFile,
+    /// One DICOM file (a single slice, or a multi-frame image).
+    DicomFile,
+    /// A folder of DICOM files of one series.
+    DicomSeries,
+    /// A folder of NIfTI files.
+    NiftiFolder,
+}
+
+fn is_dicom_file(p: &Path) -> bool {
+    p.extension()
+        .map(|e| e.eq_ignore_ascii_case("dcm"))
+        .unwrap_or(false)
+}
+
+fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
+    let mut files = vec![];
+    for entry in rd {
+        let p = entry.map_err(|e| CliError::io(dir, e))?.path();
+        if p.is_file() && is_nifti_path(&p) {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Classifies `input`.
+///
+/// # Errors
+/// [`CliError::NotFound`] when it does not exist, [`CliError::Usage`] for other file types.
+pub fn input_kind(input: &Path) -> Result<InputKind> {
+    if input.is_dir() {
+        return Ok(if nifti_files(input)?.is_empty() {
+            InputKind::DicomSeries
+        } else {
+            InputKind::NiftiFolder
+        });
+    }
+    if !input.exists() {
+        return Err(CliError::not_found_hint(
+            "input",
+            input,
+            "pass a .nii/.nii.gz file, a DICOM series folder or a folder of NIfTI files",
+        ));
+    }
+    if is_nifti_path(input) {
+        Ok(InputKind::NiftiFile)
+    } else if is_dicom_file(input) {
+        Ok(InputKind::DicomFile)
+    } else {
+        Err(CliError::Usage(format!(
+            "{}: not a NIfTI (.nii, .nii.gz) or DICOM (.dcm) file, nor a folder",
+            input.display()
+        )))
+    }
+}
+
+/// The output file name for one input placed in an output folder: a NIfTI input keeps its name,
+/// a DICOM file or series becomes `<name>.nii.gz`.
+pub fn output_name(input: &Path) -> String {
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "prediction".into());
+    if is_nifti_path(input) {
+        name
+    } else {
+        format!("{}.nii.gz", stem_of(input))
+    }
+}
+
+/// The volumes to predict and where each prediction goes (see [`PredictArgs`]).
+///
+/// # Errors
+/// A missing input, an empty folder, a file output for a folder of inputs, or an output that
+/// would overwrite its input.
+pub fn plan(input: &Path, output: &Path) -> Result<Vec<Job>> {
+    let kind = input_kind(input)?;
+    let output_is_file = is_nifti_path(output) && !output.is_dir();
+    let jobs = match kind {
+        InputKind::NiftiFolder => {
+            if output_is_file {
+                return Err(CliError::Usage(format!(
+                    "--input {} is a folder of NIfTI files: --output must be a folder, not the \
+                     file {}",
+                    input.display(),
+                    output.display()
+                )));
+            }
+            nifti_files(input)?
+                .into_iter()
+                .map(|p| Job {
+                    output: output.join(output_name(&p)),
+                    input: p,
+                })
+                .collect()
+        }
+        InputKind::NiftiFile | InputKind::DicomFile | InputKind::DicomSeries => {
+            let out = if output_is_file {
+                output.to_path_buf()
+            } else {
+                output.join(output_name(input))
+            };
+            vec![Job {
+                input: input.to_path_buf(),
+                output: out,
+            }]
+        }
+    };
+    for j in &jobs {
+        let same = match (j.input.canonicalize(), j.output.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            return Err(CliError::Usage(format!(
+                "the prediction would overwrite its input {}; choose another --output",
+                j.input.display()
+            )));
+        }
+    }
+    Ok(jobs)
+}
+
+/// Reads an input volume: a NIfTI file with its header geometry (to copy to the output), or a
+/// DICOM file/series (the output gets the series' affine).
+pub fn read_input(input: &Path) -> Result<(Volume<f32>, Option<NiftiGeometry>)> {
+    if is_nifti_path(input) && input.is_file() {
+        let img = NiftiReader::new().read::<f32>(input)?;
+        Ok((img.volume, Some(img.geometry)))
+    } else {
+        Ok((masam_volume::io::read_volume(input)?, None))
+    }
+}
+
+/// Writes a label map atomically on the input's grid (`geometry` from [`read_input`]).
+pub fn write_labels(
+    path: &Path,
+    labels: &Volume<u8>,
+    geometry: Option<&NiftiGeometry>,
+) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| CliError::io(parent, e))?;
+    }
+    let w = NiftiWriter::new().description("masam prediction");
+    match geometry {
+        Some(g) => w.reference(g).write(path, labels)?,
+        None => w.write(path, labels)?,
+    }
+    Ok(())
+}
+
+/// A trained model with the stack pipeline of its run.
+pub struct Predictor {
+    /// The run configuration.
+    pub config: FinetuneConfig,
+    /// The model.
+    pub model: MaSam,
+    /// Preprocessing, as in training.
+    pub stack: SliceStack,
+    /// Where the forward passes run.
+    pub device: Device,
+}
+
+impl Predictor {
+    /// The model of a run folder.
+    pub fn from_run(dir: &Path, sam_checkpoint: Option<&Path>) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(CliError::not_found_hint(
+                "run folder",
+                dir,
+                "pass the --out folder of `masam finetune`",
+            ));
+        }
+        let run = RunDir::open(dir)?;
+        let device = Device::Cpu;
+        let model = run.load_model(sam_checkpoint, &device)?;
+        Self::new(run.config, model, device)
+    }
+
+    /// The model of a configuration file and a weights file.
+    pub fn from_files(
+        config: &Path,
+        weights: &Path,
+        sam_checkpoint: Option<&Path>,
+    ) -> Result<Self> {
+        if !config.is_file() {
+            return Err(CliError::not_found("configuration file", config));
+        }
+        if !weights.is_file() {
+            return Err(CliError::not_found("weights file", weights));
+        }
+        let cfg = run_dir::load_config(config)?;
+        let device = Device::Cpu;
+        let model = run_dir::load_model(&cfg, weights, sam_checkpoint, &device)?;
+        Self::new(cfg, model, device)
+    }
+
+    /// Wraps a model (e.g. one just trained) with its run's preprocessing.
+    pub fn new(config: FinetuneConfig, model: MaSam, device: Device) -> Result<Self> {
+        let stack = SliceStack::new(stack_config(&config))?;
+        Ok(Self {
+            config,
+            model,
+            stack,
+            device,
+        })
+    }
+
+    /// Predicts one volume (labels on its grid).
+    pub fn predict(&self, image: &Volume<f32>, batch: usize) -> Result<Volume<u8>> {
+        if batch == 0 {
+            return Err(CliError::Usage("--batch must be at least 1".into()));
+        }
+        Ok(predict_volume(
+            &self.model,
+            image,
+            &self.stack,
+            batch,
+            &self.device,
+        )?)
+    }
+
+    /// Reads `job.input`, predicts it and writes `job.output`; returns the labels.
+    pub fn run_job(&self, job: &Job, batch: usize) -> Result<Volume<u8>> {
+        let (image, geometry) = read_input(&job.input)?;
+        let labels = self.predict(&image, batch)?;
+        write_labels(&job.output, &labels, geometry.as_ref())?;
+        Ok(labels)
+    }
+}
+
+/// Runs `masam predict`.
+///
+/// # Errors
+/// Missing or unreadable run/config/weights/input, or a failed prediction or write.
+pub fn run(args: &PredictArgs) -> Result<()> {
+    let jobs = plan(&args.input, &args.output)?;
+    if jobs.is_empty() {
+        return Err(CliError::NoInputs {
+            what: "NIfTI files",
+            dir: args.input.clone(),
+            hint: String::new(),
+        });
+    }
+    let sam = args.sam_checkpoint.as_deref();
+    let predictor = match (&args.run, &args.config, &args.weights) {
+        (Some(dir), _, _) => Predictor::from_run(dir, sam)?,
+        (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam)?,
+        _ => {
+            return Err(CliError::Usage(
+                "give the trained model: --run <run folder>, or --config <config.toml> \
+                 --weights <model.safetensors>"
+                    .into(),
+            ))
+        }
+    };
+    tracing::info!(
+        volumes = jobs.len(),
+        classes = predictor.model.config.num_classes(),
+        img = predictor.model.config.sam.encoder.img_size,
+        "predicting"
+    );
+    let pb = progress::bar(jobs.len() as u64, "volumes");
+    for job in &jobs {
+        pb.set_message(output_name(&job.input));
+        let labels = predictor.run_job(job, args.batch)?;
+        let fg = labels.data.iter().filter(|&&v| v > 0).count();
+        pb.suspend(|| {
+            tracing::info!(
+                input = %job.input.display(),
+                output = %job.output.display(),
+                shape = ?labels.shape_zyx(),
+                foreground_voxels = fg,
+                "wrote prediction"
+            )
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    println!(
+        "wrote {} prediction(s) to {}",
+        jobs.len(),
+        args.output.display()
+    );
+    Ok(())
+}
