@@ -300,10 +300,11 @@ pub fn run(
     }
     std::fs::write(cfg.out_dir.join("loss.csv"), csv).map_err(io_err(&cfg.out_dir))?;
 
-    let dice = if test.is_empty() {
-        None
+    let (dice, preds) = if test.is_empty() {
+        (None, vec![])
     } else {
-        let report = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?;
+        let (report, preds) =
+            evaluate_with_predictions(&model, &test, &scfg, &names, cfg.eval_batch)?;
         let merr = |e: masam_metrics::MetricsError| Error::Config(e.to_string());
         report
             .write_csv(cfg.out_dir.join("metrics.csv"))
@@ -311,8 +312,21 @@ pub fn run(
         report
             .write_json(cfg.out_dir.join("metrics.json"))
             .map_err(merr)?;
-        Some(report)
+        (Some(report), preds)
     };
+    let window = (
+        cfg.intensity.window.a_min as f32,
+        cfg.intensity.window.a_max as f32,
+    );
+    write_figures(
+        &cfg.out_dir,
+        &history,
+        &evals,
+        &test,
+        &preds,
+        &names,
+        window,
+    )?;
     if cfg.export_reference {
         model.save_reference(cfg.out_dir.join("masam_adapter.safetensors"))?;
     }
@@ -338,6 +352,17 @@ pub fn evaluate(
     names: &[String],
     batch: usize,
 ) -> Result<MetricReport> {
+    Ok(evaluate_with_predictions(model, test, stack, names, batch)?.0)
+}
+
+/// [`evaluate`], also returning the predicted label volumes.
+pub fn evaluate_with_predictions(
+    model: &MaSam,
+    test: &[LabelledVolume],
+    stack: &StackConfig,
+    names: &[String],
+    batch: usize,
+) -> Result<(MetricReport, Vec<masam_volume::Volume<u8>>)> {
     let dev = Device::Cpu;
     let k = model.config.num_classes();
     let names: Vec<String> = if names.len() == k {
@@ -349,6 +374,7 @@ pub fn evaluate(
     let classes = Classes::foreground(k).with_names(names).map_err(merr)?;
     let mut metric = DiceMetric::new(DiceConfig::default(), classes).map_err(merr)?;
     let stack = SliceStack::new(*stack).map_err(|e| Error::Config(e.to_string()))?;
+    let mut preds = Vec::with_capacity(test.len());
     for (i, case) in test.iter().enumerate() {
         let pred = predict_volume(model, &case.image, &stack, batch, &dev)?;
         let s = case.image.spacing;
@@ -360,6 +386,91 @@ pub fn evaluate(
                 [s[2], s[1], s[0]],
             )
             .map_err(merr)?;
+        preds.push(pred);
     }
-    Ok(metric.aggregate())
+    Ok((metric.aggregate(), preds))
+}
+
+/// Writes `loss.png` (loss and its moving average per step), `dice.png` (periodic held-out Dice)
+/// and, for the first held-out volumes, `overlay_case{i}_z{z}.png` panels (image, ground truth,
+/// prediction) into `dir`.
+pub fn write_figures(
+    dir: &Path,
+    history: &[StepStats],
+    evaluations: &[(u64, f64)],
+    test: &[LabelledVolume],
+    preds: &[masam_volume::Volume<u8>],
+    names: &[String],
+    window: (f32, f32),
+) -> Result<()> {
+    use crate::render::overlay::{overlay_panel, pick_slices, PanelStyle, Window};
+    use crate::render::plot::{ema, LinePlot};
+    let rerr = |e: crate::render::RenderError| Error::Config(format!("rendering: {e}"));
+    let loss: Vec<(f64, f64)> = history
+        .iter()
+        .map(|s| (s.step as f64, s.loss as f64))
+        .collect();
+    if !loss.is_empty() {
+        LinePlot::new("training loss (0.2 CE + 0.8 Dice)")
+            .x_label("step")
+            .y_label("loss")
+            .series("loss", loss.clone())
+            .series("moving average", ema(&loss, 0.95))
+            .save_png(dir.join("loss.png"))
+            .map_err(rerr)?;
+    }
+    if !evaluations.is_empty() {
+        LinePlot::new("held-out mean Dice")
+            .x_label("step")
+            .y_label("Dice")
+            .series(
+                "mean Dice",
+                evaluations.iter().map(|(s, d)| (*s as f64, *d)),
+            )
+            .save_png(dir.join("dice.png"))
+            .map_err(rerr)?;
+    }
+    let style = PanelStyle {
+        window: Window {
+            lo: window.0,
+            hi: window.1,
+        },
+        scale: 2,
+        // the palette names index 0 as background
+        class_names: if names.is_empty() {
+            None
+        } else {
+            Some(
+                std::iter::once("background".to_string())
+                    .chain(names.iter().cloned())
+                    .collect(),
+            )
+        },
+        ..PanelStyle::default()
+    };
+    for (i, (case, pred)) in test.iter().zip(preds).enumerate().take(2) {
+        for z in pick_slices(case.label.data.view(), 3) {
+            let img = case
+                .image
+                .data
+                .index_axis(masam_volume::ndarray::Axis(0), z);
+            let img = style.window.apply(img).map_err(rerr)?;
+            let panel = overlay_panel(
+                img.view(),
+                case.label
+                    .data
+                    .index_axis(masam_volume::ndarray::Axis(0), z),
+                pred.data.index_axis(masam_volume::ndarray::Axis(0), z),
+                &format!("case {i}, slice {z}"),
+                &PanelStyle {
+                    window: Window::UNIT,
+                    ..style.clone()
+                },
+            )
+            .map_err(rerr)?;
+            crate::render::save_png(&panel, dir.join(format!("overlay_case{i}_z{z}.png")))
+                .map_err(rerr)?;
+        }
+    }
+    Ok(())
 }
