@@ -1,8 +1,10 @@
 //! Forward + backward time of `DiceCeLoss`: composite candle ops vs the fused CPU op.
 //!
 //! ```text
-//! cargo run --release -p masam-train --example loss_speed [-- reps]
+//! cargo run --release -p masam-train --example loss_speed [-- reps [fused]]
 //! ```
+//!
+//! With `fused` as second argument only the fused path runs (for profiling).
 //!
 //! Prints, for logits (20, 13, 128, 128) and (10, 4, 64, 64) f32 with 10% ignored labels, the
 //! median over `reps` runs (default 7) of the forward and of the backward, for both paths, and the
@@ -23,6 +25,7 @@ fn main() -> masam_train::Result<()> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(7);
+    let fused_only = std::env::args().nth(2).as_deref() == Some("fused");
     let dev = Device::Cpu;
     let loss = DiceCeLoss::new(DiceCeLossConfig::default())?;
     println!("rayon threads: {}", rayon::current_num_threads());
@@ -36,6 +39,10 @@ fn main() -> masam_train::Result<()> {
         let labels = ignored.where_cond(&Tensor::full(-100i64, (n, h, w), &dev)?, &cls)?;
         let mut results = Vec::new();
         for fused in [false, true] {
+            if fused_only && !fused {
+                results.push(f64::NAN);
+                continue;
+            }
             let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
             for _ in 0..reps + 1 {
                 let t0 = Instant::now();

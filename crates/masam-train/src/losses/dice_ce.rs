@@ -94,7 +94,10 @@ pub struct DiceCeOutput {
 /// - total = `ce_weight·CE + dice_weight·Dice`.
 ///
 /// Computation is f32 whatever the logits dtype (the reference's CE autocasts to f32 too).
-/// Any number of spatial dimensions works (2D slices or 3D volumes).
+/// Any number of spatial dimensions works (2D slices or 3D volumes). On the CPU the loss runs as
+/// one fused op with an analytic gradient ([`fused`](super::fused), about 10× faster than the
+/// composite ops, f64 sums, deterministic for any rayon pool size); elsewhere it is composed of
+/// candle ops ([`DiceCeLoss::forward_composite`]).
 ///
 /// ```
 /// use candle_core::{Device, Tensor, Var};

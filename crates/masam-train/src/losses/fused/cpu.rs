@@ -112,6 +112,41 @@ impl Stats {
     }
 }
 
+/// `exp(x)` for `x ≤ 0` (the shifted logits), written so that loops over it vectorise.
+///
+/// Cody–Waite reduction `x = n·ln2 + r`, `|r| ≤ ln2/2`, and the Cephes `expf` polynomial for
+/// `e^r` (about 1 ulp, like libm), then `2^n` built from its exponent bits. Inputs below
+/// `ln(2^-126)` give 0 (the true value is a denormal or 0; against the softmax's maximum term
+/// 1 it is nothing). NaN stays NaN; `-inf` gives 0. Positive inputs are not supported (the
+/// callers subtract the maximum first).
+#[inline(always)]
+fn exp_nonpos(x: f32) -> f32 {
+    const LO: f32 = -87.336_55; // ln(2^-126)
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4; // ln2 split: C1 + C2 = ln2, C1 exact in 9 bits
+    const C2: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
+                                     // NaN fails the comparison and flows through.
+    let xc = if x < LO { LO } else { x };
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let r = xc - n * C1 - n * C2;
+    let r2 = r * r;
+    let poly = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let er = poly * r2 + r + 1.0;
+    let scale = f32::from_bits(((ni + 127) << 23) as u32);
+    let v = er * scale;
+    if x < LO {
+        0.0
+    } else {
+        v
+    }
+}
+
 /// Softmax of one chunk: `e[c·len + i]` = p_c of pixel i; `mx` gets the per-pixel max and `sum`
 /// the per-pixel `Σ_c exp(z_c − max)`.
 ///
@@ -129,22 +164,44 @@ fn chunk_softmax(
     sum.fill(0.0);
     for c in 0..g.k {
         let row = &zb[c * g.s + s0..c * g.s + s0 + len];
-        mx.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
+        mx.iter_mut()
+            .zip(row)
+            .for_each(|(m, &v)| *m = if v > *m { v } else { *m });
     }
     for c in 0..g.k {
         let row = &zb[c * g.s + s0..c * g.s + s0 + len];
         let erow = &mut e[c * len..(c + 1) * len];
-        for i in 0..len {
-            let v = (row[i] - mx[i]).exp();
-            erow[i] = v;
-            sum[i] += v;
+        for (((ev, &z), &m), s) in erow.iter_mut().zip(row).zip(mx.iter()).zip(sum.iter_mut()) {
+            let v = exp_nonpos(z - m);
+            *ev = v;
+            *s += v;
         }
     }
     // Normalise; `sum` keeps Σ exp(z − max) for the caller's log-sum-exp.
+    let inv: Vec<f32> = sum.iter().map(|&s| 1.0 / s).collect();
     for c in 0..g.k {
         let erow = &mut e[c * len..(c + 1) * len];
-        erow.iter_mut().zip(sum.iter()).for_each(|(p, &s)| *p /= s);
+        erow.iter_mut().zip(&inv).for_each(|(p, &r)| *p *= r);
     }
+}
+
+/// `Σ (a_i·m_i)²` in f64, over 8 interleaved accumulators (a fixed order, so deterministic).
+fn sum_sq_masked(a: &[f32], m: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cm = m.chunks_exact(8);
+    for (xa, xm) in (&mut ca).zip(&mut cm) {
+        for j in 0..8 {
+            let v = xa[j] * xm[j];
+            acc[j] += (v * v) as f64;
+        }
+    }
+    let mut tail = 0f64;
+    for (&x, &w) in ca.remainder().iter().zip(cm.remainder()) {
+        let v = x * w;
+        tail += (v * v) as f64;
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Forward sums over the whole batch.
@@ -178,13 +235,7 @@ pub(crate) fn forward_stats<L: Label>(logits: &[f32], labels: &[L], g: &Geometry
                 }
             }
             for c in 0..g.k {
-                let erow = &e[c * len..(c + 1) * len];
-                let mut acc = 0f64;
-                for (&p, &mi) in erow.iter().zip(&m) {
-                    let pm = p * mi;
-                    acc += (pm * pm) as f64;
-                }
-                st.z[c] = acc;
+                st.z[c] = sum_sq_masked(&e[c * len..(c + 1) * len], &m);
             }
             st
         })
@@ -252,12 +303,15 @@ pub(crate) fn backward<L: Label>(
         let mut mx = vec![0f32; len];
         let mut sum = vec![0f32; len];
         chunk_softmax(zb, g, s0, len, &mut e, &mut mx, &mut sum);
-        // Per pixel: target (K = ignored) and the shift Σ_c g_c p_c.
-        let mut tgt = vec![k; len];
+        // Per pixel: target (K = ignored), mask and the shift Σ_c g_c p_c.
+        let mut tgt = vec![k as u32; len];
+        let mut m = vec![0f32; len];
         let mut sg = vec![0f32; len];
         for (i, &l) in lb.iter().enumerate() {
             if let Some(t) = g.target(l.into()) {
-                tgt[i] = t;
+                tgt[i] = t as u32;
+                m[i] = 1.0;
+                sg[i] = -alpha[t] * e[t * len + i];
             }
         }
         for c in 0..k {
@@ -265,23 +319,51 @@ pub(crate) fn backward<L: Label>(
             let bc = beta[c];
             sg.iter_mut().zip(erow).for_each(|(s, &p)| *s += bc * p * p);
         }
-        for i in 0..len {
-            if tgt[i] < k {
-                sg[i] -= alpha[tgt[i]] * e[tgt[i] * len + i];
-            }
-        }
         for c in 0..k {
             let erow = &e[c * len..(c + 1) * len];
-            let orow = &mut out[c][..];
-            let (ac, bc) = (alpha[c], beta[c]);
+            let orow = &mut out[c][..len];
+            let (ac, bc, cu) = (alpha[c], beta[c], c as u32);
             for i in 0..len {
                 let p = erow[i];
-                let hit = tgt[i] == c;
-                let onehot = if hit { 1.0 } else { 0.0 };
+                let onehot = if tgt[i] == cu { 1.0 } else { 0.0 };
                 let v = ce_scale * (p - onehot) + p * (bc * p - ac * onehot - sg[i]);
-                orow[i] = if tgt[i] < k { v } else { 0.0 };
+                orow[i] = v * m[i];
             }
         }
     });
     grad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm() {
+        let mut worst = 0f64;
+        let mut x = -87.3f32;
+        while x <= 0.0 {
+            let want = (x as f64).exp();
+            let got = exp_nonpos(x) as f64;
+            worst = worst.max((got - want).abs() / want);
+            x += 0.000_731;
+        }
+        assert!(worst < 2.5e-7, "max rel err {worst}");
+        assert_eq!(exp_nonpos(0.0), 1.0);
+        assert_eq!(exp_nonpos(-100.0), 0.0);
+        assert_eq!(exp_nonpos(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpos(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn masked_square_sum_is_exact_enough() {
+        let a: Vec<f32> = (0..1003).map(|i| (i as f32 * 0.37).sin()).collect();
+        let m: Vec<f32> = (0..1003).map(|i| (i % 3 != 0) as u8 as f32).collect();
+        let want: f64 = a
+            .iter()
+            .zip(&m)
+            .map(|(&x, &w)| ((x * w) as f64).powi(2))
+            .sum();
+        assert!((sum_sq_masked(&a, &m) - want).abs() < 1e-9 * want);
+    }
 }

@@ -12,7 +12,7 @@
 //! Work is split into fixed chunks of pixels whose partial sums are added in chunk order, so the
 //! loss and its gradient are bit-identical whatever the size of the rayon pool.
 //!
-//! - `op`: the `CustomOp2` glue and backward ([`DiceCeOp`](op::DiceCeOp));
+//! - `op`: the `CustomOp2` glue and backward (`DiceCeOp`);
 //! - `cpu`: the two kernels.
 
 pub(crate) mod cpu;
