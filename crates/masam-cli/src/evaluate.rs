@@ -33,7 +33,7 @@ pub struct EvaluateArgs {
     /// NSD tolerance in mm.
     #[arg(long, value_name = "MM", default_value_t = 1.0)]
     pub nsd_tolerance: f64,
-    /// Where to write <metric>.json, <metric>.csv and metrics.json (all metrics).
+    /// Where to write dice, hd95, asd and nsd .json/.csv files and metrics.json (all metrics).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }

@@ -325,6 +325,13 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
     if args.print_config {
         let text = toml::to_string_pretty(&cfg)
             .map_err(|e| CliError::Usage(format!("cannot print the configuration: {e}")))?;
+        println!(
+            "# masam finetune configuration (FinetuneConfig). Edit it, then run\n\
+             #   masam finetune --config <this file>\n\
+             # Flags given with --config override these values. Sections: [model] (MA-SAM),\n\
+             # [trainer] (optimiser, schedule, loss, seed), [data] (kind = \"phantom\", \"btcv\"\n\
+             # or \"files\"), [intensity] (the window and normalisation of every stack).\n"
+        );
         print!("{text}");
         return Ok(());
     }

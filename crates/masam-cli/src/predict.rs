@@ -21,14 +21,19 @@ use crate::progress;
 #[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
     /// Run folder written by `masam finetune` (holds config.toml and model.safetensors).
-    #[arg(long, value_name = "DIR", required_unless_present = "config",
-          conflicts_with_all = ["config", "weights"])]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
     pub run: Option<PathBuf>,
     /// Run configuration (TOML), instead of --run; needs --weights.
     #[arg(long, value_name = "FILE", requires = "weights")]
     pub config: Option<PathBuf>,
-    /// Trained tensors (model.safetensors), with --config.
-    #[arg(long, value_name = "FILE", requires = "config")]
+    /// Trained tensors: with --config; with --run, another file than the run's
+    /// model.safetensors (e.g. its model_best.safetensors).
+    #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     /// Where the run's SAM checkpoint is now, if it moved since training (frozen-encoder runs).
     #[arg(long, value_name = "FILE")]
@@ -37,7 +42,7 @@ pub struct PredictArgs {
     #[arg(long, value_name = "PATH")]
     pub input: PathBuf,
     /// Output NIfTI file (a name ending in .nii or .nii.gz), or a folder: each prediction is
-    /// written there under its input's file name (a DICOM series as <folder name>.nii.gz).
+    /// written there under its input's file name (a DICOM series as FOLDER_NAME.nii.gz).
     #[arg(long, value_name = "PATH")]
     pub output: PathBuf,
     /// Stacks per forward pass (more is faster and needs more memory).
@@ -225,8 +230,12 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// The model of a run folder.
-    pub fn from_run(dir: &Path, sam_checkpoint: Option<&Path>) -> Result<Self> {
+    /// The model of a run folder; `weights` replaces its `model.safetensors`.
+    pub fn from_run(
+        dir: &Path,
+        weights: Option<&Path>,
+        sam_checkpoint: Option<&Path>,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(CliError::not_found_hint(
                 "run folder",
@@ -234,10 +243,15 @@ impl Predictor {
                 "pass the --out folder of `masam finetune`",
             ));
         }
-        let run = RunDir::open(dir)?;
         let device = Device::Cpu;
-        let model = run.load_model(sam_checkpoint, &device)?;
-        Self::new(run.config, model, device)
+        match weights {
+            Some(w) => Self::from_files(&dir.join(run_dir::CONFIG_FILE), w, sam_checkpoint),
+            None => {
+                let run = RunDir::open(dir)?;
+                let model = run.load_model(sam_checkpoint, &device)?;
+                Self::new(run.config, model, device)
+            }
+        }
     }
 
     /// The model of a configuration file and a weights file.
@@ -307,7 +321,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let sam = args.sam_checkpoint.as_deref();
     let predictor = match (&args.run, &args.config, &args.weights) {
-        (Some(dir), _, _) => Predictor::from_run(dir, sam)?,
+        (Some(dir), _, w) => Predictor::from_run(dir, w.as_deref(), sam)?,
         (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam)?,
         _ => {
             return Err(CliError::Usage(

@@ -384,6 +384,23 @@ fn finetune_predict_evaluate_pipeline() {
     ]));
     let again = NiftiReader::new().read::<u8>(&single).unwrap();
     assert_eq!(again.volume.data, back.volume.data);
+    // --run with another weights file of the run
+    let copy = run.join("copy.safetensors");
+    std::fs::copy(run.join("model.safetensors"), &copy).unwrap();
+    let third = dir.join("third.nii.gz");
+    ok(masam(&[
+        "predict",
+        "--run",
+        p(&run),
+        "--weights",
+        p(&copy),
+        "--input",
+        p(&images.join("case42.nii.gz")),
+        "--output",
+        p(&third),
+    ]));
+    let third = NiftiReader::new().read::<u8>(&third).unwrap();
+    assert_eq!(third.volume.data, back.volume.data);
 
     let stdout = ok(masam(&[
         "evaluate",
