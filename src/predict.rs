@@ -76,3 +76,173 @@ pub fn predict_volume(
         affine: image.affine,
     })
 }
+
+/// Box-prompted prediction (the reference's `*_bbox` variant, `reference-spec.md` §1.12): like
+/// [`predict_volume`], but every window gets the 3D box `box3d` (voxel indices of `image`)
+/// projected onto the model grid as a per-slice 2D box prompt, tiled over the stack as the
+/// reference does. Windows whose slices all miss the box predict background without running the
+/// model. Labels are 0 (background) and the classes the model predicts inside the prompted region.
+pub fn predict_volume_with_box(
+    model: &MaSam,
+    image: &Volume<f32>,
+    stack: &SliceStack,
+    batch: usize,
+    device: &Device,
+    box3d: &masam_volume::boxes::Box3d,
+) -> Result<Volume<u8>> {
+    use masam_volume::boxes::{project_stack, ModelGrid};
+    let d = model.config.slices;
+    if stack.config().depth != d {
+        return Err(Error::Config(format!(
+            "stack depth {} differs from the model's {d} slices",
+            stack.config().depth
+        )));
+    }
+    let [z, y, x] = image.shape_zyx();
+    if box3d.z1 >= z || box3d.y1 >= y || box3d.x1 >= x || box3d.z0 > box3d.z1 {
+        return Err(Error::Config(format!(
+            "box {box3d:?} does not fit the volume of shape (z, y, x) = {:?}",
+            [z, y, x]
+        )));
+    }
+    let first = stack
+        .image_stack(image, 0)
+        .map_err(|e| Error::Config(format!("preprocessing: {e}")))?;
+    let (_, h, w) = first.dim();
+    let grid = ModelGrid {
+        shape_yx: (y, x),
+        model_hw: (h, w),
+        orient: stack.config().orient,
+    };
+    let k = model.config.num_classes() + 1;
+    let inferer = SliceWindowInferer::new(d, batch);
+    let mut next_center = 0usize;
+    let out = inferer.run_with_stacks(
+        [z, h, w],
+        k,
+        false,
+        |c| {
+            let s = stack
+                .image_stack(image, c)
+                .map_err(|e| candle_core::Error::Msg(format!("preprocessing slice {c}: {e}")))?;
+            Ok(s.into_iter().collect())
+        },
+        |stacks: &Tensor| {
+            let (b, dd, hh, ww) = stacks.dims4()?;
+            let mut boxes = Vec::with_capacity(b * dd * 4);
+            let mut hit = Vec::with_capacity(b);
+            for wi in 0..b {
+                let c = next_center + wi;
+                let idx = stack
+                    .indices(z, c)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                match project_stack(box3d, &idx, &grid) {
+                    Some(bs) => {
+                        hit.push(true);
+                        boxes.extend(bs.into_iter().flatten());
+                    }
+                    None => {
+                        hit.push(false);
+                        boxes.extend([0f32, 0., 1., 1.].repeat(dd));
+                    }
+                }
+            }
+            next_center += b;
+            let background = {
+                let mut v = vec![0f32; dd * k * hh * ww];
+                for t in 0..dd {
+                    v[t * k * hh * ww..t * k * hh * ww + hh * ww].fill(1.0);
+                }
+                Tensor::from_vec(v, (dd, k, hh, ww), &Device::Cpu)?
+            };
+            let probs = if hit.iter().any(|h| *h) {
+                let xin = stacks
+                    .unsqueeze(2)?
+                    .broadcast_as((b, dd, 3, hh, ww))?
+                    .contiguous()?
+                    .to_device(device)?;
+                let prompt = masam_sam::Prompt::Boxes(
+                    Tensor::from_vec(boxes, (b * dd, 4), &Device::Cpu)?.to_device(device)?,
+                );
+                let o = model
+                    .forward(&xin, &prompt, false)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                masam_nn::softmax_last_dim(&o.masks.permute((0, 2, 3, 1))?)?
+                    .permute((0, 3, 1, 2))?
+                    .to_device(&Device::Cpu)?
+            } else {
+                Tensor::zeros((b * dd, k, hh, ww), candle_core::DType::F32, &Device::Cpu)?
+            };
+            let parts: Vec<Tensor> = (0..b)
+                .map(|wi| {
+                    if hit[wi] {
+                        probs.narrow(0, wi * dd, dd)
+                    } else {
+                        Ok(background.clone())
+                    }
+                })
+                .collect::<candle_core::Result<_>>()?;
+            Tensor::cat(&parts, 0)
+        },
+    )?;
+    let model_grid =
+        Array3::from_shape_vec((z, h, w), out.labels).map_err(|e| Error::Config(e.to_string()))?;
+    let mut labels = Array3::<u8>::zeros((z, y, x));
+    for (i, mut dst) in labels.axis_iter_mut(Axis(0)).enumerate() {
+        let back = stack.labels_to_volume_grid(&model_grid.index_axis(Axis(0), i), (y, x));
+        dst.assign(&back);
+    }
+    Ok(Volume {
+        data: labels,
+        spacing: image.spacing,
+        affine: image.affine,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MaSamConfig;
+    use masam_volume::boxes::Box3d;
+    use masam_volume::transforms::StackConfig;
+
+    fn volume() -> Volume<f32> {
+        let data = Array3::from_shape_fn((7, 64, 64), |(z, y, x)| {
+            ((z * 13 + y * 7 + x * 3) % 450) as f32 - 200.0
+        });
+        Volume::with_spacing(data, [1.0, 1.0, 2.0])
+    }
+
+    #[test]
+    fn box_prompted_prediction_is_background_outside_the_box_slices() -> Result<()> {
+        let model = MaSam::random(&MaSamConfig::tiny(), 3, &Device::Cpu)?;
+        let stack = SliceStack::new(StackConfig {
+            out_size: Some((64, 64)),
+            orient: false,
+            ..StackConfig::default()
+        })
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let vol = volume();
+        // slices 0..=1 only: windows centred at 4.. (covering slices 2..) miss the box entirely
+        let b = Box3d {
+            z0: 0,
+            z1: 1,
+            y0: 10,
+            y1: 40,
+            x0: 5,
+            x1: 50,
+        };
+        let pred = predict_volume_with_box(&model, &vol, &stack, 3, &Device::Cpu, &b)?;
+        assert_eq!(pred.data.dim(), (7, 64, 64));
+        assert_eq!(pred.affine, vol.affine);
+        // slice 6 is covered only by windows 4, 5, 6, none of which touches slices 0..=1
+        assert!(pred.data.index_axis(Axis(0), 6).iter().all(|&v| v == 0));
+        assert!(pred.data.iter().all(|&v| (v as usize) <= 3));
+        let bad = Box3d { z1: 9, ..b };
+        assert!(predict_volume_with_box(&model, &vol, &stack, 3, &Device::Cpu, &bad).is_err());
+        // the unprompted prediction has the same grid
+        let plain = predict_volume(&model, &vol, &stack, 3, &Device::Cpu)?;
+        assert_eq!(plain.data.dim(), pred.data.dim());
+        Ok(())
+    }
+}
