@@ -1,8 +1,9 @@
 //! Whole-volume prediction with the reference pipeline: per-stack preprocessing, the sliding
 //! window with probability averaging, and the labels mapped back onto the volume's grid.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use masam_sam::Prompt;
+use masam_volume::boxes::{project_stack, Box3d, ModelGrid};
 use masam_volume::ndarray::{Array3, Axis};
 use masam_volume::transforms::SliceStack;
 use masam_volume::Volume;
@@ -24,80 +25,22 @@ pub fn predict_volume(
     batch: usize,
     device: &Device,
 ) -> Result<Volume<u8>> {
-    let d = model.config.slices;
-    if stack.config().depth != d {
-        return Err(Error::Config(format!(
-            "stack depth {} differs from the model's {d} slices",
-            stack.config().depth
-        )));
-    }
-    let [z, y, x] = image.shape_zyx();
-    let first = stack
-        .image_stack(image, 0)
-        .map_err(|e| Error::Config(format!("preprocessing: {e}")))?;
-    let (_, h, w) = first.dim();
-    let k = model.config.num_classes() + 1;
-    let inferer = SliceWindowInferer::new(d, batch);
-    let out = inferer.run_with_stacks(
-        [z, h, w],
-        k,
-        false,
-        |c| {
-            let s = stack
-                .image_stack(image, c)
-                .map_err(|e| candle_core::Error::Msg(format!("preprocessing slice {c}: {e}")))?;
-            Ok(s.into_iter().collect())
-        },
-        |stacks: &Tensor| {
-            let (b, dd, hh, ww) = stacks.dims4()?;
-            let x = stacks
-                .unsqueeze(2)?
-                .broadcast_as((b, dd, 3, hh, ww))?
-                .contiguous()?
-                .to_device(device)?;
-            let o = model
-                .forward(&x, &Prompt::None, false)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            masam_nn::softmax_last_dim(&o.masks.permute((0, 2, 3, 1))?)?
-                .permute((0, 3, 1, 2))?
-                .to_device(&Device::Cpu)
-        },
-    )?;
-    let model_grid =
-        Array3::from_shape_vec((z, h, w), out.labels).map_err(|e| Error::Config(e.to_string()))?;
-    let mut labels = Array3::<u8>::zeros((z, y, x));
-    for (i, mut dst) in labels.axis_iter_mut(Axis(0)).enumerate() {
-        let back = stack.labels_to_volume_grid(&model_grid.index_axis(Axis(0), i), (y, x));
-        dst.assign(&back);
-    }
-    Ok(Volume {
-        data: labels,
-        spacing: image.spacing,
-        affine: image.affine,
-    })
+    predict(model, image, stack, batch, device, None)
 }
 
 /// Box-prompted prediction (the reference's `*_bbox` variant, `reference-spec.md` §1.12): like
 /// [`predict_volume`], but every window gets the 3D box `box3d` (voxel indices of `image`)
 /// projected onto the model grid as a per-slice 2D box prompt, tiled over the stack as the
 /// reference does. Windows whose slices all miss the box predict background without running the
-/// model. Labels are 0 (background) and the classes the model predicts inside the prompted region.
+/// model.
 pub fn predict_volume_with_box(
     model: &MaSam,
     image: &Volume<f32>,
     stack: &SliceStack,
     batch: usize,
     device: &Device,
-    box3d: &masam_volume::boxes::Box3d,
+    box3d: &Box3d,
 ) -> Result<Volume<u8>> {
-    use masam_volume::boxes::{project_stack, ModelGrid};
-    let d = model.config.slices;
-    if stack.config().depth != d {
-        return Err(Error::Config(format!(
-            "stack depth {} differs from the model's {d} slices",
-            stack.config().depth
-        )));
-    }
     let [z, y, x] = image.shape_zyx();
     if box3d.z1 >= z || box3d.y1 >= y || box3d.x1 >= x || box3d.z0 > box3d.z1 {
         return Err(Error::Config(format!(
@@ -105,6 +48,50 @@ pub fn predict_volume_with_box(
             [z, y, x]
         )));
     }
+    predict(model, image, stack, batch, device, Some(box3d))
+}
+
+/// Class probabilities (b·D, K, H, W) of a batch of stacks (b, D, H, W).
+fn probabilities(
+    model: &MaSam,
+    stacks: &Tensor,
+    prompt: &Prompt,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let (b, d, h, w) = stacks.dims4()?;
+    let x = stacks
+        .unsqueeze(2)?
+        .broadcast_as((b, d, 3, h, w))?
+        .contiguous()?
+        .to_device(device)?;
+    let prompt = match prompt {
+        Prompt::Boxes(t) => Prompt::Boxes(t.to_device(device)?),
+        other => other.clone(),
+    };
+    let o = model
+        .forward(&x, &prompt, false)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    masam_nn::softmax_last_dim(&o.masks.permute((0, 2, 3, 1))?)?
+        .permute((0, 3, 1, 2))?
+        .to_device(&Device::Cpu)
+}
+
+fn predict(
+    model: &MaSam,
+    image: &Volume<f32>,
+    stack: &SliceStack,
+    batch: usize,
+    device: &Device,
+    box3d: Option<&Box3d>,
+) -> Result<Volume<u8>> {
+    let d = model.config.slices;
+    if stack.config().depth != d {
+        return Err(Error::Config(format!(
+            "stack depth {} differs from the model's {d} slices",
+            stack.config().depth
+        )));
+    }
+    let [z, y, x] = image.shape_zyx();
     let first = stack
         .image_stack(image, 0)
         .map_err(|e| Error::Config(format!("preprocessing: {e}")))?;
@@ -115,9 +102,8 @@ pub fn predict_volume_with_box(
         orient: stack.config().orient,
     };
     let k = model.config.num_classes() + 1;
-    let inferer = SliceWindowInferer::new(d, batch);
     let mut next_center = 0usize;
-    let out = inferer.run_with_stacks(
+    let out = SliceWindowInferer::new(d, batch).run_with_stacks(
         [z, h, w],
         k,
         false,
@@ -128,58 +114,44 @@ pub fn predict_volume_with_box(
             Ok(s.into_iter().collect())
         },
         |stacks: &Tensor| {
-            let (b, dd, hh, ww) = stacks.dims4()?;
-            let mut boxes = Vec::with_capacity(b * dd * 4);
-            let mut hit = Vec::with_capacity(b);
-            for wi in 0..b {
-                let c = next_center + wi;
+            let b = stacks.dim(0)?;
+            let centers = next_center..next_center + b;
+            next_center += b;
+            let Some(box3d) = box3d else {
+                return probabilities(model, stacks, &Prompt::None, device);
+            };
+            // per window: the tiled box prompt, or None when the window misses the box
+            let mut boxes = Vec::with_capacity(b);
+            for c in centers {
                 let idx = stack
                     .indices(z, c)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                match project_stack(box3d, &idx, &grid) {
-                    Some(bs) => {
-                        hit.push(true);
-                        boxes.extend(bs.into_iter().flatten());
-                    }
-                    None => {
-                        hit.push(false);
-                        boxes.extend([0f32, 0., 1., 1.].repeat(dd));
-                    }
-                }
+                boxes.push(project_stack(box3d, &idx, &grid));
             }
-            next_center += b;
-            let background = {
-                let mut v = vec![0f32; dd * k * hh * ww];
-                for t in 0..dd {
-                    v[t * k * hh * ww..t * k * hh * ww + hh * ww].fill(1.0);
-                }
-                Tensor::from_vec(v, (dd, k, hh, ww), &Device::Cpu)?
-            };
-            let probs = if hit.iter().any(|h| *h) {
-                let xin = stacks
-                    .unsqueeze(2)?
-                    .broadcast_as((b, dd, 3, hh, ww))?
-                    .contiguous()?
-                    .to_device(device)?;
-                let prompt = masam_sam::Prompt::Boxes(
-                    Tensor::from_vec(boxes, (b * dd, 4), &Device::Cpu)?.to_device(device)?,
-                );
-                let o = model
-                    .forward(&xin, &prompt, false)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                masam_nn::softmax_last_dim(&o.masks.permute((0, 2, 3, 1))?)?
-                    .permute((0, 3, 1, 2))?
-                    .to_device(&Device::Cpu)?
+            let mut background = Tensor::zeros((d, k, h, w), DType::F32, &Device::Cpu)?;
+            background = background.slice_assign(
+                &[0..d, 0..1, 0..h, 0..w],
+                &Tensor::ones((d, 1, h, w), DType::F32, &Device::Cpu)?,
+            )?;
+            let flat: Vec<f32> = boxes
+                .iter()
+                .flat_map(|bx| match bx {
+                    Some(v) => v.iter().flatten().copied().collect::<Vec<f32>>(),
+                    None => [0f32, 0., 1., 1.].repeat(d),
+                })
+                .collect();
+            let probs = if boxes.iter().any(Option::is_some) {
+                let prompt = Prompt::Boxes(Tensor::from_vec(flat, (b * d, 4), &Device::Cpu)?);
+                Some(probabilities(model, stacks, &prompt, device)?)
             } else {
-                Tensor::zeros((b * dd, k, hh, ww), candle_core::DType::F32, &Device::Cpu)?
+                None
             };
-            let parts: Vec<Tensor> = (0..b)
-                .map(|wi| {
-                    if hit[wi] {
-                        probs.narrow(0, wi * dd, dd)
-                    } else {
-                        Ok(background.clone())
-                    }
+            let parts: Vec<Tensor> = boxes
+                .iter()
+                .enumerate()
+                .map(|(wi, bx)| match (bx, &probs) {
+                    (Some(_), Some(p)) => p.narrow(0, wi * d, d),
+                    _ => Ok(background.clone()),
                 })
                 .collect::<candle_core::Result<_>>()?;
             Tensor::cat(&parts, 0)
@@ -203,7 +175,6 @@ pub fn predict_volume_with_box(
 mod tests {
     use super::*;
     use crate::MaSamConfig;
-    use masam_volume::boxes::Box3d;
     use masam_volume::transforms::StackConfig;
 
     fn volume() -> Volume<f32> {
