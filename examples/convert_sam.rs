@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use masam_sam::{ImageEncoderConfig, SamCheckpoint};
+use masam_sam::convert_file;
 
 /// Convert an official SAM checkpoint (.pth or .safetensors) to another input size.
 #[derive(Parser, Debug)]
@@ -38,39 +38,14 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let sam = SamCheckpoint::load(&args.input)
-        .with_context(|| format!("reading {}", args.input.display()))?;
-    let info = sam.backbone()?;
-    println!(
-        "{}: {} tensors, {} at {} px",
-        args.input.display(),
-        sam.tensors.len(),
-        info.describe(),
-        info.grid.0 * info.patch_size
-    );
-    let base = match &args.backbone {
-        Some(name) => ImageEncoderConfig::preset(name)?,
-        None => info.to_config(),
-    };
-    let target = base.with_img_size(args.img_size);
-    let mut converted = sam.convert(&target)?;
-    for key in &converted.resized {
-        let before = sam.tensors[key].dims().to_vec();
-        let after = converted.checkpoint.tensors[key].dims().to_vec();
-        println!("  resized {key}: {before:?} -> {after:?}");
-    }
-    if args.encoder_only {
-        converted.checkpoint.tensors = converted.checkpoint.encoder_tensors();
-    }
-    converted
-        .checkpoint
-        .save_safetensors(&args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    println!(
-        "wrote {} ({} tensors, input {} px)",
-        args.output.display(),
-        converted.checkpoint.tensors.len(),
-        args.img_size
-    );
+    let report = convert_file(
+        &args.input,
+        args.img_size,
+        args.backbone.as_deref(),
+        args.encoder_only,
+        &args.output,
+    )
+    .with_context(|| format!("converting {}", args.input.display()))?;
+    println!("{report}");
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use masam_sam::{ImageEncoderConfig, SamCheckpoint};
+use masam_sam::convert_file;
 
 use crate::error::{CliError, Result};
 
@@ -46,35 +46,13 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
     if args.img_size == 0 {
         return Err(CliError::Usage("--img-size must be positive".into()));
     }
-    let sam = SamCheckpoint::load(&args.input)?;
-    let info = sam.backbone()?;
-    println!(
-        "{}: {} tensors, {} at {} px",
-        args.input.display(),
-        sam.tensors.len(),
-        info.describe(),
-        info.grid.0 * info.patch_size
-    );
-    let base = match &args.backbone {
-        Some(name) => ImageEncoderConfig::preset(name)?,
-        None => info.to_config(),
-    };
-    let target = base.with_img_size(args.img_size);
-    let mut converted = sam.convert(&target)?;
-    for key in &converted.resized {
-        let before = sam.tensors[key].dims().to_vec();
-        let after = converted.checkpoint.tensors[key].dims().to_vec();
-        println!("  resized {key}: {before:?} -> {after:?}");
-    }
-    if args.encoder_only {
-        converted.checkpoint.tensors = converted.checkpoint.encoder_tensors();
-    }
-    converted.checkpoint.save_safetensors(&args.output)?;
-    println!(
-        "wrote {} ({} tensors, input {} px)",
-        args.output.display(),
-        converted.checkpoint.tensors.len(),
-        args.img_size
-    );
+    let report = convert_file(
+        &args.input,
+        args.img_size,
+        args.backbone.as_deref(),
+        args.encoder_only,
+        &args.output,
+    )?;
+    println!("{report}");
     Ok(())
 }

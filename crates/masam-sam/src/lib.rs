@@ -9,6 +9,7 @@ pub mod attention;
 pub mod block;
 pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod extension;
 #[cfg(feature = "hub")]
@@ -29,6 +30,7 @@ pub use checkpoint::{
     BackboneInfo, ConvertedCheckpoint, InitFromSam, Matched, ParamSource, SamCheckpoint,
 };
 pub use config::ImageEncoderConfig;
+pub use convert::{convert_file, ConversionReport};
 pub use error::{Error, Result};
 pub use extension::{BlockContext, BlockHooks, ForwardContext, LinearHook, TokenHook};
 pub use image_encoder::{EncoderOutput, ImageEncoder, Neck};
