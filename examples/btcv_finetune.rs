@@ -18,8 +18,7 @@ use clap::Parser;
 use masam_adapter::finetune::{self, DataSource, FinetuneConfig};
 use masam_adapter::trainer::TrainerConfig;
 use masam_adapter::MaSamConfig;
-use masam_train::{AdamWConfig, LrSchedule};
-use masam_volume::phantom::PhantomConfig;
+use masam_train::LrSchedule;
 use masam_volume::transforms::IntensityConfig;
 
 #[derive(Parser, Debug)]
@@ -131,57 +130,13 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The embedded default: a small ViT on 128 px phantom slices, trained end to end on 2 cores.
+/// The embedded default (`FinetuneConfig::phantom_default`) with this run's flags.
 fn phantom_default(args: &Args) -> FinetuneConfig {
-    let mut enc = masam_sam::ImageEncoderConfig::vit_b();
-    enc.embed_dim = 96;
-    enc.depth = 4;
-    enc.num_heads = 4;
-    enc.global_attn_indexes = vec![1, 3];
-    enc.window_size = 4;
-    enc.patch_size = 16;
-    enc.out_chans = 64;
-    let mut model = MaSamConfig::from_backbone(enc, 128, 12);
-    model.sam.decoder.upscaling_channels = vec![32, 16, 16, 8];
-    model.sam.decoder.transformer.num_heads = 4;
-    model.sam.decoder.transformer.mlp_dim = 256;
-    model.fact = None;
-    model.adapter = Some(masam_conv3d::Adapter3dConfig::for_dim(96).with_channels(48));
-    model.finetune = masam_adapter::Finetune::Full;
-    let steps = args.steps.unwrap_or(5_000);
-    FinetuneConfig {
-        model,
-        trainer: TrainerConfig {
-            steps,
-            batch: 2,
-            accumulation: 1,
-            optimizer: AdamWConfig::default().with_weight_decay(0.01),
-            schedule: LrSchedule::WarmupPoly {
-                base_lr: 1.5e-3,
-                warmup_iters: 50,
-                // about the number of steps the time budget allows on 2 cores
-                max_iter: 1_600,
-                power: 0.9,
-            },
-            seed: args.seed,
-            ..TrainerConfig::default()
-        },
-        data: DataSource::Phantom {
-            phantom: PhantomConfig::default(),
-            train_cases: 12,
-            test_cases: 3,
-        },
-        sam_checkpoint: None,
-        time_budget_s: Some(args.minutes.unwrap_or(8.5) * 60.0),
-        // a short budget learns faster without the reference's heavy augmentation; the phantom
-        // already varies anatomy from case to case
-        augment: false,
-        eval_batch: 8,
-        intensity: IntensityConfig::ct_abdomen(),
-        out_dir: args.out.clone(),
-        checkpoint_every: 100,
-        resume: args.resume,
-        eval_every: 0,
-        export_reference: false,
+    let mut cfg =
+        FinetuneConfig::phantom_default(args.steps.unwrap_or(5_000), args.seed, args.out.clone());
+    if let Some(m) = args.minutes {
+        cfg.time_budget_s = Some(m * 60.0);
     }
+    cfg.resume = args.resume;
+    cfg
 }

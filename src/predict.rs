@@ -92,10 +92,7 @@ fn predict(
         )));
     }
     let [z, y, x] = image.shape_zyx();
-    let first = stack
-        .image_stack(image, 0)
-        .map_err(|e| Error::Config(format!("preprocessing: {e}")))?;
-    let (_, h, w) = first.dim();
+    let (h, w) = stack.config().out_size.unwrap_or((y, x));
     let grid = ModelGrid {
         shape_yx: (y, x),
         model_hw: (h, w),

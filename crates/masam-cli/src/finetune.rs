@@ -10,8 +10,7 @@ use masam_adapter::run_dir;
 use masam_adapter::trainer::TrainerConfig;
 use masam_adapter::{Finetune, MaSamConfig};
 use masam_sam::ImageEncoderConfig;
-use masam_train::{AdamWConfig, LrSchedule};
-use masam_volume::phantom::PhantomConfig;
+use masam_train::LrSchedule;
 use masam_volume::transforms::IntensityConfig;
 
 use crate::error::{CliError, Result};
@@ -67,62 +66,6 @@ pub struct FinetuneArgs {
 
 /// Default run folder.
 pub const DEFAULT_OUT: &str = "runs/masam";
-
-/// The embedded default run: the synthetic phantom and a small ViT (128 px, 4 blocks) trained
-/// end to end (no SAM weights), 5000 steps / 7.5 minutes, sized for a laptop CPU.
-pub fn phantom_default(steps: u64, seed: u64, out_dir: PathBuf) -> FinetuneConfig {
-    let mut enc = ImageEncoderConfig::vit_b();
-    enc.embed_dim = 96;
-    enc.depth = 4;
-    enc.num_heads = 4;
-    enc.global_attn_indexes = vec![1, 3];
-    enc.window_size = 4;
-    enc.patch_size = 8;
-    enc.out_chans = 64;
-    let mut model = MaSamConfig::from_backbone(enc, 128, 12);
-    model.sam.decoder.upscaling_channels = vec![32, 16, 8];
-    model.sam.decoder.transformer.num_heads = 4;
-    model.sam.decoder.transformer.mlp_dim = 256;
-    model.fact = None;
-    model.adapter = Some(masam_conv3d::Adapter3dConfig::for_dim(96).with_channels(48));
-    model.finetune = Finetune::Full;
-    FinetuneConfig {
-        model,
-        trainer: TrainerConfig {
-            steps,
-            batch: 4,
-            accumulation: 1,
-            optimizer: AdamWConfig::default().with_weight_decay(0.01),
-            schedule: LrSchedule::WarmupPoly {
-                base_lr: 2e-3,
-                warmup_iters: 50,
-                max_iter: 600,
-                power: 0.9,
-            },
-            seed,
-            ..TrainerConfig::default()
-        },
-        data: phantom_data(),
-        sam_checkpoint: None,
-        time_budget_s: Some(7.5 * 60.0),
-        augment: true,
-        eval_batch: 8,
-        intensity: IntensityConfig::ct_abdomen(),
-        out_dir,
-        checkpoint_every: 100,
-        resume: false,
-        eval_every: 0,
-        export_reference: false,
-    }
-}
-
-fn phantom_data() -> DataSource {
-    DataSource::Phantom {
-        phantom: PhantomConfig::default(),
-        train_cases: 12,
-        test_cases: 3,
-    }
-}
 
 /// The paper's recipe: a SAM backbone preset at 512 px, FacT + 3D adapters on the frozen
 /// encoder, the reference optimiser and schedule, augmentation on.
@@ -251,7 +194,7 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
                     out.clone().unwrap_or_else(|| DEFAULT_OUT.into()),
                 )
             }
-            None => phantom_default(
+            None => FinetuneConfig::phantom_default(
                 args.steps.unwrap_or(5_000),
                 seed,
                 out.clone().unwrap_or_else(|| DEFAULT_OUT.into()),
@@ -276,7 +219,7 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         }
     }
     if args.phantom {
-        cfg.data = phantom_data();
+        cfg.data = DataSource::phantom_default();
     }
     if let Some(name) = &args.backbone {
         let preset = ImageEncoderConfig::preset(name)?;
