@@ -8,7 +8,7 @@
 //! and dtypes they run compositions of ordinary candle ops ([`ops::composite`]).
 //!
 //! - [`LayerNorm`] over the last dimension, [`LayerNorm2d`] over the channels of NCHW;
-//! - [`softmax_last_dim`], max-subtracted, with a backward;
+//! - [`softmax_last_dim`], max-subtracted, with a backward; [`gelu_erf`], exact GELU;
 //! - [`Linear`] with PyTorch's default `U(±1/√fan_in)` initialisation;
 //! - [`SeededVarMap`]: a `VarMap` whose fresh variables come from a seeded RNG, so that
 //!   initialisation is reproducible (candle's CPU RNG cannot be seeded).
@@ -28,6 +28,7 @@
 //! ```
 
 pub mod frozen_linear;
+pub mod gelu;
 pub mod init;
 pub mod layer_norm;
 pub mod layer_norm_2d;
@@ -36,6 +37,7 @@ pub mod ops;
 pub mod softmax;
 
 pub use frozen_linear::FrozenLinear;
+pub use gelu::gelu_erf;
 pub use init::SeededVarMap;
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use layer_norm_2d::{layer_norm_2d, LayerNorm2d};

@@ -1,7 +1,7 @@
 //! SAM's ViT image encoder (`ImageEncoderViT`), trainable and open to per-block hooks.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use masam_nn::{layer_norm_2d, LayerNorm2d};
 
 use crate::block::Block;
@@ -13,16 +13,22 @@ use crate::rel_pos::resize_bilinear_bhwc;
 /// The neck: `Conv2d(C, out, 1, no bias)` → `LayerNorm2d` → `Conv2d(out, out, 3, pad 1, no bias)`
 /// → `LayerNorm2d` (weights `neck.0` … `neck.3`).
 ///
+/// It runs on the encoder's channels-last tokens: the 1×1 convolution is a matrix product, the
+/// channel LayerNorms are LayerNorms over the last dimension, and the 3×3 convolution is one
+/// matrix product over the nine shifted copies of the zero-padded map. The result equals the
+/// NCHW `Conv2d` chain up to f32 rounding, and its backward is GEMMs and copies rather than
+/// candle's generic transposed convolution.
+///
 /// # Shapes
-/// - `x`: (N, C, h, w); returns (N, out, h, w)
+/// - [`Neck::forward`]: (N, C, h, w) → (N, out, h, w); [`Neck::forward_nhwc`]: (N, h, w, C) → (N, out, h, w)
 #[derive(Debug, Clone)]
 pub struct Neck {
-    /// `neck.0`: 1×1 convolution C → out.
-    pub conv1: Conv2d,
+    /// `neck.0.weight`: the 1×1 convolution C → out, (out, C, 1, 1).
+    pub conv1: Tensor,
     /// `neck.1`.
     pub norm1: LayerNorm2d,
-    /// `neck.2`: 3×3 convolution out → out, padding 1.
-    pub conv2: Conv2d,
+    /// `neck.2.weight`: the 3×3 convolution out → out, padding 1, (out, out, 3, 3).
+    pub conv2: Tensor,
     /// `neck.3`.
     pub norm2: LayerNorm2d,
 }
@@ -30,33 +36,56 @@ pub struct Neck {
 impl Neck {
     /// Builds the neck from `vb` (the `neck` prefix).
     pub fn new(dim: usize, out: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let w1 = vb
+        let conv1 = vb
             .pp("0")
             .get_with_hints((out, dim, 1, 1), "weight", uniform_fan_in(dim))?;
-        let w2 = vb
-            .pp("2")
-            .get_with_hints((out, out, 3, 3), "weight", uniform_fan_in(out * 9))?;
-        let cfg = |padding| Conv2dConfig {
-            padding,
-            stride: 1,
-            dilation: 1,
-            groups: 1,
-            cudnn_fwd_algo: None,
-        };
+        let conv2 =
+            vb.pp("2")
+                .get_with_hints((out, out, 3, 3), "weight", uniform_fan_in(out * 9))?;
         Ok(Self {
-            conv1: Conv2d::new(w1, None, cfg(0)),
+            conv1,
             norm1: layer_norm_2d(out, eps, vb.pp("1"))?,
-            conv2: Conv2d::new(w2, None, cfg(1)),
+            conv2,
             norm2: layer_norm_2d(out, eps, vb.pp("3"))?,
         })
     }
 
-    /// Runs the neck.
+    /// Runs the neck on an NCHW map.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        use candle_core::Module;
-        let y = self.norm1.forward(&self.conv1.forward(x)?)?;
-        self.norm2.forward(&self.conv2.forward(&y)?)
+        self.forward_nhwc(&x.permute((0, 2, 3, 1))?)
     }
+
+    /// Runs the neck on channels-last tokens (N, h, w, C); returns NCHW (N, out, h, w).
+    pub fn forward_nhwc(&self, t: &Tensor) -> Result<Tensor> {
+        let (n, h, w, c) = t.dims4()?;
+        let (out, cin1, _, _) = self.conv1.dims4()?;
+        if cin1 != c {
+            candle_core::bail!("Neck: tokens have {c} channels, neck.0 expects {cin1}");
+        }
+        let rows = t.reshape((n * h * w, c))?;
+        let y = rows.matmul(&self.conv1.reshape((out, c))?.t()?)?;
+        let y = channel_norm(&y, &self.norm1)?.reshape((n, h, w, out))?;
+        // 3×3, padding 1: the nine shifted windows side by side, (ky, kx, channel) order.
+        let padded = y.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
+        let mut taps = Vec::with_capacity(9);
+        for ky in 0..3 {
+            for kx in 0..3 {
+                taps.push(padded.narrow(1, ky, h)?.narrow(2, kx, w)?);
+            }
+        }
+        let cols = Tensor::cat(&taps, 3)?.reshape((n * h * w, 9 * out))?;
+        let w2 = self.conv2.permute((0, 2, 3, 1))?.reshape((out, 9 * out))?;
+        let z = cols.matmul(&w2.t()?)?;
+        let z = channel_norm(&z, &self.norm2)?;
+        z.reshape((n, h, w, out))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()
+    }
+}
+
+/// A channel LayerNorm (`LayerNorm2d`) applied to rows of channels.
+fn channel_norm(rows: &Tensor, norm: &LayerNorm2d) -> Result<Tensor> {
+    masam_nn::LayerNorm::new(norm.weight.clone(), norm.bias.clone(), norm.eps).forward(rows)
 }
 
 /// Everything [`ImageEncoder::forward_with_intermediates`] computes.
@@ -193,7 +222,7 @@ impl ImageEncoder {
         for (i, blk) in self.blocks.iter().enumerate() {
             t = blk.forward(&t, &ctx.block(i))?;
         }
-        self.neck.forward(&t.permute([0, 3, 1, 2])?.contiguous()?)
+        self.neck.forward_nhwc(&t)
     }
 
     /// Encodes a batch of images and keeps the patch embedding and every block output (for
@@ -211,7 +240,7 @@ impl ImageEncoder {
             t = blk.forward(&t, &ctx.block(i))?;
             blocks.push(t.clone());
         }
-        let embeddings = self.neck.forward(&t.permute([0, 3, 1, 2])?.contiguous()?)?;
+        let embeddings = self.neck.forward_nhwc(&t)?;
         Ok(EncoderOutput {
             patch_embed,
             blocks,

@@ -195,7 +195,7 @@ impl UpscaleStage {
             Some(n) => n.forward(&x)?,
             None => x,
         };
-        x.gelu_erf()
+        masam_nn::gelu_erf(&x)
     }
 }
 

@@ -29,7 +29,8 @@ impl Mlp {
 
     /// Plain forward pass.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.lin2.forward(&self.lin1.forward(x)?.gelu_erf()?)
+        self.lin2
+            .forward(&masam_nn::gelu_erf(&self.lin1.forward(x)?)?)
     }
 
     /// Forward pass with optional hooks around each layer (see [`crate::extension`]).
@@ -45,7 +46,7 @@ impl Mlp {
             Some(hook) => hook.forward(x, &h, ctx)?,
             None => h,
         };
-        let g = h.gelu_erf()?;
+        let g = masam_nn::gelu_erf(&h)?;
         let y = self.lin2.forward(&g)?;
         match fc2 {
             Some(hook) => hook.forward(&g, &y, ctx),

@@ -151,8 +151,8 @@ impl MaskDownscaling {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let x = self.norm1.forward(&self.conv0.forward(x)?)?.gelu_erf()?;
-        let x = self.norm4.forward(&self.conv3.forward(&x)?)?.gelu_erf()?;
+        let x = masam_nn::gelu_erf(&self.norm1.forward(&self.conv0.forward(x)?)?)?;
+        let x = masam_nn::gelu_erf(&self.norm4.forward(&self.conv3.forward(&x)?)?)?;
         self.conv6.forward(&x)
     }
 }

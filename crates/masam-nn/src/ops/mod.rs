@@ -1,4 +1,4 @@
-//! Fused CPU kernels for LayerNorm and softmax, with analytic backward passes.
+//! Fused CPU kernels for LayerNorm, softmax and GELU, with analytic backward passes.
 //!
 //! The layers in this crate ([`crate::LayerNorm`], [`crate::LayerNorm2d`],
 //! [`crate::softmax_last_dim`]) were first written as compositions of 6–10 candle ops, each of
@@ -39,9 +39,11 @@
 //! ```
 
 pub mod composite;
+pub mod gelu_op;
 pub mod layer_norm_op;
 pub mod softmax_op;
 
+pub use gelu_op::gelu_erf_fused;
 pub use layer_norm_op::{layer_norm_2d_fused, layer_norm_fused};
 pub use softmax_op::softmax_last_dim_fused;
 
@@ -140,4 +142,39 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 fn lanes_total(acc: &[f32; LANES]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Below this, `exp` returns 0 (`exp(-87) ≈ 1.6e-38`, the bottom of the normal range).
+pub(crate) const EXP_LO: f32 = -87.0;
+
+/// `exp(v)` for `v ≤ 0` (as in a max-subtracted softmax), written so that loops over it
+/// vectorise: Cephes' `expf` range reduction `v = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, a degree-6
+/// polynomial for `exp(r)` (≈ 1 ulp) and `2ⁿ` built from its bits. Inputs below [`EXP_LO`]
+/// (and −∞) give 0; NaN stays NaN. Not valid for `v > 0`.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(v: f32) -> f32 {
+    // 1.5·2²³: adding and subtracting it rounds to the nearest integer (|t| < 2²²).
+    const ROUND: f32 = 12_582_912.0;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split into a part exact in few bits and the rest (Cody–Waite).
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let t = v * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = (v - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e = p * (r * r) + r + 1.0;
+    // n is in the low mantissa bits of t; 2ⁿ has exponent field n + 127 (in 1..=127 here).
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let pow2 = f32::from_bits((ni.wrapping_add(127) as u32) << 23);
+    if v < EXP_LO {
+        0.0
+    } else {
+        e * pow2
+    }
 }
