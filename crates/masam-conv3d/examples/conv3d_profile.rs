@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dPadding};
+use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dKernel, Conv3dPadding};
 
 fn best(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -34,7 +34,7 @@ fn main() -> masam_conv3d::Result<()> {
         .to_vec1()?;
     let gf = g.flops() / 1e9;
     let t = best(5, || {
-        masam_conv3d::cpu::conv3d_forward(&g, &x, &w, None, true);
+        masam_conv3d::cpu::conv3d_forward(&g, &x, &w, None, Conv3dKernel::Auto);
     });
     println!(
         "forward kernel      {t:7.2} ms  {:6.1} GFLOP/s",
@@ -42,14 +42,14 @@ fn main() -> masam_conv3d::Result<()> {
     );
     let gt = g.transposed();
     let t = best(5, || {
-        masam_conv3d::cpu::conv3d_forward(&gt, &x, &w, None, true);
+        masam_conv3d::cpu::conv3d_forward(&gt, &x, &w, None, Conv3dKernel::Auto);
     });
     println!(
         "grad-input kernel   {t:7.2} ms  {:6.1} GFLOP/s",
         gf / t * 1e3
     );
     let t = best(5, || {
-        masam_conv3d::cpu::conv3d_weight_grad(&g, &x, &x, true);
+        masam_conv3d::cpu::conv3d_weight_grad(&g, &x, &x, Conv3dKernel::Auto);
     });
     println!(
         "grad-weight kernel  {t:7.2} ms  {:6.1} GFLOP/s",

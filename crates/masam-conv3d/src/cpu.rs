@@ -1,16 +1,18 @@
-//! CPU kernels (f32): a shifted-GEMM fast path for depth-only kernels `(kd, 1, 1)` and a general
-//! path (chunked vol2col + GEMM). GEMMs run on the `gemm` crate (candle's own CPU matmul
-//! backend), multi-threaded on rayon's global pool.
+//! CPU kernels (f32): for depth-only kernels `(kd, 1, 1)` a shifted-GEMM path (exact) and a
+//! [Winograd](crate::winograd) path (fewer GEMMs), and a general path (chunked vol2col + GEMM).
+//! GEMMs run on the `gemm` crate (candle's own CPU matmul backend), multi-threaded on rayon's
+//! global pool.
 //!
 //! All buffers are contiguous and row-major: input (N, C, D, H, W), weight (O, C, kd, kh, kw),
 //! output (N, O, OD, OH, OW). The gradient with respect to the input is the forward of the
 //! [transposed geometry](crate::Conv3dGeometry::transposed) with the flipped, channel-swapped
-//! weight, so it reuses these kernels.
+//! weight; the depth-only paths read that weight through strides instead of copying it.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::op::Conv3dGeometry;
+use crate::op::{Conv3dGeometry, Conv3dKernel};
+use crate::winograd;
 
 /// Upper bound on the floats held by one vol2col chunk (16 MiB of f32), so that realistic
 /// shapes never materialise a column matrix of the whole volume.
@@ -25,13 +27,13 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// A strided read-only matrix view into a slice, bounds-checked on construction.
+/// A strided read-only matrix view into a slice, bounds-checked before use.
 #[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    off: usize,
-    rs: usize,
-    cs: usize,
+pub(crate) struct Mat<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) off: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 fn check_bounds(len: usize, off: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
@@ -43,6 +45,7 @@ fn check_bounds(len: usize, off: usize, rows: usize, cols: usize, rs: usize, cs:
 }
 
 /// `dst (m×n) += lhs (m×k) · rhs (k×n)` for strided views, through `gemm`.
+#[allow(clippy::too_many_arguments)]
 fn gemm_acc(
     m: usize,
     n: usize,
@@ -54,10 +57,38 @@ fn gemm_acc(
     lhs: Mat,
     rhs: Mat,
 ) {
-    if m == 0 || n == 0 || k == 0 {
+    gemm_into(m, n, k, dst, dst_off, dst_rs, dst_cs, lhs, rhs, true)
+}
+
+/// `dst (m×n) (+)= lhs (m×k) · rhs (k×n)` for strided views, through `gemm`; `accumulate =
+/// false` overwrites `dst` (zero when `k == 0`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_off: usize,
+    dst_rs: usize,
+    dst_cs: usize,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
         return;
     }
     check_bounds(dst.len(), dst_off, m, n, dst_rs, dst_cs);
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                for c in 0..n {
+                    dst[dst_off + r * dst_rs + c * dst_cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
     check_bounds(lhs.data.len(), lhs.off, m, k, lhs.rs, lhs.cs);
     check_bounds(rhs.data.len(), rhs.off, k, n, rhs.rs, rhs.cs);
     // SAFETY: every pointer/stride combination was bounds-checked above, `dst` is borrowed
@@ -70,7 +101,7 @@ fn gemm_acc(
             dst.as_mut_ptr().add(dst_off),
             dst_cs as isize,
             dst_rs as isize,
-            true,
+            accumulate,
             lhs.data.as_ptr().add(lhs.off),
             lhs.cs as isize,
             lhs.rs as isize,
@@ -87,6 +118,57 @@ fn gemm_acc(
     }
 }
 
+/// The kd tap matrices (rows × cols) of a depth-only weight, read in place: either the weight
+/// itself (O × C per tap) or, for the input gradient, its channel-swapped and depth-flipped
+/// version (C × O per tap), without a copy.
+pub(crate) struct Taps<'a> {
+    data: &'a [f32],
+    kd: usize,
+    rs: usize,
+    cs: usize,
+    flip: bool,
+}
+
+impl<'a> Taps<'a> {
+    /// Taps of a weight (O, C, kd) as (O × C) matrices.
+    fn forward(w: &'a [f32], c: usize, kd: usize) -> Self {
+        Self {
+            data: w,
+            kd,
+            rs: c * kd,
+            cs: kd,
+            flip: false,
+        }
+    }
+
+    /// Taps of the input-gradient weight `w'[c, o, t] = w[o, c, kd − 1 − t]` as (C × O).
+    fn transposed_flipped(w: &'a [f32], c: usize, kd: usize) -> Self {
+        Self {
+            data: w,
+            kd,
+            rs: kd,
+            cs: c * kd,
+            flip: true,
+        }
+    }
+
+    /// Tap `t` as a strided matrix view.
+    pub(crate) fn mat(&self, t: usize) -> Mat<'a> {
+        Mat {
+            data: self.data,
+            off: if self.flip { self.kd - 1 - t } else { t },
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
+
+    /// Element (row, col) of tap `t`.
+    pub(crate) fn get(&self, t: usize, row: usize, col: usize) -> f32 {
+        let m = self.mat(t);
+        m.data[m.off + row * m.rs + col * m.cs]
+    }
+}
+
 /// The output depth range `[z0, z1)` whose source slice `z + shift` lies in `[0, d)`.
 fn valid_range(out: usize, inp: usize, shift: isize) -> Option<(usize, usize)> {
     let z0 = (-shift).max(0);
@@ -94,21 +176,65 @@ fn valid_range(out: usize, inp: usize, shift: isize) -> Option<(usize, usize)> {
     (z1 > z0).then_some((z0 as usize, z1 as usize))
 }
 
-/// Forward convolution: `y = conv3d(x, w) + b`.
+/// The CPU kernel one product runs on, resolved from a [`Conv3dKernel`] and a geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPath {
+    /// Chunked vol2col + GEMM (any geometry).
+    General,
+    /// Depth-only, exact: one shifted GEMM per tap over the valid depth range.
+    DepthGemm,
+    /// Depth-only, [Winograd](crate::winograd) tiles of at most `max_points` points.
+    Winograd {
+        /// Largest tile (`m + kd − 1` points).
+        max_points: usize,
+    },
+}
+
+/// Which path `kernel` runs on for the convolution `g` (for the input gradient, pass the
+/// [transposed](Conv3dGeometry::transposed) geometry).
 ///
-/// # Shapes
-/// - `x`: (N, C, D, H, W), `w`: (O, C, kd, kh, kw), `b`: (O,)
-/// - returns (N, O, OD, OH, OW) as a flat vector
+/// - `Auto`: Winograd when `g` is depth-only and tiles of at most
+///   [`AUTO_MAX_POINTS`](winograd::AUTO_MAX_POINTS) points need at most 85 % of the exact path's
+///   GEMMs (so never for kd = 1 or a single output slice); else the exact depth-only path when
+///   `g` is depth-only; else the general path. Its Winograd error stays below
+///   [`AUTO_ERROR_BOUND`](winograd::AUTO_ERROR_BOUND) relative to the exact path.
+/// - `DepthGemm`: the exact depth-only path when `g` is depth-only, else general.
+/// - `Winograd`: Winograd whenever `g` is depth-only and kd ≤ [`winograd::MAX_POINTS`], even
+///   without a gain (tests), else as `DepthGemm`.
+/// - `General`: always the general path.
 ///
-/// `fast` selects the depth-only GEMM path; it is used only when the geometry
-/// [is depth-only](Conv3dGeometry::is_depth_only).
-pub fn conv3d_forward(
-    g: &Conv3dGeometry,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    fast: bool,
-) -> Vec<f32> {
+/// ```
+/// use masam_conv3d::cpu::{select, CpuPath};
+/// use masam_conv3d::{Conv3dGeometry, Conv3dKernel, Conv3dPadding};
+/// let g = Conv3dGeometry::new(&[1, 384, 5, 32, 32], &[384, 384, 3, 1, 1], Conv3dPadding::Same).unwrap();
+/// assert_eq!(select(Conv3dKernel::Auto, &g), CpuPath::Winograd { max_points: 7 }); // 7 GEMMs, not 13
+/// let g = Conv3dGeometry::new(&[1, 8, 5, 4, 4], &[8, 8, 1, 1, 1], Conv3dPadding::Same).unwrap();
+/// assert_eq!(select(Conv3dKernel::Auto, &g), CpuPath::DepthGemm);
+/// ```
+pub fn select(kernel: Conv3dKernel, g: &Conv3dGeometry) -> CpuPath {
+    let depth = g.is_depth_only();
+    match kernel {
+        Conv3dKernel::General => CpuPath::General,
+        _ if !depth => CpuPath::General,
+        Conv3dKernel::DepthGemm => CpuPath::DepthGemm,
+        Conv3dKernel::Winograd if g.kernel[0] <= winograd::MAX_POINTS => CpuPath::Winograd {
+            max_points: winograd::AUTO_MAX_POINTS.max(g.kernel[0]),
+        },
+        Conv3dKernel::Winograd => CpuPath::DepthGemm,
+        Conv3dKernel::Auto => {
+            let max_points = winograd::AUTO_MAX_POINTS;
+            let direct = winograd::direct_gemms(g);
+            let wino = winograd::winograd_gemms(g, max_points);
+            if g.kernel[0] > 1 && 100 * wino <= 85 * direct {
+                CpuPath::Winograd { max_points }
+            } else {
+                CpuPath::DepthGemm
+            }
+        }
+    }
+}
+
+fn filled_output(g: &Conv3dGeometry, b: Option<&[f32]>) -> Vec<f32> {
     let plane: usize = g.output.iter().product();
     let mut y = vec![0f32; g.batch * g.out_channels * plane];
     if let Some(b) = b {
@@ -117,12 +243,75 @@ pub fn conv3d_forward(
             .enumerate()
             .for_each(|(i, ch)| ch.fill(b[i % o]));
     }
-    if fast && g.is_depth_only() {
-        depth_only_forward(g, x, w, &mut y);
-    } else {
-        general_forward(g, x, w, &mut y);
+    y
+}
+
+/// Forward convolution: `y = conv3d(x, w) + b`, on the path [`select`]ed for `kernel`.
+///
+/// # Shapes
+/// - `x`: (N, C, D, H, W), `w`: (O, C, kd, kh, kw), `b`: (O,)
+/// - returns (N, O, OD, OH, OW) as a flat vector
+pub fn conv3d_forward(
+    g: &Conv3dGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    kernel: Conv3dKernel,
+) -> Vec<f32> {
+    let mut y = filled_output(g, b);
+    let taps = || Taps::forward(w, g.in_channels, g.kernel[0]);
+    match select(kernel, g) {
+        CpuPath::General => general_forward(g, x, w, &mut y),
+        CpuPath::DepthGemm => depth_only_forward(g, x, &taps(), &mut y),
+        CpuPath::Winograd { max_points } => winograd::forward(g, x, &taps(), &mut y, max_points),
     }
     y
+}
+
+/// Gradient with respect to the input: the forward convolution of `gy` with the flipped,
+/// channel-swapped weight on the [transposed](Conv3dGeometry::transposed) geometry. The
+/// depth-only paths read the weight in place; the general path copies it flipped.
+///
+/// # Shapes
+/// - `g`: the forward geometry; `gy`: (N, O, OD, OH, OW), `w`: (O, C, kd, kh, kw)
+/// - returns (N, C, D, H, W) as a flat vector
+pub fn conv3d_input_grad(
+    g: &Conv3dGeometry,
+    gy: &[f32],
+    w: &[f32],
+    kernel: Conv3dKernel,
+) -> Vec<f32> {
+    let gt = g.transposed();
+    let mut gx = filled_output(&gt, None);
+    // taps of the transposed conv: (C × O) matrices, reading w (O, C, kd) flipped
+    let taps = || Taps::transposed_flipped(w, g.in_channels, g.kernel[0]);
+    match select(kernel, &gt) {
+        CpuPath::General => {
+            let wt = flip_transpose(g, w);
+            general_forward(&gt, gy, &wt, &mut gx)
+        }
+        CpuPath::DepthGemm => depth_only_forward(&gt, gy, &taps(), &mut gx),
+        CpuPath::Winograd { max_points } => {
+            winograd::forward(&gt, gy, &taps(), &mut gx, max_points)
+        }
+    }
+    gx
+}
+
+/// `w'[c, o, a, b, e] = w[o, c, kd − 1 − a, kh − 1 − b, kw − 1 − e]`.
+fn flip_transpose(g: &Conv3dGeometry, w: &[f32]) -> Vec<f32> {
+    let (o, c) = (g.out_channels, g.in_channels);
+    let [kd, kh, kw] = g.kernel;
+    let k = kd * kh * kw;
+    let mut out = vec![0f32; c * o * k];
+    out.par_chunks_mut(k).enumerate().for_each(|(row, dst)| {
+        let (ci, oi) = (row / o, row % o);
+        let src = &w[(oi * c + ci) * k..(oi * c + ci + 1) * k];
+        for (i, v) in dst.iter_mut().enumerate() {
+            *v = src[k - 1 - i];
+        }
+    });
+    out
 }
 
 /// Gradient with respect to the weight: `gw[o, c, t] = Σ_{n, z} gy[n, o, z] · x[n, c, z + t − pad]`.
@@ -130,19 +319,54 @@ pub fn conv3d_forward(
 /// # Shapes
 /// - `x`: (N, C, D, H, W), `gy`: (N, O, OD, OH, OW)
 /// - returns (O, C, kd, kh, kw) as a flat vector
-///
-/// `fast` as in [`conv3d_forward`].
-pub fn conv3d_weight_grad(g: &Conv3dGeometry, x: &[f32], gy: &[f32], fast: bool) -> Vec<f32> {
-    if fast && g.is_depth_only() {
-        depth_only_weight_grad(g, x, gy)
-    } else {
-        general_weight_grad(g, x, gy)
+pub fn conv3d_weight_grad(
+    g: &Conv3dGeometry,
+    x: &[f32],
+    gy: &[f32],
+    kernel: Conv3dKernel,
+) -> Vec<f32> {
+    match select(kernel, g) {
+        CpuPath::General => general_weight_grad(g, x, gy),
+        CpuPath::DepthGemm => depth_only_weight_grad(g, x, gy),
+        CpuPath::Winograd { max_points } => winograd::weight_grad(g, x, gy, max_points),
     }
+}
+
+/// Gradient with respect to the bias: `gb[o] = Σ_{n, z, y, x} gy[n, o, z, y, x]`, one pass,
+/// summed in f64.
+///
+/// # Shapes
+/// - `gy`: (N, O, OD, OH, OW); returns (O,)
+pub fn conv3d_bias_grad(g: &Conv3dGeometry, gy: &[f32]) -> Vec<f32> {
+    let o = g.out_channels;
+    let plane: usize = g.output.iter().product();
+    (0..o)
+        .into_par_iter()
+        .map(|oi| {
+            let mut s = 0f64;
+            for n in 0..g.batch {
+                let row = &gy[(n * o + oi) * plane..(n * o + oi + 1) * plane];
+                // 8 lanes of f32 partial sums per block, then f64
+                for ch in row.chunks(1024) {
+                    let mut lanes = [0f32; 8];
+                    let mut it = ch.chunks_exact(8);
+                    for v in &mut it {
+                        for (l, x) in lanes.iter_mut().zip(v) {
+                            *l += x;
+                        }
+                    }
+                    s += it.remainder().iter().map(|v| f64::from(*v)).sum::<f64>();
+                    s += lanes.iter().map(|v| f64::from(*v)).sum::<f64>();
+                }
+            }
+            s as f32
+        })
+        .collect()
 }
 
 // ---- depth-only kernels (kd, 1, 1): kd shifted GEMMs per volume --------------------------------
 
-fn depth_only_forward(g: &Conv3dGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+fn depth_only_forward(g: &Conv3dGeometry, x: &[f32], taps: &Taps, y: &mut [f32]) {
     let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
     let (d, od) = (g.input[0], g.output[0]);
     let hw = g.input[1] * g.input[2];
@@ -155,19 +379,23 @@ fn depth_only_forward(g: &Conv3dGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
                 continue;
             };
             let s0 = (z0 as isize + shift) as usize;
-            let lhs = Mat {
-                data: w,
-                off: t,
-                rs: c * kd,
-                cs: kd,
-            };
             let rhs = Mat {
                 data: xn,
                 off: s0 * hw,
                 rs: d * hw,
                 cs: 1,
             };
-            gemm_acc(o, (z1 - z0) * hw, c, yn, z0 * hw, od * hw, 1, lhs, rhs);
+            gemm_acc(
+                o,
+                (z1 - z0) * hw,
+                c,
+                yn,
+                z0 * hw,
+                od * hw,
+                1,
+                taps.mat(t),
+                rhs,
+            );
         }
     }
 }
@@ -408,13 +636,15 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(err < 1e-5, "general path {kernel:?} {pad:?}: {err}");
             if g.is_depth_only() {
-                let got = conv3d_forward(&g, &x, &w, None, true);
-                let err = want
-                    .iter()
-                    .zip(&got)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(err < 1e-5, "depth-only path {kernel:?} {pad:?}: {err}");
+                for k in [Conv3dKernel::DepthGemm, Conv3dKernel::Winograd] {
+                    let got = conv3d_forward(&g, &x, &w, None, k);
+                    let err = want
+                        .iter()
+                        .zip(&got)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(err < 1e-5, "{k:?} path {kernel:?} {pad:?}: {err}");
+                }
             }
         }
     }

@@ -9,8 +9,9 @@
 //!   each volume;
 //! - [`reference::conv3d_reference`]: a plain-ops oracle (conv2d over depth taps).
 //!
-//! CPU kernels are f32: a shifted-GEMM fast path for depth-only `(kd, 1, 1)` kernels and a
-//! chunked vol2col + GEMM general path, both on the `gemm` crate and rayon. CUDA kernels
+//! CPU kernels are f32: for depth-only `(kd, 1, 1)` kernels a [Winograd](winograd) path (fewer
+//! GEMMs, chosen automatically where it is accurate and faster) and an exact shifted-GEMM path,
+//! and a chunked vol2col + GEMM general path, all on the `gemm` crate and rayon. CUDA kernels
 //! (f32/f16/bf16) are compiled at run time with NVRTC.
 //!
 //! ```
@@ -37,10 +38,12 @@ pub mod cuda;
 pub mod error;
 pub mod op;
 pub mod reference;
+pub mod winograd;
 
 pub use adapter::{adapter3d, Adapter3d, Adapter3dConfig, AdapterActivation, AdapterNames};
 pub use conv3d::{conv3d, Conv3d, Conv3dConfig, Conv3dPadding};
 pub use error::{Conv3dError, Result};
 pub use op::{
-    conv3d_op, conv3d_op_with, Conv3dGeometry, Conv3dKernel, Conv3dOp, Conv3dWeightGradOp,
+    conv3d_op, conv3d_op_with, Conv3dGeometry, Conv3dInputGradOp, Conv3dKernel, Conv3dOp,
+    Conv3dWeightGradOp,
 };

@@ -1,26 +1,39 @@
 //! The Conv3D custom op: geometry, candle `CustomOp2`/`CustomOp3` glue and the explicit backward.
 //!
 //! Forward: [`Conv3dOp`] (input, weight[, bias]). Backward (`bwd`):
-//! - grad input = the forward op on `grad_y` with the weight channel-swapped and flipped
-//!   (`(C, O, kd, kh, kw)`) and the [transposed geometry](Conv3dGeometry::transposed);
+//! - grad input = the convolution of `grad_y` with the weight channel-swapped and flipped
+//!   (`(C, O, kd, kh, kw)`) on the [transposed geometry](Conv3dGeometry::transposed): on CPU
+//!   [`Conv3dInputGradOp`] (grad_y, weight), which reads the flipped weight in place for
+//!   depth-only kernels; on CUDA the forward op on a flipped copy;
 //! - grad weight = [`Conv3dWeightGradOp`] (input, grad_y);
-//! - grad bias = `grad_y` summed over batch and space.
+//! - grad bias = `grad_y` summed over batch and space (one pass on CPU, tensor ops on CUDA).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 use crate::conv3d::Conv3dPadding;
 use crate::cpu;
 use crate::error::{Conv3dError, Result};
 
-/// Which CPU kernel an op may use.
+/// Which CPU kernel an op may use (resolved per product by [`cpu::select`]).
+///
+/// Every variant computes the same convolution; they differ in speed and rounding. Forcing a
+/// depth-only variant on a geometry that is not depth-only falls back to `General`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Conv3dKernel {
-    /// The depth-only shifted-GEMM path when the geometry allows it, vol2col + GEMM otherwise.
+    /// Winograd for depth-only kernels where it saves ≥ 15 % of the GEMMs with tiles of at most
+    /// [`AUTO_MAX_POINTS`](crate::winograd::AUTO_MAX_POINTS) points (error below
+    /// [`AUTO_ERROR_BOUND`](crate::winograd::AUTO_ERROR_BOUND) relative to the exact path),
+    /// else the exact depth-only path, else vol2col + GEMM.
     #[default]
     Auto,
     /// Always vol2col + GEMM (for testing the paths against each other).
     General,
+    /// The exact depth-only shifted-GEMM path (one GEMM per tap) whenever the geometry allows.
+    DepthGemm,
+    /// The [Winograd](crate::winograd) depth-only path whenever the geometry allows, even where
+    /// it saves nothing (tests).
+    Winograd,
 }
 
 /// A fully resolved stride-1 convolution: sizes, per-dimension front padding and output size.
@@ -203,10 +216,6 @@ fn cpu_f32<'a>(
 }
 
 impl Conv3dOp {
-    fn fast(&self) -> bool {
-        self.kernel == Conv3dKernel::Auto
-    }
-
     fn cpu(
         &self,
         x: (&CpuStorage, &Layout),
@@ -220,7 +229,7 @@ impl Conv3dOp {
             Some((s, l)) => Some(cpu_f32("bias", s, l, &[g.out_channels])?),
             None => None,
         };
-        let y = cpu::conv3d_forward(g, xs, ws, bs, self.fast());
+        let y = cpu::conv3d_forward(g, xs, ws, bs, self.kernel);
         Ok((CpuStorage::F32(y), g.y_shape()))
     }
 
@@ -231,12 +240,20 @@ impl Conv3dOp {
         grad: &Tensor,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let g = grad.contiguous()?;
-        let wt = flip_kernel(&w.transpose(0, 1)?.contiguous()?)?;
-        let back = Conv3dOp {
-            geom: self.geom.transposed(),
-            kernel: self.kernel,
+        let gx = if g.device().is_cpu() {
+            let op = Conv3dInputGradOp {
+                geom: self.geom,
+                kernel: self.kernel,
+            };
+            g.apply_op2_no_bwd(&w.contiguous()?, &op)?
+        } else {
+            let wt = flip_kernel(&w.transpose(0, 1)?.contiguous()?)?;
+            let back = Conv3dOp {
+                geom: self.geom.transposed(),
+                kernel: self.kernel,
+            };
+            g.apply_op2_no_bwd(&wt, &back)?
         };
-        let gx = g.apply_op2_no_bwd(&wt, &back)?;
         let gw_op = Conv3dWeightGradOp {
             geom: self.geom,
             kernel: self.kernel,
@@ -246,7 +263,25 @@ impl Conv3dOp {
     }
 }
 
+/// Grad bias in one pass over `grad_y` (CPU).
+struct BiasGradOp(Conv3dGeometry);
+
+impl CustomOp1 for BiasGradOp {
+    fn name(&self) -> &'static str {
+        "masam-conv3d-grad-bias"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let gs = cpu_f32("grad_y", s, l, self.0.y_shape().dims())?;
+        let gb = cpu::conv3d_bias_grad(&self.0, gs);
+        Ok((CpuStorage::F32(gb), Shape::from(self.0.out_channels)))
+    }
+}
+
 fn bias_grad(geom: &Conv3dGeometry, grad: &Tensor) -> candle_core::Result<Tensor> {
+    if grad.device().is_cpu() && grad.dtype() == DType::F32 {
+        return grad.contiguous()?.apply_op1_no_bwd(&BiasGradOp(*geom));
+    }
     let p: usize = geom.output.iter().product();
     let dtype = grad.dtype();
     grad.to_dtype(DType::F32)?
@@ -355,7 +390,7 @@ impl CustomOp2 for Conv3dWeightGradOp {
         let g = &self.geom;
         let xs = cpu_f32("input", s1, l1, &g.x_shape())?;
         let gs = cpu_f32("grad_y", s2, l2, g.y_shape().dims())?;
-        let gw = cpu::conv3d_weight_grad(g, xs, gs, self.kernel == Conv3dKernel::Auto);
+        let gw = cpu::conv3d_weight_grad(g, xs, gs, self.kernel);
         Ok((CpuStorage::F32(gw), g.w_shape()))
     }
 
@@ -369,6 +404,39 @@ impl CustomOp2 for Conv3dWeightGradOp {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let gw = crate::cuda::weight_grad(&self.geom, (s1, l1), (s2, l2))?;
         Ok((gw, self.geom.w_shape()))
+    }
+}
+
+/// Gradient of the input as a custom op on (grad_y, weight), applied without a backward; CPU
+/// only (the CUDA backward runs [`Conv3dOp`] on the transposed geometry and a flipped weight).
+///
+/// Computes the convolution of `grad_y` (N, O, OD, OH, OW) with the channel-swapped, flipped
+/// weight on the [transposed geometry](Conv3dGeometry::transposed); returns (N, C, D, H, W).
+#[derive(Debug, Clone, Copy)]
+pub struct Conv3dInputGradOp {
+    /// The geometry of the forward convolution.
+    pub geom: Conv3dGeometry,
+    /// The CPU kernel choice (resolved on the transposed geometry).
+    pub kernel: Conv3dKernel,
+}
+
+impl CustomOp2 for Conv3dInputGradOp {
+    fn name(&self) -> &'static str {
+        "masam-conv3d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.geom;
+        let gs = cpu_f32("grad_y", s1, l1, g.y_shape().dims())?;
+        let ws = cpu_f32("weight", s2, l2, g.w_shape().dims())?;
+        let gx = cpu::conv3d_input_grad(g, gs, ws, self.kernel);
+        Ok((CpuStorage::F32(gx), Shape::from(g.x_shape().to_vec())))
     }
 }
 

@@ -1,0 +1,592 @@
+//! Winograd / Toom-Cook minimal filtering along depth for depth-only `(kd, 1, 1)` kernels.
+//!
+//! A depth-only convolution is a 1D correlation along depth whose "scalars" are matrices: the
+//! taps are (O × C) matrices `W_t` and the samples are (C × H·W) slabs `x_z`. Minimal filtering
+//! `F(m, r)` computes `m` outputs of an `r`-tap correlation from `α = m + r − 1` products instead
+//! of `m·r`:
+//!
+//! `y = Aᵀ [(G g) ⊙ (Bᵀ d)]`, `Aᵀ` (m × α), `G` (α × r), `Bᵀ` (α × α),
+//!
+//! where each `⊙` is one GEMM. The matrices come from evaluating the two factors of a linear
+//! convolution at `α − 1` finite points and at ∞, and interpolating back (Toom-Cook); see
+//! [`Transform::new`].
+//!
+//! * forward / grad input: tiles of `m` output slices, `F(m, kd)`, one GEMM
+//!   `(O × C) · (C × H·W)` per transformed point, weight transform in f64;
+//! * grad weight: `gw_t = Σ_n Σ_z gy_z · x_{z+t−p}ᵀ` is a correlation whose "filter" is `gy`
+//!   along depth, so tiles of `m` slices of `gy` use `F(kd, m)`, one GEMM
+//!   `(O × H·W) · (H·W × C)` per point, accumulated over the batch, output transform in f64.
+//!
+//! All data transforms accumulate in f64 and round once. Buffers hold one tile of one volume,
+//! `α·(C + O)` rows of at most [`column_chunk`] columns, never a batch-sized copy.
+
+use rayon::prelude::*;
+
+use crate::cpu::{gemm_into, Mat, Taps};
+use crate::op::Conv3dGeometry;
+
+/// The largest number of points (`α = m + r − 1`) the [`Conv3dKernel::Auto`] selection uses:
+/// the largest for which the measured error against the exact path stays below
+/// [`AUTO_ERROR_BOUND`] on every product (see `docs/conv3d.md`, accuracy table).
+///
+/// [`Conv3dKernel::Auto`]: crate::Conv3dKernel::Auto
+pub const AUTO_MAX_POINTS: usize = 7;
+
+/// The relative error bound (`max|a − b| / max|b|`, against the exact shifted-GEMM path) that
+/// the automatic selection guarantees by construction of [`AUTO_MAX_POINTS`].
+pub const AUTO_ERROR_BOUND: f64 = 2e-6;
+
+/// The most points any transform supports (the length of the finite point list plus ∞).
+pub const MAX_POINTS: usize = 16;
+
+/// Float budget of the per-tile buffers (`α·(C + O)·columns`), 32 MiB of f32.
+const BUDGET: usize = 1 << 23;
+
+/// Finite interpolation points, in the order they are taken: `α` points use the first `α − 1`
+/// of them plus ∞. Small integers and their reciprocals (powers of two first) keep the
+/// transform coefficients small and, for powers of two, exact.
+const POINTS: [f64; MAX_POINTS - 1] = [
+    0.0,
+    1.0,
+    -1.0,
+    0.5,
+    -2.0,
+    -0.5,
+    2.0,
+    0.25,
+    -4.0,
+    -0.25,
+    4.0,
+    1.0 / 3.0,
+    -3.0,
+    -1.0 / 3.0,
+    3.0,
+];
+
+/// The finite points used by a transform with `alpha` points (the last point is ∞).
+///
+/// ```
+/// assert_eq!(masam_conv3d::winograd::points(4), &[0.0, 1.0, -1.0]);
+/// ```
+pub fn points(alpha: usize) -> &'static [f64] {
+    &POINTS[..alpha.clamp(1, MAX_POINTS) - 1]
+}
+
+/// Where the interpolation scale `1 / Π_{j≠i}(a_i − a_j)` of each point goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Into `G` (the filter transform): used when the filter is a weight, transformed in f64.
+    Filter,
+    /// Into `Aᵀ` (the output transform): used for the weight gradient, whose outputs are small
+    /// (O × C) matrices transformed in f64.
+    Output,
+}
+
+/// The three matrices of `F(m, r)` for a point set, row-major, in f64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transform {
+    /// Outputs per tile.
+    pub m: usize,
+    /// Filter taps.
+    pub r: usize,
+    /// Points (products) per tile, `m + r − 1`.
+    pub alpha: usize,
+    /// `Aᵀ`, (m × α).
+    pub at: Vec<f64>,
+    /// `G`, (α × r).
+    pub g: Vec<f64>,
+    /// `Bᵀ`, (α × α).
+    pub bt: Vec<f64>,
+}
+
+/// Coefficients (lowest degree first) of `Π (X − a)` over `roots`.
+fn poly_from_roots(roots: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut p = vec![1.0];
+    for a in roots {
+        let mut q = vec![0.0; p.len() + 1];
+        for (k, c) in p.iter().enumerate() {
+            q[k + 1] += c;
+            q[k] -= a * c;
+        }
+        p = q;
+    }
+    p
+}
+
+impl Transform {
+    /// `F(m, r)` on the default [`points`]: the correlation `y_k = Σ_t g_t d_{k+t}`,
+    /// `k < m`, `t < r`, is `Aᵀ [(G g) ⊙ (Bᵀ d)]`.
+    ///
+    /// Returns `None` when `m` or `r` is zero or `m + r − 1 > MAX_POINTS`.
+    ///
+    /// ```
+    /// use masam_conv3d::winograd::{Scale, Transform};
+    /// let t = Transform::new(2, 3, Scale::Filter).unwrap();
+    /// let (g, d) = ([1.0, 2.0, 3.0], [1.0, -1.0, 4.0, 2.0]);
+    /// let u: Vec<f64> = (0..4).map(|i| (0..3).map(|j| t.g[i * 3 + j] * g[j]).sum()).collect();
+    /// let v: Vec<f64> = (0..4).map(|i| (0..4).map(|j| t.bt[i * 4 + j] * d[j]).sum()).collect();
+    /// let y: Vec<f64> = (0..2).map(|k| (0..4).map(|i| t.at[k * 4 + i] * u[i] * v[i]).sum()).collect();
+    /// assert_eq!(y, vec![11.0, 13.0]); // 1·1 − 2·1 + 3·4, 1·(−1) + 2·4 + 3·2
+    /// ```
+    pub fn new(m: usize, r: usize, scale: Scale) -> Option<Self> {
+        if m == 0 || r == 0 || m + r - 1 > MAX_POINTS {
+            return None;
+        }
+        Some(Self::with_points(m, r, points(m + r - 1), scale))
+    }
+
+    /// `F(m, r)` on explicit finite points (`m + r − 2` distinct values; ∞ is implied).
+    ///
+    /// # Panics
+    /// If the number of points is not `m + r − 2` (a programming error, not data).
+    pub fn with_points(m: usize, r: usize, pts: &[f64], scale: Scale) -> Self {
+        let alpha = m + r - 1;
+        assert_eq!(
+            pts.len(),
+            alpha - 1,
+            "F({m}, {r}) needs {} points",
+            alpha - 1
+        );
+        let inf = alpha - 1;
+        let mut at = vec![0.0; m * alpha];
+        let mut g = vec![0.0; alpha * r];
+        let mut bt = vec![0.0; alpha * alpha];
+        for (i, &a) in pts.iter().enumerate() {
+            let den: f64 = pts
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, &b)| a - b)
+                .product();
+            let num = poly_from_roots(
+                pts.iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, &b)| b),
+            );
+            bt[i * alpha..i * alpha + num.len()].copy_from_slice(&num);
+            let (sg, sa) = match scale {
+                Scale::Filter => (1.0 / den, 1.0),
+                Scale::Output => (1.0, 1.0 / den),
+            };
+            for t in 0..r {
+                g[i * r + t] = a.powi(t as i32) * sg;
+            }
+            for k in 0..m {
+                at[k * alpha + i] = a.powi(k as i32) * sa;
+            }
+        }
+        let full = poly_from_roots(pts.iter().copied());
+        bt[inf * alpha..(inf + 1) * alpha].copy_from_slice(&full);
+        g[inf * r + r - 1] = 1.0;
+        at[(m - 1) * alpha + inf] = 1.0;
+        Self {
+            m,
+            r,
+            alpha,
+            at,
+            g,
+            bt,
+        }
+    }
+
+    /// The non-zero entries of row `i` of `Bᵀ` as (column, value).
+    fn bt_row(&self, i: usize) -> Vec<(usize, f64)> {
+        nonzero(&self.bt[i * self.alpha..(i + 1) * self.alpha])
+    }
+}
+
+fn nonzero(row: &[f64]) -> Vec<(usize, f64)> {
+    row.iter()
+        .enumerate()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(j, v)| (j, *v))
+        .collect()
+}
+
+/// Splits `len` slices into tiles `(start, size)` of at most `max_points − taps + 1` slices
+/// each (at least one), as balanced as possible (smaller tiles are more accurate).
+///
+/// ```
+/// use masam_conv3d::winograd::tiles;
+/// assert_eq!(tiles(5, 3, 7), vec![(0, 5)]);
+/// assert_eq!(tiles(16, 3, 7), vec![(0, 4), (4, 4), (8, 4), (12, 4)]);
+/// assert_eq!(tiles(3, 5, 4), vec![(0, 1), (1, 1), (2, 1)]);
+/// ```
+pub fn tiles(len: usize, taps: usize, max_points: usize) -> Vec<(usize, usize)> {
+    let m_max = (max_points + 1).saturating_sub(taps).max(1);
+    let count = len.div_ceil(m_max);
+    let mut out = Vec::with_capacity(count);
+    let mut start = 0;
+    for i in 0..count {
+        let size = len / count + usize::from(i < len % count);
+        out.push((start, size));
+        start += size;
+    }
+    out
+}
+
+/// GEMMs of the exact shifted path: the (output slice, tap) pairs that read a real input slice.
+pub fn direct_gemms(g: &Conv3dGeometry) -> usize {
+    let (d, od) = (g.input[0] as isize, g.output[0] as isize);
+    (0..g.kernel[0] as isize)
+        .map(|t| {
+            let shift = t - g.pad_front[0];
+            let z0 = (-shift).max(0);
+            let z1 = od.min(d - shift);
+            (z1 - z0).max(0) as usize
+        })
+        .sum()
+}
+
+/// GEMMs of the Winograd path with tiles of at most `max_points` points (forward, grad input
+/// and grad weight all use the same count: `Σ_tiles (m + kd − 1)` over the output depth).
+pub fn winograd_gemms(g: &Conv3dGeometry, max_points: usize) -> usize {
+    let kd = g.kernel[0];
+    tiles(g.output[0], kd, max_points)
+        .iter()
+        .map(|&(_, m)| m + kd - 1)
+        .sum()
+}
+
+/// Columns (of H·W) processed per pass, so that a tile's buffers stay within 32 MiB.
+pub fn column_chunk(g: &Conv3dGeometry, alpha: usize) -> usize {
+    let hw = g.input[1] * g.input[2];
+    let rows = alpha * (g.in_channels + g.out_channels);
+    let cc = (BUDGET / rows.max(1)).max(64);
+    if cc >= hw {
+        hw
+    } else {
+        // equal chunks, a multiple of 16 columns where possible
+        let parts = hw.div_ceil(cc);
+        hw.div_ceil(parts).div_ceil(16) * 16
+    }
+}
+
+/// Source depth slice of padded index `j` (a slice of the zero-padded input), if it is real.
+fn source(g: &Conv3dGeometry, j: usize) -> Option<usize> {
+    let padded_len = g.output[0] + g.kernel[0] - 1;
+    let s = j as isize - g.pad_front[0];
+    (j < padded_len && s >= 0 && (s as usize) < g.input[0]).then_some(s as usize)
+}
+
+const BLOCK: usize = 64;
+
+/// `out[i] = Σ_j coef[i][j] · src[j]` for rows of `len` floats (None = zero source), f64 sums.
+fn transform_row(
+    coefs: &[Vec<(usize, f64)>],
+    srcs: &[Option<&[f32]>],
+    out: &mut [f32],
+    len: usize,
+) {
+    let mut acc = [0f64; BLOCK];
+    for (i, row) in coefs.iter().enumerate() {
+        let dst = &mut out[i * len..(i + 1) * len];
+        for b0 in (0..len).step_by(BLOCK) {
+            let bl = BLOCK.min(len - b0);
+            let acc = &mut acc[..bl];
+            acc.fill(0.0);
+            for &(j, c) in row {
+                if let Some(src) = srcs[j] {
+                    for (a, s) in acc.iter_mut().zip(&src[b0..b0 + bl]) {
+                        *a += c * f64::from(*s);
+                    }
+                }
+            }
+            for (d, a) in dst[b0..b0 + bl].iter_mut().zip(acc.iter()) {
+                *d = *a as f32;
+            }
+        }
+    }
+}
+
+/// Forward (also the input gradient, on the transposed geometry with flipped taps):
+/// `y[:, z] += Σ_t W_t · x[:, z + t − p]` with tiles of at most `max_points` points.
+///
+/// # Shapes
+/// - `x`: (N, C, D, H·W), `taps`: kd matrices (O × C), `y`: (N, O, OD, H·W), pre-filled (bias)
+pub(crate) fn forward(
+    g: &Conv3dGeometry,
+    x: &[f32],
+    taps: &Taps,
+    y: &mut [f32],
+    max_points: usize,
+) {
+    let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
+    let (d, od) = (g.input[0], g.output[0]);
+    let hw = g.input[1] * g.input[2];
+    let plan = tiles(od, kd, max_points);
+    let alpha_max = plan.iter().map(|t| t.1 + kd - 1).max().unwrap_or(1);
+    let cc = column_chunk(g, alpha_max);
+    let mut v = vec![0f32; c * alpha_max * cc];
+    let mut mbuf = vec![0f32; o * alpha_max * cc];
+    let mut cache: Vec<(usize, Transform, Vec<f32>)> = Vec::new();
+    for &(z0, m) in &plan {
+        let alpha = m + kd - 1;
+        let srcs: Vec<Option<usize>> = (0..alpha).map(|j| source(g, z0 + j)).collect();
+        if srcs.iter().all(Option::is_none) {
+            continue;
+        }
+        if !cache.iter().any(|e| e.0 == m) {
+            let tf = Transform::new(m, kd, Scale::Filter).expect("tile within MAX_POINTS");
+            let u = weight_transform(&tf, taps, o, c);
+            cache.push((m, tf, u));
+        }
+        let (_, tf, u) = cache.iter().find(|e| e.0 == m).expect("cached");
+        let bt: Vec<Vec<(usize, f64)>> = (0..alpha).map(|i| tf.bt_row(i)).collect();
+        let at: Vec<Vec<(usize, f64)>> = (0..m)
+            .map(|k| nonzero(&tf.at[k * alpha..(k + 1) * alpha]))
+            .collect();
+        for n in 0..g.batch {
+            let xn = &x[n * c * d * hw..(n + 1) * c * d * hw];
+            let yn = &mut y[n * o * od * hw..(n + 1) * o * od * hw];
+            for c0 in (0..hw).step_by(cc) {
+                let w = cc.min(hw - c0);
+                // input transform: V (C × α × w)
+                let v = &mut v[..c * alpha * w];
+                v.par_chunks_mut(alpha * w)
+                    .enumerate()
+                    .for_each(|(ci, out)| {
+                        let row: Vec<Option<&[f32]>> = srcs
+                            .iter()
+                            .map(|s| {
+                                s.map(|s| {
+                                    let off = (ci * d + s) * hw + c0;
+                                    &xn[off..off + w]
+                                })
+                            })
+                            .collect();
+                        transform_row(&bt, &row, out, w);
+                    });
+                // one GEMM per point: M_i (O × w) = U_i (O × C) · V_i (C × w)
+                let mb = &mut mbuf[..o * alpha * w];
+                for i in 0..alpha {
+                    let lhs = Mat {
+                        data: u,
+                        off: i * o * c,
+                        rs: c,
+                        cs: 1,
+                    };
+                    let rhs = Mat {
+                        data: v,
+                        off: i * w,
+                        rs: alpha * w,
+                        cs: 1,
+                    };
+                    gemm_into(o, w, c, mb, i * w, alpha * w, 1, lhs, rhs, false);
+                }
+                // output transform: y[:, z0 + k] += Σ_i Aᵀ[k, i] M_i
+                let mb = &mbuf[..o * alpha * w];
+                yn.par_chunks_mut(od * hw)
+                    .enumerate()
+                    .for_each(|(oi, yrow)| {
+                        let mrow = &mb[oi * alpha * w..(oi + 1) * alpha * w];
+                        for (k, coefs) in at.iter().enumerate() {
+                            let dst = &mut yrow[(z0 + k) * hw + c0..(z0 + k) * hw + c0 + w];
+                            for b0 in (0..w).step_by(BLOCK) {
+                                let bl = BLOCK.min(w - b0);
+                                let mut acc = [0f64; BLOCK];
+                                for (a, s) in acc.iter_mut().zip(&dst[b0..b0 + bl]) {
+                                    *a = f64::from(*s);
+                                }
+                                for &(i, cf) in coefs {
+                                    let src = &mrow[i * w + b0..i * w + b0 + bl];
+                                    for (a, s) in acc.iter_mut().zip(src) {
+                                        *a += cf * f64::from(*s);
+                                    }
+                                }
+                                for (dv, a) in dst[b0..b0 + bl].iter_mut().zip(&acc) {
+                                    *dv = *a as f32;
+                                }
+                            }
+                        }
+                    });
+            }
+        }
+    }
+}
+
+/// `U_i = Σ_t G[i, t] W_t` for all points, (α × O × C), in f64 rounded once.
+fn weight_transform(tf: &Transform, taps: &Taps, o: usize, c: usize) -> Vec<f32> {
+    let mut u = vec![0f32; tf.alpha * o * c];
+    u.par_chunks_mut(c).enumerate().for_each(|(row, dst)| {
+        let (i, oi) = (row / o, row % o);
+        let gi = &tf.g[i * tf.r..(i + 1) * tf.r];
+        for (ci, dv) in dst.iter_mut().enumerate() {
+            let s: f64 = gi
+                .iter()
+                .enumerate()
+                .filter(|(_, gv)| **gv != 0.0)
+                .map(|(t, gv)| gv * f64::from(taps.get(t, oi, ci)))
+                .sum();
+            *dv = s as f32;
+        }
+    });
+    u
+}
+
+/// Weight gradient `gw[o, c, t] = Σ_n Σ_z gy[n, o, z] · x[n, c, z + t − p]`, tiles of at most
+/// `max_points` points over the output depth.
+///
+/// # Shapes
+/// - `x`: (N, C, D, H·W), `gy`: (N, O, OD, H·W); returns (O, C, kd)
+pub(crate) fn weight_grad(
+    g: &Conv3dGeometry,
+    x: &[f32],
+    gy: &[f32],
+    max_points: usize,
+) -> Vec<f32> {
+    let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
+    let (d, od) = (g.input[0], g.output[0]);
+    let hw = g.input[1] * g.input[2];
+    let plan = tiles(od, kd, max_points);
+    let alpha_max = plan.iter().map(|t| t.1 + kd - 1).max().unwrap_or(1);
+    let cc = column_chunk(g, alpha_max);
+    let mut v = vec![0f32; c * alpha_max * cc];
+    let mut gv = vec![0f32; o * alpha_max * cc];
+    let mut acc = vec![0f32; alpha_max * o * c];
+    let mut gw = vec![0f64; o * c * kd];
+    for &(z0, m) in &plan {
+        let alpha = m + kd - 1;
+        let srcs: Vec<Option<usize>> = (0..alpha).map(|j| source(g, z0 + j)).collect();
+        if srcs.iter().all(Option::is_none) {
+            continue;
+        }
+        // F(kd, m): outputs = the kd taps, filter = the m slices of gy
+        let tf = Transform::new(kd, m, Scale::Output).expect("tile within MAX_POINTS");
+        let bt: Vec<Vec<(usize, f64)>> = (0..alpha).map(|i| tf.bt_row(i)).collect();
+        let gt: Vec<Vec<(usize, f64)>> = (0..alpha)
+            .map(|i| nonzero(&tf.g[i * m..(i + 1) * m]))
+            .collect();
+        let acc = &mut acc[..alpha * o * c];
+        acc.fill(0.0);
+        for n in 0..g.batch {
+            let xn = &x[n * c * d * hw..(n + 1) * c * d * hw];
+            let gn = &gy[n * o * od * hw..(n + 1) * o * od * hw];
+            for c0 in (0..hw).step_by(cc) {
+                let w = cc.min(hw - c0);
+                let v = &mut v[..c * alpha * w];
+                v.par_chunks_mut(alpha * w)
+                    .enumerate()
+                    .for_each(|(ci, out)| {
+                        let row: Vec<Option<&[f32]>> = srcs
+                            .iter()
+                            .map(|s| {
+                                s.map(|s| {
+                                    let off = (ci * d + s) * hw + c0;
+                                    &xn[off..off + w]
+                                })
+                            })
+                            .collect();
+                        transform_row(&bt, &row, out, w);
+                    });
+                let gv = &mut gv[..o * alpha * w];
+                gv.par_chunks_mut(alpha * w)
+                    .enumerate()
+                    .for_each(|(oi, out)| {
+                        let row: Vec<Option<&[f32]>> = (0..m)
+                            .map(|z| {
+                                let off = (oi * od + z0 + z) * hw + c0;
+                                Some(&gn[off..off + w])
+                            })
+                            .collect();
+                        transform_row(&gt, &row, out, w);
+                    });
+                // acc_i (O × C) += Gy_i (O × w) · V_iᵀ (w × C)
+                for i in 0..alpha {
+                    let lhs = Mat {
+                        data: gv,
+                        off: i * w,
+                        rs: alpha * w,
+                        cs: 1,
+                    };
+                    let rhs = Mat {
+                        data: v,
+                        off: i * w,
+                        rs: 1,
+                        cs: alpha * w,
+                    };
+                    gemm_into(o, c, w, acc, i * o * c, c, 1, lhs, rhs, true);
+                }
+            }
+        }
+        // output transform (f64): gw[:, :, t] += Σ_i Aᵀ[t, i] acc_i
+        let acc = &acc[..];
+        gw.par_chunks_mut(kd).enumerate().for_each(|(oc, dst)| {
+            for (t, dv) in dst.iter_mut().enumerate() {
+                for i in 0..alpha {
+                    let a = tf.at[t * alpha + i];
+                    if a != 0.0 {
+                        *dv += a * f64::from(acc[i * o * c + oc]);
+                    }
+                }
+            }
+        });
+    }
+    gw.into_iter().map(|v| v as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn correlate(g: &[f64], d: &[f64], m: usize) -> Vec<f64> {
+        (0..m)
+            .map(|k| g.iter().enumerate().map(|(t, gv)| gv * d[k + t]).sum())
+            .collect()
+    }
+
+    #[test]
+    fn transforms_compute_the_correlation_for_every_size() {
+        for alpha in 2..=MAX_POINTS {
+            for r in 1..alpha {
+                let m = alpha + 1 - r;
+                for scale in [Scale::Filter, Scale::Output] {
+                    let tf = Transform::new(m, r, scale).unwrap();
+                    let g: Vec<f64> = (0..r).map(|i| ((i * 7 % 5) as f64 - 2.0) / 3.0).collect();
+                    let d: Vec<f64> = (0..alpha)
+                        .map(|i| ((i * 5 % 7) as f64 - 3.0) / 2.0)
+                        .collect();
+                    let u: Vec<f64> = (0..alpha)
+                        .map(|i| (0..r).map(|t| tf.g[i * r + t] * g[t]).sum())
+                        .collect();
+                    let v: Vec<f64> = (0..alpha)
+                        .map(|i| (0..alpha).map(|j| tf.bt[i * alpha + j] * d[j]).sum())
+                        .collect();
+                    let y: Vec<f64> = (0..m)
+                        .map(|k| (0..alpha).map(|i| tf.at[k * alpha + i] * u[i] * v[i]).sum())
+                        .collect();
+                    let want = correlate(&g, &d, m);
+                    let scale_ref = want.iter().fold(1.0f64, |a, b| a.max(b.abs()));
+                    for (a, b) in y.iter().zip(&want) {
+                        assert!(
+                            (a - b).abs() <= 1e-9 * scale_ref,
+                            "F({m}, {r}) {scale:?}: {y:?} vs {want:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(Transform::new(10, 8, Scale::Filter).is_none());
+        assert!(Transform::new(0, 3, Scale::Filter).is_none());
+    }
+
+    #[test]
+    fn tiles_cover_the_range_and_respect_the_point_limit() {
+        for len in 1..=20 {
+            for taps in 1..=6 {
+                for max_points in 2..=MAX_POINTS {
+                    let t = tiles(len, taps, max_points);
+                    let mut next = 0;
+                    for &(s, m) in &t {
+                        assert_eq!(s, next);
+                        assert!(m >= 1);
+                        assert!(m + taps - 1 <= max_points.max(taps));
+                        next += m;
+                    }
+                    assert_eq!(next, len);
+                }
+            }
+        }
+    }
+}
