@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dKernel, Conv3dPadding};
+use masam_conv3d::cpu::{self, CpuPath};
+use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dPadding};
 
 fn best(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -33,28 +34,36 @@ fn main() -> masam_conv3d::Result<()> {
         .flatten_all()?
         .to_vec1()?;
     let gf = g.flops() / 1e9;
-    let t = best(5, || {
-        masam_conv3d::cpu::conv3d_forward(&g, &x, &w, None, Conv3dKernel::Auto);
+    let iters: usize = std::env::var("PROFILE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let paths = [
+        ("exact (DepthGemm)", CpuPath::DepthGemm),
+        ("Winograd <= 6 pts", CpuPath::Winograd { max_points: 6 }),
+        ("Winograd <= 7 pts", CpuPath::Winograd { max_points: 7 }),
+    ];
+    println!("kernels, best of {iters} (ms, GFLOP/s of the direct method's FLOP count):");
+    for (name, path) in paths {
+        let tf = best(iters, || {
+            cpu::conv3d_forward_on(&g, &x, &w, None, path);
+        });
+        let tx = best(iters, || {
+            cpu::conv3d_input_grad_on(&g, &x, &w, path);
+        });
+        let tw = best(iters, || {
+            cpu::conv3d_weight_grad_on(&g, &x, &x, path);
+        });
+        println!(
+            "{name}: forward {tf:6.2}  grad-input {tx:6.2}  grad-weight {tw:6.2}  sum {:6.2}  ({:6.1} GFLOP/s)",
+            tf + tx + tw,
+            3.0 * gf / (tf + tx + tw) * 1e3
+        );
+    }
+    let t = best(iters, || {
+        cpu::conv3d_bias_grad(&g, &x);
     });
-    println!(
-        "forward kernel      {t:7.2} ms  {:6.1} GFLOP/s",
-        gf / t * 1e3
-    );
-    let gt = g.transposed();
-    let t = best(5, || {
-        masam_conv3d::cpu::conv3d_forward(&gt, &x, &w, None, Conv3dKernel::Auto);
-    });
-    println!(
-        "grad-input kernel   {t:7.2} ms  {:6.1} GFLOP/s",
-        gf / t * 1e3
-    );
-    let t = best(5, || {
-        masam_conv3d::cpu::conv3d_weight_grad(&g, &x, &x, Conv3dKernel::Auto);
-    });
-    println!(
-        "grad-weight kernel  {t:7.2} ms  {:6.1} GFLOP/s",
-        gf / t * 1e3
-    );
+    println!("grad-bias kernel    {t:7.2} ms");
     let a = Tensor::randn(0f32, 1., (384, 384), &dev)?;
     let b = Tensor::randn(0f32, 1., (384, 5120), &dev)?;
     let t = best(5, || {

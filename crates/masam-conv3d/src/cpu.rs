@@ -234,6 +234,22 @@ pub fn select(kernel: Conv3dKernel, g: &Conv3dGeometry) -> CpuPath {
     }
 }
 
+/// `path` if `g` supports it, else the general path (or the exact one for oversized tiles).
+fn checked(path: CpuPath, g: &Conv3dGeometry) -> CpuPath {
+    match path {
+        _ if !g.is_depth_only() => CpuPath::General,
+        CpuPath::Winograd { max_points } => {
+            let max_points = max_points.max(g.kernel[0]);
+            if max_points <= winograd::MAX_POINTS {
+                CpuPath::Winograd { max_points }
+            } else {
+                CpuPath::DepthGemm
+            }
+        }
+        p => p,
+    }
+}
+
 fn filled_output(g: &Conv3dGeometry, b: Option<&[f32]>) -> Vec<f32> {
     let plane: usize = g.output.iter().product();
     let mut y = vec![0f32; g.batch * g.out_channels * plane];
@@ -258,9 +274,21 @@ pub fn conv3d_forward(
     b: Option<&[f32]>,
     kernel: Conv3dKernel,
 ) -> Vec<f32> {
+    conv3d_forward_on(g, x, w, b, select(kernel, g))
+}
+
+/// [`conv3d_forward`] on an explicit path (the depth-only paths need
+/// [`Conv3dGeometry::is_depth_only`], else the general path runs).
+pub fn conv3d_forward_on(
+    g: &Conv3dGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    path: CpuPath,
+) -> Vec<f32> {
     let mut y = filled_output(g, b);
     let taps = || Taps::forward(w, g.in_channels, g.kernel[0]);
-    match select(kernel, g) {
+    match checked(path, g) {
         CpuPath::General => general_forward(g, x, w, &mut y),
         CpuPath::DepthGemm => depth_only_forward(g, x, &taps(), &mut y),
         CpuPath::Winograd { max_points } => winograd::forward(g, x, &taps(), &mut y, max_points),
@@ -281,11 +309,16 @@ pub fn conv3d_input_grad(
     w: &[f32],
     kernel: Conv3dKernel,
 ) -> Vec<f32> {
+    conv3d_input_grad_on(g, gy, w, select(kernel, &g.transposed()))
+}
+
+/// [`conv3d_input_grad`] on an explicit path.
+pub fn conv3d_input_grad_on(g: &Conv3dGeometry, gy: &[f32], w: &[f32], path: CpuPath) -> Vec<f32> {
     let gt = g.transposed();
     let mut gx = filled_output(&gt, None);
     // taps of the transposed conv: (C × O) matrices, reading w (O, C, kd) flipped
     let taps = || Taps::transposed_flipped(w, g.in_channels, g.kernel[0]);
-    match select(kernel, &gt) {
+    match checked(path, &gt) {
         CpuPath::General => {
             let wt = flip_transpose(g, w);
             general_forward(&gt, gy, &wt, &mut gx)
@@ -325,7 +358,12 @@ pub fn conv3d_weight_grad(
     gy: &[f32],
     kernel: Conv3dKernel,
 ) -> Vec<f32> {
-    match select(kernel, g) {
+    conv3d_weight_grad_on(g, x, gy, select(kernel, g))
+}
+
+/// [`conv3d_weight_grad`] on an explicit path.
+pub fn conv3d_weight_grad_on(g: &Conv3dGeometry, x: &[f32], gy: &[f32], path: CpuPath) -> Vec<f32> {
+    match checked(path, g) {
         CpuPath::General => general_weight_grad(g, x, gy),
         CpuPath::DepthGemm => depth_only_weight_grad(g, x, gy),
         CpuPath::Winograd { max_points } => winograd::weight_grad(g, x, gy, max_points),

@@ -270,33 +270,124 @@ fn source(g: &Conv3dGeometry, j: usize) -> Option<usize> {
     (j < padded_len && s >= 0 && (s as usize) < g.input[0]).then_some(s as usize)
 }
 
+/// Scratch buffers kept between calls: a fresh 10–30 MiB buffer per call costs milliseconds of
+/// page faults (the kernel zeroes every page on first touch), as much as the transforms.
+/// At most [`POOL_KEEP`] buffers of at most [`BUDGET`] floats each are kept.
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+const POOL_KEEP: usize = 3;
+
+/// A buffer of `len` floats (contents unspecified) from the pool, returned on drop.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn new(len: usize) -> Self {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let pick = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        let mut buf = match pick {
+            Some(i) => pool.swap_remove(i),
+            None => Vec::new(),
+        };
+        drop(pool);
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        buf.truncate(len);
+        Self(buf)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        if buf.capacity() > BUDGET {
+            return;
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        pool.push(buf);
+        if pool.len() > POOL_KEEP {
+            // drop the smallest
+            let i = (0..pool.len())
+                .min_by_key(|&i| pool[i].capacity())
+                .unwrap_or(0);
+            pool.swap_remove(i);
+        }
+    }
+}
+
 const BLOCK: usize = 64;
 
-/// `out[i] = Σ_j coef[i][j] · src[j]` for rows of `len` floats (None = zero source), f64 sums.
+/// `dst (+)= Σ_j c_j · src_j` over the non-zero `(j, c_j)` (a `None` source is zero), summed in
+/// f64 and rounded once; with `accumulate` the sum starts from `dst`.
+#[inline(always)]
+fn lincomb_body(
+    coefs: &[(usize, f64)],
+    srcs: &[Option<&[f32]>],
+    dst: &mut [f32],
+    accumulate: bool,
+) {
+    let len = dst.len();
+    let mut acc = [0f64; BLOCK];
+    for b0 in (0..len).step_by(BLOCK) {
+        let bl = BLOCK.min(len - b0);
+        let acc = &mut acc[..bl];
+        if accumulate {
+            for (a, d) in acc.iter_mut().zip(&dst[b0..b0 + bl]) {
+                *a = f64::from(*d);
+            }
+        } else {
+            acc.fill(0.0);
+        }
+        for &(j, c) in coefs {
+            if let Some(src) = srcs[j] {
+                for (a, s) in acc.iter_mut().zip(&src[b0..b0 + bl]) {
+                    *a += c * f64::from(*s);
+                }
+            }
+        }
+        for (d, a) in dst[b0..b0 + bl].iter_mut().zip(acc.iter()) {
+            *d = *a as f32;
+        }
+    }
+}
+
+/// [`lincomb_body`] compiled for AVX2 + FMA (4 f64 lanes instead of SSE2's 2).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lincomb_avx2(
+    coefs: &[(usize, f64)],
+    srcs: &[Option<&[f32]>],
+    dst: &mut [f32],
+    accumulate: bool,
+) {
+    lincomb_body(coefs, srcs, dst, accumulate)
+}
+
+fn lincomb(coefs: &[(usize, f64)], srcs: &[Option<&[f32]>], dst: &mut [f32], accumulate: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA are available (checked just above).
+        return unsafe { lincomb_avx2(coefs, srcs, dst, accumulate) };
+    }
+    lincomb_body(coefs, srcs, dst, accumulate)
+}
+
+/// `out[i] = Σ_j coef[i][j] · src[j]` for rows of `len` floats (None = zero source).
 fn transform_row(
     coefs: &[Vec<(usize, f64)>],
     srcs: &[Option<&[f32]>],
     out: &mut [f32],
     len: usize,
 ) {
-    let mut acc = [0f64; BLOCK];
     for (i, row) in coefs.iter().enumerate() {
-        let dst = &mut out[i * len..(i + 1) * len];
-        for b0 in (0..len).step_by(BLOCK) {
-            let bl = BLOCK.min(len - b0);
-            let acc = &mut acc[..bl];
-            acc.fill(0.0);
-            for &(j, c) in row {
-                if let Some(src) = srcs[j] {
-                    for (a, s) in acc.iter_mut().zip(&src[b0..b0 + bl]) {
-                        *a += c * f64::from(*s);
-                    }
-                }
-            }
-            for (d, a) in dst[b0..b0 + bl].iter_mut().zip(acc.iter()) {
-                *d = *a as f32;
-            }
-        }
+        lincomb(row, srcs, &mut out[i * len..(i + 1) * len], false);
     }
 }
 
@@ -318,8 +409,8 @@ pub(crate) fn forward(
     let plan = tiles(od, kd, max_points);
     let alpha_max = plan.iter().map(|t| t.1 + kd - 1).max().unwrap_or(1);
     let cc = column_chunk(g, alpha_max);
-    let mut v = vec![0f32; c * alpha_max * cc];
-    let mut mbuf = vec![0f32; o * alpha_max * cc];
+    let mut v = Scratch::new(c * alpha_max * cc);
+    let mut mbuf = Scratch::new(o * alpha_max * cc);
     let mut cache: Vec<(usize, Transform, Vec<f32>)> = Vec::new();
     for &(z0, m) in &plan {
         let alpha = m + kd - 1;
@@ -343,7 +434,7 @@ pub(crate) fn forward(
             for c0 in (0..hw).step_by(cc) {
                 let w = cc.min(hw - c0);
                 // input transform: V (C × α × w)
-                let v = &mut v[..c * alpha * w];
+                let v = &mut v.0[..c * alpha * w];
                 v.par_chunks_mut(alpha * w)
                     .enumerate()
                     .for_each(|(ci, out)| {
@@ -359,7 +450,7 @@ pub(crate) fn forward(
                         transform_row(&bt, &row, out, w);
                     });
                 // one GEMM per point: M_i (O × w) = U_i (O × C) · V_i (C × w)
-                let mb = &mut mbuf[..o * alpha * w];
+                let mb = &mut mbuf.0[..o * alpha * w];
                 for i in 0..alpha {
                     let lhs = Mat {
                         data: u,
@@ -376,29 +467,15 @@ pub(crate) fn forward(
                     gemm_into(o, w, c, mb, i * w, alpha * w, 1, lhs, rhs, false);
                 }
                 // output transform: y[:, z0 + k] += Σ_i Aᵀ[k, i] M_i
-                let mb = &mbuf[..o * alpha * w];
+                let mb = &mbuf.0[..o * alpha * w];
                 yn.par_chunks_mut(od * hw)
                     .enumerate()
                     .for_each(|(oi, yrow)| {
                         let mrow = &mb[oi * alpha * w..(oi + 1) * alpha * w];
+                        let srcs: Vec<Option<&[f32]>> = mrow.chunks(w).map(Some).collect();
                         for (k, coefs) in at.iter().enumerate() {
                             let dst = &mut yrow[(z0 + k) * hw + c0..(z0 + k) * hw + c0 + w];
-                            for b0 in (0..w).step_by(BLOCK) {
-                                let bl = BLOCK.min(w - b0);
-                                let mut acc = [0f64; BLOCK];
-                                for (a, s) in acc.iter_mut().zip(&dst[b0..b0 + bl]) {
-                                    *a = f64::from(*s);
-                                }
-                                for &(i, cf) in coefs {
-                                    let src = &mrow[i * w + b0..i * w + b0 + bl];
-                                    for (a, s) in acc.iter_mut().zip(src) {
-                                        *a += cf * f64::from(*s);
-                                    }
-                                }
-                                for (dv, a) in dst[b0..b0 + bl].iter_mut().zip(&acc) {
-                                    *dv = *a as f32;
-                                }
-                            }
+                            lincomb(coefs, &srcs, dst, true);
                         }
                     });
             }
@@ -442,9 +519,9 @@ pub(crate) fn weight_grad(
     let plan = tiles(od, kd, max_points);
     let alpha_max = plan.iter().map(|t| t.1 + kd - 1).max().unwrap_or(1);
     let cc = column_chunk(g, alpha_max);
-    let mut v = vec![0f32; c * alpha_max * cc];
-    let mut gv = vec![0f32; o * alpha_max * cc];
-    let mut acc = vec![0f32; alpha_max * o * c];
+    let mut v = Scratch::new(c * alpha_max * cc);
+    let mut gv = Scratch::new(o * alpha_max * cc);
+    let mut acc = Scratch::new(alpha_max * o * c);
     let mut gw = vec![0f64; o * c * kd];
     for &(z0, m) in &plan {
         let alpha = m + kd - 1;
@@ -458,14 +535,14 @@ pub(crate) fn weight_grad(
         let gt: Vec<Vec<(usize, f64)>> = (0..alpha)
             .map(|i| nonzero(&tf.g[i * m..(i + 1) * m]))
             .collect();
-        let acc = &mut acc[..alpha * o * c];
+        let acc = &mut acc.0[..alpha * o * c];
         acc.fill(0.0);
         for n in 0..g.batch {
             let xn = &x[n * c * d * hw..(n + 1) * c * d * hw];
             let gn = &gy[n * o * od * hw..(n + 1) * o * od * hw];
             for c0 in (0..hw).step_by(cc) {
                 let w = cc.min(hw - c0);
-                let v = &mut v[..c * alpha * w];
+                let v = &mut v.0[..c * alpha * w];
                 v.par_chunks_mut(alpha * w)
                     .enumerate()
                     .for_each(|(ci, out)| {
@@ -480,7 +557,7 @@ pub(crate) fn weight_grad(
                             .collect();
                         transform_row(&bt, &row, out, w);
                     });
-                let gv = &mut gv[..o * alpha * w];
+                let gv = &mut gv.0[..o * alpha * w];
                 gv.par_chunks_mut(alpha * w)
                     .enumerate()
                     .for_each(|(oi, out)| {
