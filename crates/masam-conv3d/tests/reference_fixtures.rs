@@ -98,6 +98,17 @@ fn custom_op_general_path_matches_pytorch() {
 }
 
 #[test]
+fn custom_op_winograd_path_matches_pytorch() {
+    // forced Winograd for every depth-only case (k311, k111), general path for the others
+    check(Impl::Op(Conv3dKernel::Winograd));
+}
+
+#[test]
+fn custom_op_exact_depth_path_matches_pytorch() {
+    check(Impl::Op(Conv3dKernel::DepthGemm));
+}
+
+#[test]
 fn conv3d_layer_matches_pytorch() {
     check(Impl::Layer);
 }
