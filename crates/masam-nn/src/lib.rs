@@ -41,5 +41,5 @@ pub use gelu::gelu_erf;
 pub use init::SeededVarMap;
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use layer_norm_2d::{layer_norm_2d, LayerNorm2d};
-pub use linear::{linear, linear_no_bias, Linear};
+pub use linear::{add_bias, linear, linear_no_bias, Linear};
 pub use softmax::softmax_last_dim;

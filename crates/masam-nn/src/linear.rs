@@ -34,8 +34,51 @@ impl Linear {
     }
 
     /// Applies the layer.
+    ///
+    /// Every input is multiplied as one (rows, in) matrix (a strided input is copied first):
+    /// candle's own `Linear` broadcasts the weight for strided 3D/4D inputs, and the backward
+    /// of that broadcast reduces a weight-sized gradient per batch element. The bias is added
+    /// by [`add_bias`].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_core::Module::forward(&self.inner, x)
+        let w = self.weight();
+        let dims = x.dims();
+        let Some((&k, lead)) = dims.split_last() else {
+            candle_core::bail!("Linear: the input needs at least one dimension");
+        };
+        let (out, win) = w.dims2()?;
+        if k != win {
+            candle_core::bail!("Linear: input {dims:?} does not fit weight (out {out}, in {win})");
+        }
+        let rows: usize = lead.iter().product();
+        let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
+        let y = match self.bias() {
+            Some(b) => add_bias(&y, b)?,
+            None => y,
+        };
+        let mut out_dims = lead.to_vec();
+        out_dims.push(out);
+        y.reshape(out_dims)
+    }
+}
+
+/// `x + bias` over the last dimension, differentiable: the fused
+/// [`crate::ops::bias_add_fused`] on CPU `f32` tensors, `broadcast_add` elsewhere.
+///
+/// # Shapes
+/// - `x`: (…, C); `bias`: (C,); returns (…, C)
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[1f32, 2.]], &Device::Cpu).unwrap();
+/// let b = Tensor::new(&[0.5f32, -1.], &Device::Cpu).unwrap();
+/// let y = masam_nn::add_bias(&x, &b).unwrap().to_vec2::<f32>().unwrap();
+/// assert_eq!(y, vec![vec![1.5, 1.]]);
+/// ```
+pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if crate::ops::fusable(&[x, bias]) {
+        crate::ops::bias_add_fused(x, bias)
+    } else {
+        x.broadcast_add(bias)
     }
 }
 

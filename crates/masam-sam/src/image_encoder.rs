@@ -65,17 +65,8 @@ impl Neck {
         let rows = t.reshape((n * h * w, c))?;
         let y = rows.matmul(&self.conv1.reshape((out, c))?.t()?)?;
         let y = channel_norm(&y, &self.norm1)?.reshape((n, h, w, out))?;
-        // 3×3, padding 1: the nine shifted windows side by side, (ky, kx, channel) order.
-        let padded = y.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
-        let mut taps = Vec::with_capacity(9);
-        for ky in 0..3 {
-            for kx in 0..3 {
-                taps.push(padded.narrow(1, ky, h)?.narrow(2, kx, w)?);
-            }
-        }
-        let cols = Tensor::cat(&taps, 3)?.reshape((n * h * w, 9 * out))?;
-        let w2 = self.conv2.permute((0, 2, 3, 1))?.reshape((out, 9 * out))?;
-        let z = cols.matmul(&w2.t()?)?;
+        let z =
+            crate::conv_gemm::conv2d_same_nhwc(&y, &self.conv2, None)?.reshape((n * h * w, out))?;
         let z = channel_norm(&z, &self.norm2)?;
         z.reshape((n, h, w, out))?
             .permute((0, 3, 1, 2))?

@@ -21,6 +21,7 @@ use masam_nn::{layer_norm_2d, linear, LayerNorm2d, Linear};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::pixel_skip::PixelSkip;
 use crate::transformer::{TwoWayTransformer, TwoWayTransformerConfig};
 
 /// Configuration of the [`MaskDecoder`]. `Default` is MA-SAM's for BTCV (C 256, 12 classes →
@@ -50,6 +51,10 @@ pub struct MaskDecoderConfig {
     pub upscaling_channels: Vec<usize>,
     /// Epsilon of the upscaling `LayerNorm2d`s (1e-6).
     pub upscaling_ln_eps: f64,
+    /// Adds full-resolution image features to every upscaling stage
+    /// ([`crate::pixel_skip`]); the decoder then needs the image. Off in SAM and MA-SAM.
+    #[serde(default)]
+    pub pixel_skip: bool,
 }
 
 impl Default for MaskDecoderConfig {
@@ -69,6 +74,7 @@ impl MaskDecoderConfig {
             iou_head_hidden_dim: 256,
             upscaling_channels: vec![64, 32],
             upscaling_ln_eps: 1e-6,
+            pixel_skip: false,
         }
     }
 
@@ -86,6 +92,7 @@ impl MaskDecoderConfig {
             iou_head_hidden_dim: dim,
             upscaling_channels: vec![dim / 4, dim / 8, dim / 16, dim / 32],
             upscaling_ln_eps: 1e-6,
+            pixel_skip: false,
         }
     }
 
@@ -130,6 +137,9 @@ impl MaskDecoderConfig {
         Ok(())
     }
 }
+
+/// Channels of the image the [`crate::pixel_skip`] pyramid reads (SAM's RGB input).
+pub const PIXEL_SKIP_IN_CHANS: usize = 3;
 
 /// Which mask channels the decoder returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -189,8 +199,12 @@ struct UpscaleStage {
 }
 
 impl UpscaleStage {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, skip: Option<&Tensor>) -> Result<Tensor> {
         let x = conv_transpose_2x2(x, &self.weight, &self.bias)?;
+        let x = match skip {
+            Some(f) => (x + f)?,
+            None => x,
+        };
         let x = match &self.norm {
             Some(n) => n.forward(&x)?,
             None => x,
@@ -216,11 +230,17 @@ pub fn conv_transpose_2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<
     }
     let xs = x.permute((0, 2, 3, 1))?.reshape((n * h * w, cin))?;
     let y = xs.matmul(&weight.reshape((cin, cout * 4))?)?;
-    let y = y
-        .reshape((n, h, w, cout, 2, 2))?
+    // Columns are (o, a, b): the bias repeats over the four kernel positions. Added before
+    // the permute, as a row bias, so its gradient is one column sum.
+    let bias4 = bias
+        .reshape((cout, 1))?
+        .broadcast_as((cout, 4))?
+        .contiguous()?
+        .reshape(cout * 4)?;
+    let y = masam_nn::add_bias(&y, &bias4)?;
+    y.reshape((n, h, w, cout, 2, 2))?
         .permute((0, 3, 1, 4, 2, 5))?
-        .reshape((n, cout, 2 * h, 2 * w))?;
-    y.broadcast_add(&bias.reshape((1, cout, 1, 1))?)
+        .reshape((n, cout, 2 * h, 2 * w))
 }
 
 /// SAM's mask decoder. Weight names under its `VarBuilder` are the official ones: `transformer.*`,
@@ -250,6 +270,7 @@ pub struct MaskDecoder {
     iou_token: Tensor,
     mask_tokens: Tensor,
     upscaling: Vec<UpscaleStage>,
+    pixel_skip: Option<PixelSkip>,
     hypernetworks: Vec<Mlp>,
     iou_head: Mlp,
 }
@@ -304,12 +325,22 @@ impl MaskDecoder {
             cfg.iou_head_depth,
             vb.pp("iou_prediction_head"),
         )?;
+        let pixel_skip = if cfg.pixel_skip {
+            Some(PixelSkip::new(
+                PIXEL_SKIP_IN_CHANS,
+                &cfg.upscaling_channels,
+                vb.pp("pixel_skip"),
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             cfg: cfg.clone(),
             transformer,
             iou_token,
             mask_tokens,
             upscaling,
+            pixel_skip,
             hypernetworks,
             iou_head,
         })
@@ -340,8 +371,33 @@ impl MaskDecoder {
         dense_prompt_embeddings: &Tensor,
         selection: MaskSelection,
     ) -> crate::Result<(Tensor, Tensor)> {
-        let (masks, iou) = self.predict_masks(
+        self.forward_with_image(
             image_embeddings,
+            None,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            selection,
+        )
+    }
+
+    /// [`forward`](Self::forward) with the preprocessed image, which a decoder with
+    /// [`pixel_skip`](MaskDecoderConfig::pixel_skip) needs (others ignore it).
+    ///
+    /// # Shapes
+    /// - `image`: (B, 3, H, W), H and W multiples of the mask size; the rest as in `forward`
+    pub fn forward_with_image(
+        &self,
+        image_embeddings: &Tensor,
+        image: Option<&Tensor>,
+        image_pe: &Tensor,
+        sparse_prompt_embeddings: &Tensor,
+        dense_prompt_embeddings: &Tensor,
+        selection: MaskSelection,
+    ) -> crate::Result<(Tensor, Tensor)> {
+        let (masks, iou) = self.predict_masks_with_image(
+            image_embeddings,
+            image,
             image_pe,
             sparse_prompt_embeddings,
             dense_prompt_embeddings,
@@ -393,6 +449,24 @@ impl MaskDecoder {
         sparse_prompt_embeddings: &Tensor,
         dense_prompt_embeddings: &Tensor,
     ) -> crate::Result<(Tensor, Tensor)> {
+        self.predict_masks_with_image(
+            image_embeddings,
+            None,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+        )
+    }
+
+    /// [`predict_masks`](Self::predict_masks) with the preprocessed image for the pixel skips.
+    pub fn predict_masks_with_image(
+        &self,
+        image_embeddings: &Tensor,
+        image: Option<&Tensor>,
+        image_pe: &Tensor,
+        sparse_prompt_embeddings: &Tensor,
+        dense_prompt_embeddings: &Tensor,
+    ) -> crate::Result<(Tensor, Tensor)> {
         let c = self.cfg.transformer_dim;
         self.check_input("image embeddings", image_embeddings, None)?;
         let (bi, _, h, w) = image_embeddings.dims4()?;
@@ -440,20 +514,44 @@ impl MaskDecoder {
             .broadcast_add(dense_prompt_embeddings)?;
         let (hs, src) = self.transformer.forward(&src, image_pe, &tokens)?;
 
-        let iou_token_out = hs.narrow(1, 0, 1)?.squeeze(1)?;
+        let iou_token_out = hs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
         let src = src.transpose(1, 2)?.reshape((b, c, h, w))?;
+        let skips = match (&self.pixel_skip, image) {
+            (None, _) => None,
+            (Some(pyramid), Some(img)) => {
+                let f = self.cfg.upscale_factor();
+                let id = img.dims();
+                if id.len() != 4 || id[0] != b || id[1] != PIXEL_SKIP_IN_CHANS {
+                    return Err(Error::InputShape {
+                        what: "image for the pixel skips",
+                        expected: format!("({b}, {PIXEL_SKIP_IN_CHANS}, H, W)"),
+                        found: id.to_vec(),
+                    });
+                }
+                Some(pyramid.forward(img, (h * f, w * f))?)
+            }
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "mask decoder: pixel_skip is on, so the decoder needs the image \
+                     (use forward_with_image / Sam::decode_with_image)"
+                        .into(),
+                ))
+            }
+        };
         let mut up = src;
-        for stage in &self.upscaling {
-            up = stage.forward(&up)?;
+        for (s, stage) in self.upscaling.iter().enumerate() {
+            up = stage.forward(&up, skips.as_ref().map(|f| &f[s]))?;
         }
         let (_, cu, hu, wu) = up.dims4()?;
         let hyper_in = self
             .hypernetworks
             .iter()
             .enumerate()
-            .map(|(i, mlp)| mlp.forward(&hs.narrow(1, 1 + i, 1)?))
+            // (B, C) rows, contiguous, so each layer is one plain GEMM (a strided 3D input
+            // would make candle broadcast the weight and reduce its gradient over the batch).
+            .map(|(i, mlp)| mlp.forward(&hs.narrow(1, 1 + i, 1)?.squeeze(1)?.contiguous()?))
             .collect::<Result<Vec<_>>>()?;
-        let hyper_in = Tensor::cat(&hyper_in, 1)?; // (B, T, cu)
+        let hyper_in = Tensor::stack(&hyper_in, 1)?; // (B, T, cu)
         let masks = hyper_in
             .matmul(&up.reshape((b, cu, hu * wu))?)?
             .reshape((b, t, hu, wu))?;

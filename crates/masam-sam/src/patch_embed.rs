@@ -75,10 +75,7 @@ impl PatchEmbed {
             .contiguous()?
             .reshape((n * gh * gw, cin * p * p))?;
         let wt = self.weight.reshape((c, cin * p * p))?.t()?;
-        patches
-            .matmul(&wt)?
-            .broadcast_add(&self.bias)?
-            .reshape((n, gh, gw, c))
+        masam_nn::add_bias(&patches.matmul(&wt)?, &self.bias)?.reshape((n, gh, gw, c))
     }
 }
 

@@ -341,11 +341,23 @@ impl Sam {
         prompt: &Prompt,
         selection: MaskSelection,
     ) -> Result<(Tensor, Tensor)> {
+        self.decode_with_image(embeddings, None, prompt, selection)
+    }
+
+    /// [`decode`](Self::decode) with the preprocessed image (N, 3, H, W), which a mask decoder
+    /// with [`pixel_skip`](crate::MaskDecoderConfig::pixel_skip) needs.
+    pub fn decode_with_image(
+        &self,
+        embeddings: &Tensor,
+        image: Option<&Tensor>,
+        prompt: &Prompt,
+        selection: MaskSelection,
+    ) -> Result<(Tensor, Tensor)> {
         let n = embeddings.dims().first().copied().unwrap_or(0);
         let (sparse, dense) = self.encode_prompt(prompt, n)?;
         let dense_pe = self.prompt_encoder.get_dense_pe()?;
         self.mask_decoder
-            .forward(embeddings, &dense_pe, &sparse, &dense, selection)
+            .forward_with_image(embeddings, image, &dense_pe, &sparse, &dense, selection)
     }
 
     /// Runs the model and returns every mask channel ([`MaskSelection::All`]).
@@ -374,7 +386,8 @@ impl Sam {
         let (_, h, w) = self.check_images(images)?;
         let x = self.preprocess(images)?;
         let embeddings = self.image_encoder.forward(&x, ctx)?;
-        let (low_res_logits, iou_predictions) = self.decode(&embeddings, prompt, selection)?;
+        let (low_res_logits, iou_predictions) =
+            self.decode_with_image(&embeddings, Some(&x), prompt, selection)?;
         let masks = self.postprocess_masks(&low_res_logits, (h, w), (h, w))?;
         Ok(SamOutput {
             masks,

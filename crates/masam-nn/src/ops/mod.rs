@@ -1,4 +1,4 @@
-//! Fused CPU kernels for LayerNorm, softmax and GELU, with analytic backward passes.
+//! Fused CPU kernels for LayerNorm, softmax, GELU and bias addition, with analytic backward passes.
 //!
 //! The layers in this crate ([`crate::LayerNorm`], [`crate::LayerNorm2d`],
 //! [`crate::softmax_last_dim`]) were first written as compositions of 6–10 candle ops, each of
@@ -38,11 +38,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bias_op;
 pub mod composite;
 pub mod gelu_op;
 pub mod layer_norm_op;
 pub mod softmax_op;
 
+pub use bias_op::bias_add_fused;
 pub use gelu_op::gelu_erf_fused;
 pub use layer_norm_op::{layer_norm_2d_fused, layer_norm_fused};
 pub use softmax_op::softmax_last_dim_fused;
