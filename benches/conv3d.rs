@@ -2,6 +2,9 @@
 //! (1 × 384 × 5 × 32 × 32, kernel 3×1×1, 'same', bias) through the custom op and through the
 //! conv2d-taps oracle, on CPU. Prints one JSON object.
 //!
+//! The custom op runs on its automatic kernel choice (Winograd for this shape) and, for
+//! comparison in the same run, forced onto the exact shifted-GEMM path (`Conv3dKernel::DepthGemm`).
+//!
 //! `cargo bench --bench conv3d`. If `MASAM_TORCH_PYTHON` names a Python with torch (or plain
 //! `python3` has it), `scripts/bench_conv3d_torch.py` is run afterwards in the same process
 //! tree and its result is embedded, so that both numbers come from the same run.
@@ -11,7 +14,9 @@ use std::time::Instant;
 use candle_core::CustomOp3;
 use candle_core::{DType, Device, Tensor, Var};
 use masam_conv3d::reference::conv3d_reference;
-use masam_conv3d::{conv3d_op, Conv3dGeometry, Conv3dKernel, Conv3dOp, Conv3dPadding};
+use masam_conv3d::{
+    conv3d_op, conv3d_op_with, Conv3dGeometry, Conv3dKernel, Conv3dOp, Conv3dPadding,
+};
 
 const SHAPE: (usize, usize, usize, usize, usize) = (1, 384, 5, 32, 32);
 const KERNEL: [usize; 3] = [3, 1, 1];
@@ -47,6 +52,15 @@ fn fwd_bwd(f: ConvFn, x: &Var, w: &Var, b: &Var, gy: &Tensor) {
     .unwrap();
     let grads = (y * gy).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(w.as_tensor()).is_some());
+}
+
+fn exact_path(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    p: Conv3dPadding,
+) -> masam_conv3d::Result<Tensor> {
+    conv3d_op_with(x, w, b, p, Conv3dKernel::DepthGemm)
 }
 
 fn torch_result() -> serde_json::Value {
@@ -134,11 +148,25 @@ fn main() {
             .unwrap();
         assert!(gx.is_some() && gw.is_some() && gb.is_some());
     });
+    let exact_fwd = time(2, 10, || {
+        exact_path(
+            x.as_tensor(),
+            wt.as_tensor(),
+            Some(bt.as_tensor()),
+            Conv3dPadding::Same,
+        )
+        .unwrap();
+    });
+    let exact = time(2, 10, || fwd_bwd(exact_path, &x, &wt, &bt, &gy));
     let oracle = time(1, 5, || fwd_bwd(conv3d_reference, &x, &wt, &bt, &gy));
     let op_ms = stats(op.clone());
     let op_median = op_ms["median_ms"].as_f64().unwrap();
+    let op_min = op_ms["min_ms"].as_f64().unwrap();
+    let exact_ms = stats(exact);
+    let exact_min = exact_ms["min_ms"].as_f64().unwrap();
     let torch = torch_result();
     let torch_median = torch["fwd_bwd"]["median_ms"].as_f64();
+    let torch_min = torch["fwd_bwd"]["min_ms"].as_f64();
     let direct_median = stats(direct.clone())["median_ms"].as_f64().unwrap();
     let torch_direct = torch["fwd_bwd_grad_y"]["median_ms"].as_f64();
     let out = serde_json::json!({
@@ -155,9 +183,16 @@ fn main() {
             "fwd_bwd_direct_grad_y": stats(direct),
             "fwd_bwd_gflops": gflop / (op_median / 1e3),
         },
+        "custom_op_exact_depth_gemm": {
+            "forward": stats(exact_fwd),
+            "fwd_bwd": exact_ms,
+        },
         "oracle_conv2d_taps": { "fwd_bwd": stats(oracle) },
         "torch": torch,
         "ratio_custom_op_over_torch": torch_median.map(|t| op_median / t),
+        "ratio_custom_op_over_torch_best": torch_min.map(|t| op_min / t),
+        "ratio_exact_over_torch_best": torch_min.map(|t| exact_min / t),
+        "ratio_custom_op_over_exact_best": op_min / exact_min,
         "ratio_direct_over_torch_grad_y": torch_direct.map(|t| direct_median / t),
         "max_rel_err_op_vs_oracle": err / (scale + 1e-6),
         "dtype_bytes": DType::F32.size_in_bytes(),

@@ -21,16 +21,24 @@ fn best(iters: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() -> masam_conv3d::Result<()> {
     let dev = Device::Cpu;
+    // PROFILE_SHAPE="N,C,D,H,W,kd" overrides the adapter shape for the kernel timings
+    let dims: Vec<usize> = std::env::var("PROFILE_SHAPE")
+        .ok()
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| v.len() == 6)
+        .unwrap_or_else(|| vec![1, 384, 5, 32, 32, 3]);
+    let (n, c, d, h, wd, kd) = (dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]);
     let shape = (1, 384, 5, 32, 32);
-    let g = Conv3dGeometry::new(
-        &[1, 384, 5, 32, 32],
-        &[384, 384, 3, 1, 1],
-        Conv3dPadding::Same,
-    )?;
-    let x: Vec<f32> = Tensor::randn(0f32, 1., shape, &dev)?
+    let g = Conv3dGeometry::new(&[n, c, d, h, wd], &[c, c, kd, 1, 1], Conv3dPadding::Same)?;
+    println!(
+        "kernel shape x {:?}, w {:?}",
+        [n, c, d, h, wd],
+        [c, c, kd, 1, 1]
+    );
+    let x: Vec<f32> = Tensor::randn(0f32, 1., (n, c, d, h, wd), &dev)?
         .flatten_all()?
         .to_vec1()?;
-    let w: Vec<f32> = Tensor::randn(0f32, 0.03, (384, 384, 3, 1, 1), &dev)?
+    let w: Vec<f32> = Tensor::randn(0f32, 0.03, (c, c, kd, 1, 1), &dev)?
         .flatten_all()?
         .to_vec1()?;
     let gf = g.flops() / 1e9;
@@ -43,17 +51,38 @@ fn main() -> masam_conv3d::Result<()> {
         ("Winograd <= 6 pts", CpuPath::Winograd { max_points: 6 }),
         ("Winograd <= 7 pts", CpuPath::Winograd { max_points: 7 }),
     ];
-    println!("kernels, best of {iters} (ms, GFLOP/s of the direct method's FLOP count):");
-    for (name, path) in paths {
-        let tf = best(iters, || {
-            cpu::conv3d_forward_on(&g, &x, &w, None, path);
-        });
-        let tx = best(iters, || {
-            cpu::conv3d_input_grad_on(&g, &x, &w, path);
-        });
-        let tw = best(iters, || {
-            cpu::conv3d_weight_grad_on(&g, &x, &x, path);
-        });
+    println!(
+        "kernels, best of {iters}, paths interleaved (ms, GFLOP/s of the direct method's FLOP count):"
+    );
+    // [path][product] best times; the paths take turns so that they see the same load
+    let mut t = [[f64::INFINITY; 3]; 3];
+    let time = |f: &mut dyn FnMut()| {
+        let t0 = Instant::now();
+        f();
+        t0.elapsed().as_secs_f64() * 1e3
+    };
+    for it in 0..=iters {
+        for (pi, (_, path)) in paths.iter().enumerate() {
+            let path = *path;
+            let r = [
+                time(&mut || {
+                    cpu::conv3d_forward_on(&g, &x, &w, None, path);
+                }),
+                time(&mut || {
+                    cpu::conv3d_input_grad_on(&g, &x, &w, path);
+                }),
+                time(&mut || {
+                    cpu::conv3d_weight_grad_on(&g, &x, &x, path);
+                }),
+            ];
+            if it > 0 {
+                for (b, v) in t[pi].iter_mut().zip(r) {
+                    *b = b.min(v);
+                }
+            }
+        }
+    }
+    for ((name, _), [tf, tx, tw]) in paths.iter().zip(t) {
         println!(
             "{name}: forward {tf:6.2}  grad-input {tx:6.2}  grad-weight {tw:6.2}  sum {:6.2}  ({:6.1} GFLOP/s)",
             tf + tx + tw,
@@ -74,6 +103,8 @@ fn main() -> masam_conv3d::Result<()> {
         2.0 * 384.0 * 384.0 * 5120.0 / 1e9 / t * 1e3
     );
     for (m, n, k) in [
+        (384, 1024, 384),
+        (384, 4096, 384),
         (384, 5120, 384),
         (384, 5120, 1152),
         (384, 384, 5120),

@@ -152,6 +152,11 @@ impl<'a> Taps<'a> {
         }
     }
 
+    /// The number of taps.
+    pub(crate) fn kd(&self) -> usize {
+        self.kd
+    }
+
     /// Tap `t` as a strided matrix view.
     pub(crate) fn mat(&self, t: usize) -> Mat<'a> {
         Mat {
@@ -160,12 +165,6 @@ impl<'a> Taps<'a> {
             rs: self.rs,
             cs: self.cs,
         }
-    }
-
-    /// Element (row, col) of tap `t`.
-    pub(crate) fn get(&self, t: usize, row: usize, col: usize) -> f32 {
-        let m = self.mat(t);
-        m.data[m.off + row * m.rs + col * m.cs]
     }
 }
 

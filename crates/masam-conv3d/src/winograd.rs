@@ -254,22 +254,15 @@ pub fn winograd_gemms(g: &Conv3dGeometry, max_points: usize) -> usize {
         .sum()
 }
 
-/// Columns (of H·W) processed per pass, so that a tile's buffers stay within 32 MiB.
+/// Columns per GEMM batch (pieces of H·W slabs of several tiles and volumes side by side), so
+/// that the buffers of one batch, `α·(C + O)` rows, stay within 32 MiB.
 pub fn column_chunk(g: &Conv3dGeometry, alpha: usize) -> usize {
     column_chunk_within(g, alpha, BUDGET)
 }
 
 fn column_chunk_within(g: &Conv3dGeometry, alpha: usize, budget: usize) -> usize {
-    let hw = g.input[1] * g.input[2];
     let rows = alpha * (g.in_channels + g.out_channels);
-    let cc = (budget / rows.max(1)).max(64);
-    if cc >= hw {
-        hw
-    } else {
-        // equal chunks, a multiple of 16 columns where possible
-        let parts = hw.div_ceil(cc);
-        hw.div_ceil(parts).div_ceil(16) * 16
-    }
+    (budget / rows.max(1)).max(64)
 }
 
 /// Source depth slice of padded index `j` (a slice of the zero-padded input), if it is real.
@@ -364,6 +357,21 @@ fn lincomb_body(
     }
 }
 
+/// [`lincomb_body`] compiled for AVX-512 (8 f64 lanes).
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn lincomb_avx512(
+    coefs: &[(usize, f64)],
+    srcs: &[Option<&[f32]>],
+    dst: &mut [f32],
+    accumulate: bool,
+) {
+    lincomb_body(coefs, srcs, dst, accumulate)
+}
+
 /// [`lincomb_body`] compiled for AVX2 + FMA (4 f64 lanes instead of SSE2's 2).
 ///
 /// # Safety
@@ -381,23 +389,18 @@ unsafe fn lincomb_avx2(
 
 fn lincomb(coefs: &[(usize, f64)], srcs: &[Option<&[f32]>], dst: &mut [f32], accumulate: bool) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: AVX-512F/VL are available (checked just above); they imply AVX2 and FMA.
+        return unsafe { lincomb_avx512(coefs, srcs, dst, accumulate) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: AVX2 and FMA are available (checked just above).
         return unsafe { lincomb_avx2(coefs, srcs, dst, accumulate) };
     }
     lincomb_body(coefs, srcs, dst, accumulate)
-}
-
-/// `out[i] = Σ_j coef[i][j] · src[j]` for rows of `len` floats (None = zero source).
-fn transform_row(
-    coefs: &[Vec<(usize, f64)>],
-    srcs: &[Option<&[f32]>],
-    out: &mut [f32],
-    len: usize,
-) {
-    for (i, row) in coefs.iter().enumerate() {
-        lincomb(row, srcs, &mut out[i * len..(i + 1) * len], false);
-    }
 }
 
 /// Forward (also the input gradient, on the transposed geometry with flipped taps):
@@ -426,99 +429,192 @@ fn forward_within(
     let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
     let (d, od) = (g.input[0], g.output[0]);
     let hw = g.input[1] * g.input[2];
-    let plan = tiles(od, kd, max_points);
-    let alpha_max = plan.iter().map(|t| t.1 + kd - 1).max().unwrap_or(1);
-    let cc = column_chunk_within(g, alpha_max, budget);
-    let mut v = Scratch::new(c * alpha_max * cc);
-    let mut mbuf = Scratch::new(o * alpha_max * cc);
-    let mut cache: Vec<(usize, Transform, Vec<f32>)> = Vec::new();
-    for &(z0, m) in &plan {
+    let groups = tile_groups(g, max_points);
+    let Some(alpha_max) = groups.iter().map(|(m, _)| m + kd - 1).max() else {
+        return;
+    };
+    let cap = column_chunk_within(g, alpha_max, budget);
+    let mut v = Scratch::new(c * alpha_max * cap);
+    let mut mbuf = Scratch::new(o * alpha_max * cap);
+    let planes = tap_planes(taps, o, c);
+    for (m, starts) in &groups {
+        let m = *m;
         let alpha = m + kd - 1;
-        let srcs: Vec<Option<usize>> = (0..alpha).map(|j| source(g, z0 + j)).collect();
-        if srcs.iter().all(Option::is_none) {
-            continue;
-        }
-        if !cache.iter().any(|e| e.0 == m) {
-            let tf = Transform::new(m, kd, Scale::Filter).expect("tile within MAX_POINTS");
-            let u = weight_transform(&tf, taps, o, c);
-            cache.push((m, tf, u));
-        }
-        let (_, tf, u) = cache.iter().find(|e| e.0 == m).expect("cached");
+        let tf = Transform::new(m, kd, Scale::Filter).expect("tile within MAX_POINTS");
+        let u = weight_transform(&tf, &planes.0, o * c);
+        let u = &u.0[..];
         let bt: Vec<Vec<(usize, f64)>> = (0..alpha).map(|i| tf.bt_row(i)).collect();
         let at: Vec<Vec<(usize, f64)>> = (0..m)
             .map(|k| nonzero(&tf.at[k * alpha..(k + 1) * alpha]))
             .collect();
-        for n in 0..g.batch {
-            let xn = &x[n * c * d * hw..(n + 1) * c * d * hw];
-            let yn = &mut y[n * o * od * hw..(n + 1) * o * od * hw];
-            for c0 in (0..hw).step_by(cc) {
-                let w = cc.min(hw - c0);
-                // input transform: V (C × α × w)
-                let v = &mut v.0[..c * alpha * w];
-                v.par_chunks_mut(alpha * w)
-                    .enumerate()
-                    .for_each(|(ci, out)| {
-                        let row: Vec<Option<&[f32]>> = srcs
-                            .iter()
-                            .map(|s| {
-                                s.map(|s| {
-                                    let off = (ci * d + s) * hw + c0;
-                                    &xn[off..off + w]
+        for batch in segments(g.batch, starts, hw, cap) {
+            let k_cols: usize = batch.iter().map(|s| s.w).sum();
+            // input transform: V (C × α × K), segment s in columns off_s.. of each point
+            let v = &mut v.0[..c * alpha * k_cols];
+            v.par_chunks_mut(alpha * k_cols)
+                .enumerate()
+                .for_each(|(ci, out)| {
+                    for s in &batch {
+                        let xn = &x[s.n * c * d * hw..(s.n + 1) * c * d * hw];
+                        let srcs: Vec<Option<&[f32]>> = (0..alpha)
+                            .map(|j| {
+                                source(g, s.z0 + j).map(|sd| {
+                                    let at = (ci * d + sd) * hw + s.c0;
+                                    &xn[at..at + s.w]
                                 })
                             })
                             .collect();
-                        transform_row(&bt, &row, out, w);
-                    });
-                // one GEMM per point: M_i (O × w) = U_i (O × C) · V_i (C × w)
-                let mb = &mut mbuf.0[..o * alpha * w];
-                for i in 0..alpha {
-                    let lhs = Mat {
-                        data: u,
-                        off: i * o * c,
-                        rs: c,
-                        cs: 1,
-                    };
-                    let rhs = Mat {
-                        data: v,
-                        off: i * w,
-                        rs: alpha * w,
-                        cs: 1,
-                    };
-                    gemm_into(o, w, c, mb, i * w, alpha * w, 1, lhs, rhs, false);
-                }
-                // output transform: y[:, z0 + k] += Σ_i Aᵀ[k, i] M_i
-                let mb = &mbuf.0[..o * alpha * w];
-                yn.par_chunks_mut(od * hw)
-                    .enumerate()
-                    .for_each(|(oi, yrow)| {
-                        let mrow = &mb[oi * alpha * w..(oi + 1) * alpha * w];
-                        let srcs: Vec<Option<&[f32]>> = mrow.chunks(w).map(Some).collect();
-                        for (k, coefs) in at.iter().enumerate() {
-                            let dst = &mut yrow[(z0 + k) * hw + c0..(z0 + k) * hw + c0 + w];
-                            lincomb(coefs, &srcs, dst, true);
+                        for (i, coefs) in bt.iter().enumerate() {
+                            let at = i * k_cols + s.off;
+                            lincomb(coefs, &srcs, &mut out[at..at + s.w], false);
                         }
-                    });
+                    }
+                });
+            // one GEMM per point: M_i (O × K) = U_i (O × C) · V_i (C × K)
+            let mb = &mut mbuf.0[..o * alpha * k_cols];
+            for i in 0..alpha {
+                let lhs = Mat {
+                    data: u,
+                    off: i * o * c,
+                    rs: c,
+                    cs: 1,
+                };
+                let rhs = Mat {
+                    data: v,
+                    off: i * k_cols,
+                    rs: alpha * k_cols,
+                    cs: 1,
+                };
+                gemm_into(
+                    o,
+                    k_cols,
+                    c,
+                    mb,
+                    i * k_cols,
+                    alpha * k_cols,
+                    1,
+                    lhs,
+                    rhs,
+                    false,
+                );
             }
+            // output transform: y[n, :, z0 + k] += Σ_i Aᵀ[k, i] M_i
+            let mb = &mbuf.0[..o * alpha * k_cols];
+            y.par_chunks_mut(od * hw)
+                .enumerate()
+                .for_each(|(row, yrow)| {
+                    let (n, oi) = (row / o, row % o);
+                    let mrow = &mb[oi * alpha * k_cols..(oi + 1) * alpha * k_cols];
+                    for s in batch.iter().filter(|s| s.n == n) {
+                        let srcs: Vec<Option<&[f32]>> = (0..alpha)
+                            .map(|i| Some(&mrow[i * k_cols + s.off..i * k_cols + s.off + s.w]))
+                            .collect();
+                        for (k, coefs) in at.iter().enumerate() {
+                            let at = (s.z0 + k) * hw + s.c0;
+                            lincomb(coefs, &srcs, &mut yrow[at..at + s.w], true);
+                        }
+                    }
+                });
         }
     }
 }
 
-/// `U_i = Σ_t G[i, t] W_t` for all points, (α × O × C), in f64 rounded once.
-fn weight_transform(tf: &Transform, taps: &Taps, o: usize, c: usize) -> Vec<f32> {
-    let mut u = vec![0f32; tf.alpha * o * c];
-    u.par_chunks_mut(c).enumerate().for_each(|(row, dst)| {
-        let (i, oi) = (row / o, row % o);
-        let gi = &tf.g[i * tf.r..(i + 1) * tf.r];
-        for (ci, dv) in dst.iter_mut().enumerate() {
-            let s: f64 = gi
-                .iter()
-                .enumerate()
-                .filter(|(_, gv)| **gv != 0.0)
-                .map(|(t, gv)| gv * f64::from(taps.get(t, oi, ci)))
-                .sum();
-            *dv = s as f32;
+/// The tiles of the output depth grouped by size `m` (tiles of one size share their
+/// transforms), as (m, tile starts); tiles that read only zero padding are left out.
+fn tile_groups(g: &Conv3dGeometry, max_points: usize) -> Vec<(usize, Vec<usize>)> {
+    let kd = g.kernel[0];
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (z0, m) in tiles(g.output[0], kd, max_points) {
+        if (0..m + kd - 1).all(|j| source(g, z0 + j).is_none()) {
+            continue;
         }
-    });
+        match groups.iter_mut().find(|e| e.0 == m) {
+            Some(e) => e.1.push(z0),
+            None => groups.push((m, vec![z0])),
+        }
+    }
+    groups
+}
+
+/// A piece of one tile: volume `n`, tile start `z0`, columns `c0..c0 + w` of H·W, placed at
+/// column `off` of a batch.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    n: usize,
+    z0: usize,
+    c0: usize,
+    w: usize,
+    off: usize,
+}
+
+/// Packs every (volume, tile, column piece) into batches of at most `cap` columns, so that
+/// tiles of one size and several volumes share each GEMM (larger GEMMs, fewer calls).
+fn segments(batch: usize, starts: &[usize], hw: usize, cap: usize) -> Vec<Vec<Segment>> {
+    let pieces = hw.div_ceil(cap);
+    let piece = hw.div_ceil(pieces);
+    let mut out: Vec<Vec<Segment>> = Vec::new();
+    let mut cur: Vec<Segment> = Vec::new();
+    let mut used = 0;
+    for n in 0..batch {
+        for &z0 in starts {
+            for c0 in (0..hw).step_by(piece) {
+                let w = piece.min(hw - c0);
+                if used + w > cap {
+                    out.push(std::mem::take(&mut cur));
+                    used = 0;
+                }
+                cur.push(Segment {
+                    n,
+                    z0,
+                    c0,
+                    w,
+                    off: used,
+                });
+                used += w;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The kd tap matrices copied into contiguous planes (kd × rows × cols), so that the weight
+/// transform runs on whole rows.
+fn tap_planes(taps: &Taps, rows: usize, cols: usize) -> Scratch {
+    let mut planes = Scratch::new(taps.kd() * rows * cols);
+    planes
+        .0
+        .par_chunks_mut(cols)
+        .enumerate()
+        .for_each(|(idx, dst)| {
+            let m = taps.mat(idx / rows);
+            let start = m.off + (idx % rows) * m.rs;
+            for (k, v) in dst.iter_mut().enumerate() {
+                *v = m.data[start + k * m.cs];
+            }
+        });
+    planes
+}
+
+/// `U_i = Σ_t G[i, t] W_t` for all points, (α × O × C), in f64 rounded once; `planes` holds
+/// the taps as (kd × plane).
+fn weight_transform(tf: &Transform, planes: &[f32], plane: usize) -> Scratch {
+    let mut u = Scratch::new(tf.alpha * plane);
+    let chunk = 4096.min(plane);
+    let per_point = plane.div_ceil(chunk);
+    u.0.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(idx, dst)| {
+            let (i, part) = (idx / per_point, idx % per_point);
+            let at = part * chunk;
+            let coefs = nonzero(&tf.g[i * tf.r..(i + 1) * tf.r]);
+            let srcs: Vec<Option<&[f32]>> = (0..tf.r)
+                .map(|t| Some(&planes[t * plane + at..t * plane + at + dst.len()]))
+                .collect();
+            lincomb(&coefs, &srcs, dst, false);
+        });
     u
 }
 
@@ -546,19 +642,18 @@ fn weight_grad_within(
     let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
     let (d, od) = (g.input[0], g.output[0]);
     let hw = g.input[1] * g.input[2];
-    let plan = tiles(od, kd, max_points);
-    let alpha_max = plan.iter().map(|t| t.1 + kd - 1).max().unwrap_or(1);
-    let cc = column_chunk_within(g, alpha_max, budget);
-    let mut v = Scratch::new(c * alpha_max * cc);
-    let mut gv = Scratch::new(o * alpha_max * cc);
-    let mut acc = Scratch::new(alpha_max * o * c);
     let mut gw = vec![0f64; o * c * kd];
-    for &(z0, m) in &plan {
+    let groups = tile_groups(g, max_points);
+    let Some(alpha_max) = groups.iter().map(|(m, _)| m + kd - 1).max() else {
+        return vec![0f32; o * c * kd];
+    };
+    let cap = column_chunk_within(g, alpha_max, budget);
+    let mut v = Scratch::new(c * alpha_max * cap);
+    let mut gv = Scratch::new(o * alpha_max * cap);
+    let mut acc = Scratch::new(alpha_max * o * c);
+    for (m, starts) in &groups {
+        let m = *m;
         let alpha = m + kd - 1;
-        let srcs: Vec<Option<usize>> = (0..alpha).map(|j| source(g, z0 + j)).collect();
-        if srcs.iter().all(Option::is_none) {
-            continue;
-        }
         // F(kd, m): outputs = the kd taps, filter = the m slices of gy
         let tf = Transform::new(kd, m, Scale::Output).expect("tile within MAX_POINTS");
         let bt: Vec<Vec<(usize, f64)>> = (0..alpha).map(|i| tf.bt_row(i)).collect();
@@ -567,54 +662,61 @@ fn weight_grad_within(
             .collect();
         let acc = &mut acc.0[..alpha * o * c];
         acc.fill(0.0);
-        for n in 0..g.batch {
-            let xn = &x[n * c * d * hw..(n + 1) * c * d * hw];
-            let gn = &gy[n * o * od * hw..(n + 1) * o * od * hw];
-            for c0 in (0..hw).step_by(cc) {
-                let w = cc.min(hw - c0);
-                let v = &mut v.0[..c * alpha * w];
-                v.par_chunks_mut(alpha * w)
-                    .enumerate()
-                    .for_each(|(ci, out)| {
-                        let row: Vec<Option<&[f32]>> = srcs
-                            .iter()
-                            .map(|s| {
-                                s.map(|s| {
-                                    let off = (ci * d + s) * hw + c0;
-                                    &xn[off..off + w]
+        for batch in segments(g.batch, starts, hw, cap) {
+            let k_cols: usize = batch.iter().map(|s| s.w).sum();
+            let v = &mut v.0[..c * alpha * k_cols];
+            v.par_chunks_mut(alpha * k_cols)
+                .enumerate()
+                .for_each(|(ci, out)| {
+                    for s in &batch {
+                        let xn = &x[s.n * c * d * hw..(s.n + 1) * c * d * hw];
+                        let srcs: Vec<Option<&[f32]>> = (0..alpha)
+                            .map(|j| {
+                                source(g, s.z0 + j).map(|sd| {
+                                    let at = (ci * d + sd) * hw + s.c0;
+                                    &xn[at..at + s.w]
                                 })
                             })
                             .collect();
-                        transform_row(&bt, &row, out, w);
-                    });
-                let gv = &mut gv.0[..o * alpha * w];
-                gv.par_chunks_mut(alpha * w)
-                    .enumerate()
-                    .for_each(|(oi, out)| {
-                        let row: Vec<Option<&[f32]>> = (0..m)
+                        for (i, coefs) in bt.iter().enumerate() {
+                            let at = i * k_cols + s.off;
+                            lincomb(coefs, &srcs, &mut out[at..at + s.w], false);
+                        }
+                    }
+                });
+            let gv = &mut gv.0[..o * alpha * k_cols];
+            gv.par_chunks_mut(alpha * k_cols)
+                .enumerate()
+                .for_each(|(oi, out)| {
+                    for s in &batch {
+                        let gn = &gy[s.n * o * od * hw..(s.n + 1) * o * od * hw];
+                        let srcs: Vec<Option<&[f32]>> = (0..m)
                             .map(|z| {
-                                let off = (oi * od + z0 + z) * hw + c0;
-                                Some(&gn[off..off + w])
+                                let at = (oi * od + s.z0 + z) * hw + s.c0;
+                                Some(&gn[at..at + s.w])
                             })
                             .collect();
-                        transform_row(&gt, &row, out, w);
-                    });
-                // acc_i (O × C) += Gy_i (O × w) · V_iᵀ (w × C)
-                for i in 0..alpha {
-                    let lhs = Mat {
-                        data: gv,
-                        off: i * w,
-                        rs: alpha * w,
-                        cs: 1,
-                    };
-                    let rhs = Mat {
-                        data: v,
-                        off: i * w,
-                        rs: 1,
-                        cs: alpha * w,
-                    };
-                    gemm_into(o, c, w, acc, i * o * c, c, 1, lhs, rhs, true);
-                }
+                        for (i, coefs) in gt.iter().enumerate() {
+                            let at = i * k_cols + s.off;
+                            lincomb(coefs, &srcs, &mut out[at..at + s.w], false);
+                        }
+                    }
+                });
+            // acc_i (O × C) += Gy_i (O × K) · V_iᵀ (K × C)
+            for i in 0..alpha {
+                let lhs = Mat {
+                    data: gv,
+                    off: i * k_cols,
+                    rs: alpha * k_cols,
+                    cs: 1,
+                };
+                let rhs = Mat {
+                    data: v,
+                    off: i * k_cols,
+                    rs: 1,
+                    cs: alpha * k_cols,
+                };
+                gemm_into(o, c, k_cols, acc, i * o * c, c, 1, lhs, rhs, true);
             }
         }
         // output transform (f64): gw[:, :, t] += Σ_i Aᵀ[t, i] acc_i
@@ -682,7 +784,7 @@ mod tests {
     fn column_chunks_match_the_exact_path() {
         use crate::cpu::{conv3d_forward_on, conv3d_weight_grad_on, CpuPath, Taps};
         use crate::Conv3dPadding;
-        // H·W = 150 with a budget small enough for chunks of 64 columns (64, 64, 22)
+        // H·W = 150, split into pieces of 50 columns when a batch holds at most 64
         let (n, c, o, d, kd) = (2, 5, 3, 6, 3);
         let g = Conv3dGeometry::new(&[n, c, d, 10, 15], &[o, c, kd, 1, 1], Conv3dPadding::Same)
             .unwrap();
@@ -698,9 +800,11 @@ mod tests {
             .collect();
         let want_y = conv3d_forward_on(&g, &x, &w, None, CpuPath::DepthGemm);
         let want_gw = conv3d_weight_grad_on(&g, &x, &gy, CpuPath::DepthGemm);
-        for max_points in [3, 4, 6] {
+        // 64 columns: one 50-column piece per batch; 400: pieces of several tiles and both
+        // volumes share a batch
+        for (max_points, cap) in [(3, 64), (4, 64), (6, 64), (3, 400), (4, 400), (6, 400)] {
             let alpha = max_points.max(kd);
-            let budget = alpha * (c + o) * 64;
+            let budget = alpha * (c + o) * cap;
             let mut y = vec![0f32; want_y.len()];
             forward_within(
                 &g,
