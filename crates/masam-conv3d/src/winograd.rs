@@ -403,6 +403,114 @@ fn lincomb(coefs: &[(usize, f64)], srcs: &[Option<&[f32]>], dst: &mut [f32], acc
     lincomb_body(coefs, srcs, dst, accumulate)
 }
 
+/// `dsts[i] (+)= Σ_j coefs[i][j] · srcs[j]` for all rows `i` at once: each source block is
+/// converted to f64 once and reused by every output (f64 sums, one rounding per output).
+#[inline(always)]
+fn transform_body(
+    coefs: &[Vec<(usize, f64)>],
+    srcs: &[Option<&[f32]>],
+    dsts: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    let Some(len) = dsts.first().map(|d| d.len()) else {
+        return;
+    };
+    let mut buf = [[0f64; BLOCK]; MAX_POINTS];
+    let mut acc = [0f64; BLOCK];
+    for b0 in (0..len).step_by(BLOCK) {
+        let bl = BLOCK.min(len - b0);
+        for (src, dst) in srcs.iter().zip(buf.iter_mut()) {
+            if let Some(src) = src {
+                for (d, v) in dst[..bl].iter_mut().zip(&src[b0..b0 + bl]) {
+                    *d = f64::from(*v);
+                }
+            }
+        }
+        for (row, dst) in coefs.iter().zip(dsts.iter_mut()) {
+            let acc = &mut acc[..bl];
+            let dst = &mut dst[b0..b0 + bl];
+            if accumulate {
+                for (a, d) in acc.iter_mut().zip(dst.iter()) {
+                    *a = f64::from(*d);
+                }
+            } else {
+                acc.fill(0.0);
+            }
+            for &(j, c) in row {
+                if srcs[j].is_some() {
+                    for (a, v) in acc.iter_mut().zip(&buf[j][..bl]) {
+                        *a += c * v;
+                    }
+                }
+            }
+            for (d, a) in dst.iter_mut().zip(acc.iter()) {
+                *d = *a as f32;
+            }
+        }
+    }
+}
+
+/// [`transform_body`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn transform_avx512(
+    coefs: &[Vec<(usize, f64)>],
+    srcs: &[Option<&[f32]>],
+    dsts: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    transform_body(coefs, srcs, dsts, accumulate)
+}
+
+/// [`transform_body`] compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_avx2(
+    coefs: &[Vec<(usize, f64)>],
+    srcs: &[Option<&[f32]>],
+    dsts: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    transform_body(coefs, srcs, dsts, accumulate)
+}
+
+/// One data transform: output row `i` (of `dsts`) is `Σ_j coefs[i][j] · srcs[j]` (a `None`
+/// source is zero), plus its old value with `accumulate`.
+fn transform(
+    coefs: &[Vec<(usize, f64)>],
+    srcs: &[Option<&[f32]>],
+    dsts: &mut [&mut [f32]],
+    accumulate: bool,
+) {
+    debug_assert!(srcs.len() <= MAX_POINTS && coefs.len() == dsts.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+    {
+        // SAFETY: AVX-512F/VL are available (checked just above).
+        return unsafe { transform_avx512(coefs, srcs, dsts, accumulate) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA are available (checked just above).
+        return unsafe { transform_avx2(coefs, srcs, dsts, accumulate) };
+    }
+    transform_body(coefs, srcs, dsts, accumulate)
+}
+
+/// The `w`-column windows starting at `off` of the consecutive `stride`-long rows of `buf`.
+fn windows(buf: &mut [f32], stride: usize, off: usize, w: usize) -> Vec<&mut [f32]> {
+    buf.chunks_mut(stride)
+        .map(|row| &mut row[off..off + w])
+        .collect()
+}
+
 /// Forward (also the input gradient, on the transposed geometry with flipped taps):
 /// `y[:, z] += Σ_t W_t · x[:, z + t − p]` with tiles of at most `max_points` points.
 ///
@@ -464,10 +572,7 @@ fn forward_within(
                                 })
                             })
                             .collect();
-                        for (i, coefs) in bt.iter().enumerate() {
-                            let at = i * k_cols + s.off;
-                            lincomb(coefs, &srcs, &mut out[at..at + s.w], false);
-                        }
+                        transform(&bt, &srcs, &mut windows(out, k_cols, s.off, s.w), false);
                     }
                 });
             // one GEMM per point: M_i (O × K) = U_i (O × C) · V_i (C × K)
@@ -509,10 +614,8 @@ fn forward_within(
                         let srcs: Vec<Option<&[f32]>> = (0..alpha)
                             .map(|i| Some(&mrow[i * k_cols + s.off..i * k_cols + s.off + s.w]))
                             .collect();
-                        for (k, coefs) in at.iter().enumerate() {
-                            let at = (s.z0 + k) * hw + s.c0;
-                            lincomb(coefs, &srcs, &mut yrow[at..at + s.w], true);
-                        }
+                        let rows = &mut yrow[s.z0 * hw..(s.z0 + m) * hw];
+                        transform(&at, &srcs, &mut windows(rows, hw, s.c0, s.w), true);
                     }
                 });
         }
@@ -678,10 +781,7 @@ fn weight_grad_within(
                                 })
                             })
                             .collect();
-                        for (i, coefs) in bt.iter().enumerate() {
-                            let at = i * k_cols + s.off;
-                            lincomb(coefs, &srcs, &mut out[at..at + s.w], false);
-                        }
+                        transform(&bt, &srcs, &mut windows(out, k_cols, s.off, s.w), false);
                     }
                 });
             let gv = &mut gv.0[..o * alpha * k_cols];
@@ -696,10 +796,7 @@ fn weight_grad_within(
                                 Some(&gn[at..at + s.w])
                             })
                             .collect();
-                        for (i, coefs) in gt.iter().enumerate() {
-                            let at = i * k_cols + s.off;
-                            lincomb(coefs, &srcs, &mut out[at..at + s.w], false);
-                        }
+                        transform(&gt, &srcs, &mut windows(out, k_cols, s.off, s.w), false);
                     }
                 });
             // acc_i (O × C) += Gy_i (O × K) · V_iᵀ (K × C)
