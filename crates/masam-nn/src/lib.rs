@@ -42,4 +42,4 @@ pub use init::SeededVarMap;
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use layer_norm_2d::{layer_norm_2d, LayerNorm2d};
 pub use linear::{add_bias, linear, linear_no_bias, Linear};
-pub use softmax::softmax_last_dim;
+pub use softmax::{softmax_last_dim, softmax_with_grid_bias};

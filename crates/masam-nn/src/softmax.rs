@@ -29,6 +29,32 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Softmax over a `kh × kw` key grid with additive row (`bh`) and column (`bw`) biases,
+/// differentiable in all three inputs: SAM's decomposed relative positions plus the attention
+/// softmax. Fused ([`crate::ops::grid_bias_softmax_fused`]) on CPU `f32` tensors, composed
+/// ([`crate::ops::composite::grid_bias_softmax`]) elsewhere.
+///
+/// # Shapes
+/// - `a`: (…, kh·kw); `bh`: (…, kh); `bw`: (…, kw); returns (…, kh·kw)
+///
+/// ```
+/// # use candle_core::{Device, Tensor};
+/// let dev = Device::Cpu;
+/// let a = Tensor::randn(0f32, 1., (3, 6), &dev).unwrap();
+/// let (bh, bw) = (Tensor::zeros((3, 2), candle_core::DType::F32, &dev).unwrap(),
+///                 Tensor::zeros((3, 3), candle_core::DType::F32, &dev).unwrap());
+/// let p = masam_nn::softmax_with_grid_bias(&a, &bh, &bw).unwrap();
+/// let q = masam_nn::softmax_last_dim(&a).unwrap();
+/// assert!((p - q).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() < 1e-6);
+/// ```
+pub fn softmax_with_grid_bias(a: &Tensor, bh: &Tensor, bw: &Tensor) -> Result<Tensor> {
+    if ops::fusable(&[a, bh, bw]) {
+        ops::grid_bias_softmax_fused(a, bh, bw)
+    } else {
+        ops::composite::grid_bias_softmax(a, bh, bw)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

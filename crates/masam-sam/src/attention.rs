@@ -2,10 +2,10 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use masam_nn::{linear, linear_no_bias, softmax_last_dim, Linear};
+use masam_nn::{linear, linear_no_bias, softmax_last_dim, softmax_with_grid_bias, Linear};
 
 use crate::extension::{BlockContext, LinearHook};
-use crate::rel_pos::add_decomposed_rel_pos;
+use crate::rel_pos::decomposed_rel_pos_terms;
 
 /// SAM's encoder `Attention`: fused `qkv` projection (output columns `[q | k | v]`, each
 /// `[head₀ … head_{n−1}] × hd`), `attn = (q·hd^−½) @ kᵀ + rel_h + rel_w` (relative terms from the
@@ -127,10 +127,12 @@ impl Attention {
         let v = qkv.get(2)?;
         let attn = (&q * self.scale)?.matmul(&k.t()?)?;
         let attn = match (&self.rel_pos_h, &self.rel_pos_w) {
-            (Some(rh), Some(rw)) => add_decomposed_rel_pos(&attn, &q, rh, rw, (h, w), (h, w))?,
-            _ => attn,
+            (Some(rh), Some(rw)) => {
+                let (bh, bw) = decomposed_rel_pos_terms(&q, rh, rw, (h, w), (h, w))?;
+                softmax_with_grid_bias(&attn, &bh, &bw)?
+            }
+            _ => softmax_last_dim(&attn)?,
         };
-        let attn = softmax_last_dim(&attn)?;
         let o = attn
             .matmul(&v)? // (B·nh, L, hd)
             .reshape((b, nh, h, w, hd))?

@@ -102,15 +102,58 @@ pub fn get_rel_pos(q_size: usize, k_size: usize, table: &Tensor) -> Result<Tenso
     table.index_select(&idx, 0)?.reshape((q_size, k_size, hd))
 }
 
-/// Adds SAM's decomposed relative positions to attention logits.
-///
-/// `attn[b, (i,j), (k,l)] += Σ_c q[b,i,j,c]·Rh[i,k,c] + Σ_c q[b,i,j,c]·Rw[j,l,c]`, where
-/// `Rh = get_rel_pos(q_h, k_h, rel_pos_h)` and `Rw = get_rel_pos(q_w, k_w, rel_pos_w)`. `q` is
-/// the **unscaled** query. Computed with batched matmuls.
+/// The two terms of SAM's decomposed relative positions, per query and key row / column:
+/// `rel_h[b, (i,j), k] = Σ_c q[b,i,j,c]·Rh[i,k,c]` and `rel_w[b, (i,j), l] = Σ_c
+/// q[b,i,j,c]·Rw[j,l,c]`, with `Rh = get_rel_pos(q_h, k_h, rel_pos_h)` and `Rw =
+/// get_rel_pos(q_w, k_w, rel_pos_w)`. `q` is the **unscaled** query. Computed with batched
+/// matmuls; the attention adds them with [`masam_nn::softmax_with_grid_bias`].
 ///
 /// # Shapes
-/// - `attn`: (B, q_h·q_w, k_h·k_w)
-/// - `q`: (B, q_h·q_w, hd)
+/// - `q`: (B, q_h·q_w, hd); `rel_pos_h`: (L_h, hd), `rel_pos_w`: (L_w, hd)
+/// - returns `rel_h` (B, q_h·q_w, k_h) and `rel_w` (B, q_h·q_w, k_w), contiguous
+pub fn decomposed_rel_pos_terms(
+    q: &Tensor,
+    rel_pos_h: &Tensor,
+    rel_pos_w: &Tensor,
+    q_size: (usize, usize),
+    k_size: (usize, usize),
+) -> Result<(Tensor, Tensor)> {
+    let (qh, qw) = q_size;
+    let (kh, kw) = k_size;
+    let (b, _, hd) = q.dims3()?;
+    let rh = get_rel_pos(qh, kh, rel_pos_h)?; // (qh, kh, hd)
+    let rw = get_rel_pos(qw, kw, rel_pos_w)?; // (qw, kw, hd)
+    let r_q = q.reshape((b, qh, qw, hd))?;
+    // Batch over i: (qh, b·qw, hd) @ (qh, hd, kh).
+    let rel_h = r_q
+        .permute([1, 0, 2, 3])?
+        .contiguous()?
+        .reshape((qh, b * qw, hd))?
+        .matmul(&rh.transpose(1, 2)?)? // (qh, b·qw, kh)
+        .reshape((qh, b, qw, kh))?
+        .permute([1, 0, 2, 3])? // (b, qh, qw, kh)
+        .contiguous()?
+        .reshape((b, qh * qw, kh))?;
+    // Batch over j: (qw, b·qh, hd) @ (qw, hd, kw).
+    let rel_w = r_q
+        .permute([2, 0, 1, 3])?
+        .contiguous()?
+        .reshape((qw, b * qh, hd))?
+        .matmul(&rw.transpose(1, 2)?)? // (qw, b·qh, kw)
+        .reshape((qw, b, qh, kw))?
+        .permute([1, 2, 0, 3])? // (b, qh, qw, kw)
+        .contiguous()?
+        .reshape((b, qh * qw, kw))?;
+    Ok((rel_h, rel_w))
+}
+
+/// Adds SAM's decomposed relative positions to attention logits (the reference's
+/// `add_decomposed_rel_pos`): `attn[b, (i,j), (k,l)] + rel_h[b, (i,j), k] + rel_w[b, (i,j), l]`
+/// with the terms of [`decomposed_rel_pos_terms`]. The attention itself fuses this sum into
+/// its softmax instead.
+///
+/// # Shapes
+/// - `attn`: (B, q_h·q_w, k_h·k_w); `q`: (B, q_h·q_w, hd)
 /// - `rel_pos_h`: (L_h, hd), `rel_pos_w`: (L_w, hd)
 /// - returns: (B, q_h·q_w, k_h·k_w)
 pub fn add_decomposed_rel_pos(
@@ -123,29 +166,11 @@ pub fn add_decomposed_rel_pos(
 ) -> Result<Tensor> {
     let (qh, qw) = q_size;
     let (kh, kw) = k_size;
-    let (b, _, hd) = q.dims3()?;
-    let rh = get_rel_pos(qh, kh, rel_pos_h)?; // (qh, kh, hd)
-    let rw = get_rel_pos(qw, kw, rel_pos_w)?; // (qw, kw, hd)
-    let r_q = q.reshape((b, qh, qw, hd))?;
-    // rel_h[b,i,j,k] = Σ_c r_q[b,i,j,c] Rh[i,k,c]: batch over i.
-    let rel_h = r_q
-        .permute([1, 0, 2, 3])?
-        .contiguous()?
-        .reshape((qh, b * qw, hd))?
-        .matmul(&rh.transpose(1, 2)?)? // (qh, b·qw, kh)
-        .reshape((qh, b, qw, kh))?
-        .permute([1, 0, 2, 3])?; // (b, qh, qw, kh)
-                                 // rel_w[b,i,j,l] = Σ_c r_q[b,i,j,c] Rw[j,l,c]: batch over j.
-    let rel_w = r_q
-        .permute([2, 0, 1, 3])?
-        .contiguous()?
-        .reshape((qw, b * qh, hd))?
-        .matmul(&rw.transpose(1, 2)?)? // (qw, b·qh, kw)
-        .reshape((qw, b, qh, kw))?
-        .permute([1, 2, 0, 3])?; // (b, qh, qw, kw)
+    let (b, _, _) = q.dims3()?;
+    let (rel_h, rel_w) = decomposed_rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)?;
     attn.reshape((b, qh, qw, kh, kw))?
-        .broadcast_add(&rel_h.unsqueeze(4)?)?
-        .broadcast_add(&rel_w.unsqueeze(3)?)?
+        .broadcast_add(&rel_h.reshape((b, qh, qw, kh, 1))?)?
+        .broadcast_add(&rel_w.reshape((b, qh, qw, 1, kw))?)?
         .reshape((b, qh * qw, kh * kw))
 }
 

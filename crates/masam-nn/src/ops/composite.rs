@@ -18,6 +18,26 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&s)
 }
 
+/// [`crate::ops::grid_bias_softmax_fused`] from candle ops: the two broadcast sums over the
+/// `kh × kw` key grid, then [`softmax_last_dim`].
+///
+/// # Shapes
+/// - `a`: (…, kh·kw); `bh`: (…, kh); `bw`: (…, kw); returns (…, kh·kw)
+pub fn grid_bias_softmax(a: &Tensor, bh: &Tensor, bw: &Tensor) -> Result<Tensor> {
+    let dims = a.dims().to_vec();
+    let kh = bh.dims().last().copied().unwrap_or(0);
+    let kw = bw.dims().last().copied().unwrap_or(0);
+    let lead = &dims[..dims.len().saturating_sub(1)];
+    let mut grid = lead.to_vec();
+    grid.extend([kh, kw]);
+    let x = a
+        .reshape(grid)?
+        .broadcast_add(&bh.unsqueeze(D::Minus1)?)?
+        .broadcast_add(&bw.unsqueeze(bw.rank() - 1)?)?
+        .reshape(dims)?;
+    softmax_last_dim(&x)
+}
+
 /// LayerNorm over the last dimension, `w · (x − mean) / sqrt(var + eps) + b` with the biased
 /// variance. The caller checks that `weight` and `bias` have C elements.
 ///

@@ -41,11 +41,13 @@
 pub mod bias_op;
 pub mod composite;
 pub mod gelu_op;
+pub mod grid_bias_softmax_op;
 pub mod layer_norm_op;
 pub mod softmax_op;
 
 pub use bias_op::bias_add_fused;
 pub use gelu_op::gelu_erf_fused;
+pub use grid_bias_softmax_op::grid_bias_softmax_fused;
 pub use layer_norm_op::{layer_norm_2d_fused, layer_norm_fused};
 pub use softmax_op::softmax_last_dim_fused;
 

@@ -63,7 +63,7 @@ impl CustomOp1 for SoftmaxLastDim {
 }
 
 /// Backward op: `(y, g) ↦ y · (g − Σ_last g·y)`.
-struct SoftmaxLastDimBwd;
+pub(crate) struct SoftmaxLastDimBwd;
 
 impl CustomOp2 for SoftmaxLastDimBwd {
     fn name(&self) -> &'static str {
@@ -112,7 +112,7 @@ impl CustomOp2 for SoftmaxLastDimBwd {
 
 /// `y = exp(x − max x) / Σ exp(x − max x)` for one row.
 #[inline]
-fn softmax_row(x: &[f32], y: &mut [f32]) {
+pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
     let mut m = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
