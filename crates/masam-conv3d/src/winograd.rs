@@ -706,18 +706,18 @@ fn tap_planes(taps: &Taps, rows: usize, cols: usize) -> Scratch {
 fn weight_transform(tf: &Transform, planes: &[f32], plane: usize) -> Scratch {
     let mut u = Scratch::new(tf.alpha * plane);
     let chunk = 4096.min(plane);
-    let per_point = plane.div_ceil(chunk);
-    u.0.par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(idx, dst)| {
-            let (i, part) = (idx / per_point, idx % per_point);
-            let at = part * chunk;
-            let coefs = nonzero(&tf.g[i * tf.r..(i + 1) * tf.r]);
-            let srcs: Vec<Option<&[f32]>> = (0..tf.r)
-                .map(|t| Some(&planes[t * plane + at..t * plane + at + dst.len()]))
-                .collect();
-            lincomb(&coefs, &srcs, dst, false);
-        });
+    u.0.par_chunks_mut(plane).enumerate().for_each(|(i, row)| {
+        let coefs = nonzero(&tf.g[i * tf.r..(i + 1) * tf.r]);
+        row.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(part, dst)| {
+                let at = part * chunk;
+                let srcs: Vec<Option<&[f32]>> = (0..tf.r)
+                    .map(|t| Some(&planes[t * plane + at..t * plane + at + dst.len()]))
+                    .collect();
+                lincomb(&coefs, &srcs, dst, false);
+            });
+    });
     u
 }
 
@@ -835,6 +835,7 @@ fn weight_grad_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::Taps;
 
     fn correlate(g: &[f64], d: &[f64], m: usize) -> Vec<f64> {
         (0..m)
@@ -923,6 +924,33 @@ mod tests {
                     err <= 2e-6 * scale,
                     "{max_points} points: {err} (scale {scale})"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn weight_transform_covers_planes_of_any_size() {
+        // 70 × 70 = 4900 floats per plane: not a multiple of the 4096-float work chunk
+        let (rows, cols, kd) = (70, 70, 3);
+        let w: Vec<f32> = (0..rows * cols * kd)
+            .map(|i| ((i * 31 % 19) as f32 - 9.0) / 7.0)
+            .collect();
+        let taps = Taps::forward(&w, cols, kd);
+        let planes = tap_planes(&taps, rows, cols);
+        let tf = Transform::new(4, kd, Scale::Filter).unwrap();
+        let u = weight_transform(&tf, &planes.0, rows * cols);
+        for i in 0..tf.alpha {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let want: f64 = (0..kd)
+                        .map(|t| tf.g[i * kd + t] * f64::from(w[(r * cols + c) * kd + t]))
+                        .sum();
+                    let got = f64::from(u.0[(i * rows + r) * cols + c]);
+                    assert!(
+                        (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                        "{i} {r} {c}"
+                    );
+                }
             }
         }
     }
