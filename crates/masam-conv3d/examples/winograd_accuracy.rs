@@ -2,7 +2,8 @@
 //! against an f64 loop), for D in 1..=16, kd in 1..=5, 'same' padding, on random data with
 //! realistic scales: x ~ N(0, 1), w ~ U(±1/√(C·kd)) (PyTorch's init), grad_y ~ N(0, 1).
 //!
-//! `cargo run --release -p masam-conv3d --example winograd_accuracy [channels] [hw] [seed]`
+//! `cargo run --release -p masam-conv3d --example winograd_accuracy [channels] [hw] [seed] [kd] [D]`
+//! (`kd`, `D`: only that kernel depth / depth; default all).
 //!
 //! Prints, per (kd, tile point limit), the worst relative error `max|a − b| / (max|b| + 1e-6)`
 //! over D of forward, grad input and grad weight, and per (kd, D) what `Auto` picks.
@@ -92,6 +93,8 @@ fn main() {
     let c = args.first().copied().unwrap_or(96);
     let hw = args.get(1).copied().unwrap_or(64);
     let seed = args.get(2).copied().unwrap_or(0) as u64;
+    let only_kd = args.get(3).copied();
+    let only_d = args.get(4).copied();
     let n = 2;
     let limits: Vec<usize> = (4..=9).collect();
     println!("channels {c}, H·W {hw}, batch {n}; errors relative to the exact path (f64 truth in brackets for the exact path)");
@@ -100,7 +103,13 @@ fn main() {
     let mut exact_worst = [[0f64; 3]; 6];
     let mut rows = Vec::new();
     for kd in 1..=5usize {
+        if only_kd.is_some_and(|k| k != kd) {
+            continue;
+        }
         for d in 1..=16usize {
+            if only_d.is_some_and(|v| v != d) {
+                continue;
+            }
             let mut rng = ChaCha8Rng::seed_from_u64((kd * 100 + d) as u64 + 1000 * seed);
             let g = Conv3dGeometry::new(&[n, c, d, 1, hw], &[c, c, kd, 1, 1], Conv3dPadding::Same)
                 .unwrap();
