@@ -250,6 +250,27 @@ fn checked(path: CpuPath, g: &Conv3dGeometry) -> CpuPath {
     }
 }
 
+/// [`select`] for the weight gradient: `Auto` additionally needs `N·H·W ≥ 1024`. The Winograd
+/// weight gradient runs one GEMM per point and tile with `K = N·H·W` (tiles are not summed in
+/// one GEMM, which would cost accuracy), while the exact path runs kd GEMMs with
+/// `K ≈ OD·N·H·W`; short `K` makes the Winograd GEMMs slower than the FLOPs they save.
+///
+/// ```
+/// use masam_conv3d::cpu::{select_weight_grad, CpuPath};
+/// use masam_conv3d::{Conv3dGeometry, Conv3dKernel, Conv3dPadding};
+/// let g = Conv3dGeometry::new(&[1, 384, 16, 16, 16], &[384, 384, 3, 1, 1], Conv3dPadding::Same).unwrap();
+/// assert_eq!(select_weight_grad(Conv3dKernel::Auto, &g), CpuPath::DepthGemm); // K = 256
+/// ```
+pub fn select_weight_grad(kernel: Conv3dKernel, g: &Conv3dGeometry) -> CpuPath {
+    let path = select(kernel, g);
+    let k = g.batch * g.input[1] * g.input[2];
+    if kernel == Conv3dKernel::Auto && matches!(path, CpuPath::Winograd { .. }) && k < 1024 {
+        CpuPath::DepthGemm
+    } else {
+        path
+    }
+}
+
 fn filled_output(g: &Conv3dGeometry, b: Option<&[f32]>) -> Vec<f32> {
     let plane: usize = g.output.iter().product();
     let mut y = vec![0f32; g.batch * g.out_channels * plane];
@@ -358,7 +379,7 @@ pub fn conv3d_weight_grad(
     gy: &[f32],
     kernel: Conv3dKernel,
 ) -> Vec<f32> {
-    conv3d_weight_grad_on(g, x, gy, select(kernel, g))
+    conv3d_weight_grad_on(g, x, gy, select_weight_grad(kernel, g))
 }
 
 /// [`conv3d_weight_grad`] on an explicit path.

@@ -4,7 +4,7 @@
 //! autograd; plus which path `Auto` picks.
 
 use candle_core::{Device, Tensor, Var};
-use masam_conv3d::cpu::{select, CpuPath};
+use masam_conv3d::cpu::{select, select_weight_grad, CpuPath};
 use masam_conv3d::winograd::AUTO_MAX_POINTS;
 use masam_conv3d::{conv3d_op_with, Conv3dGeometry, Conv3dKernel, Conv3dPadding};
 use rand::{Rng, SeedableRng};
@@ -196,6 +196,14 @@ fn auto_picks_winograd_only_where_it_saves_gemms() {
     let g = geom(5, 3, same);
     assert_eq!(select(Conv3dKernel::Auto, &g), wino);
     assert_eq!(select(Conv3dKernel::Auto, &g.transposed()), wino);
+    // the weight gradient also needs N·H·W ≥ 1024 (long enough GEMMs)
+    assert_eq!(
+        select_weight_grad(Conv3dKernel::Auto, &g),
+        CpuPath::DepthGemm
+    );
+    let big = Conv3dGeometry::new(&[2, 8, 5, 32, 16], &[8, 8, 3, 1, 1], same).unwrap();
+    assert_eq!(select_weight_grad(Conv3dKernel::Auto, &big), wino);
+    assert_eq!(select_weight_grad(Conv3dKernel::Winograd, &g), wino);
     // no gain: kd = 1, a single slice, two slices with kd = 3
     for g in [geom(5, 1, same), geom(1, 3, same), geom(2, 3, same)] {
         assert_eq!(select(Conv3dKernel::Auto, &g), CpuPath::DepthGemm, "{g:?}");
