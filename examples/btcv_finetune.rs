@@ -74,6 +74,7 @@ fn main() -> Result<()> {
                 sam_checkpoint: Some(ckpt),
                 time_budget_s: args.minutes.map(|m| m * 60.0),
                 augment: true,
+                sampling: masam_adapter::data::Sampling::Uniform,
                 eval_batch: 2,
                 intensity: IntensityConfig::ct_abdomen(),
                 out_dir: args.out.clone(),

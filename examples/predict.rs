@@ -40,6 +40,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    masam_adapter::runtime::tune_allocator();
     let dev = Device::Cpu;
     let run = RunDir::open(&args.run).with_context(|| format!("opening {}", args.run.display()))?;
     let model = run.load_model(None, &dev)?;

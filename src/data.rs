@@ -9,7 +9,7 @@ use masam_volume::augment::{Recipe, Sample};
 use masam_volume::transforms::SliceStack;
 use masam_volume::Volume;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::{Error, Result};
@@ -33,6 +33,32 @@ pub trait StackSource: Send + Sync {
     }
     /// The stack `index`, augmented deterministically from `(epoch, index)`.
     fn sample(&self, index: usize, epoch: u64) -> Result<Sample>;
+    /// The foreground classes present in the centre slice of stack `index` (for
+    /// [`Sampling::ClassBalanced`]); sources that do not know return none.
+    fn classes(&self, index: usize) -> Vec<u8> {
+        let _ = index;
+        vec![]
+    }
+}
+
+/// How the [`BatchLoader`] picks stacks.
+///
+/// ```
+/// use masam_adapter::data::Sampling;
+/// let s: Sampling = toml::from_str("class_balanced = 0.5").unwrap();
+/// assert_eq!(s, Sampling::ClassBalanced(0.5));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Every stack once per epoch, shuffled (the reference).
+    #[default]
+    Uniform,
+    /// Each batch position is, with this probability, replaced by a stack whose centre slice
+    /// contains a foreground class drawn uniformly from the classes of the training set, so
+    /// that small organs (few slices, few pixels) are seen as often as large ones. Like
+    /// nnU-Net's foreground oversampling; deterministic in (seed, batch number).
+    ClassBalanced(f64),
 }
 
 /// Stacks from volumes held in memory: every slice of every volume is the centre of one stack
@@ -76,6 +102,20 @@ impl InMemoryStacks {
 impl StackSource for InMemoryStacks {
     fn len(&self) -> usize {
         self.index.len()
+    }
+
+    fn classes(&self, index: usize) -> Vec<u8> {
+        let (v, z) = self.index[index % self.index.len()];
+        let mut seen = [false; 256];
+        for &l in self.volumes[v]
+            .label
+            .data
+            .index_axis(ndarray::Axis(0), z)
+            .iter()
+        {
+            seen[l as usize] = true;
+        }
+        (1..=255u8).filter(|&c| seen[c as usize]).collect()
     }
 
     fn sample(&self, index: usize, epoch: u64) -> Result<Sample> {
@@ -150,9 +190,40 @@ impl BatchLoader {
         start: u64,
         prefetch: usize,
     ) -> Result<Self> {
+        Self::spawn_with(source, batch, seed, start, prefetch, Sampling::Uniform)
+    }
+
+    /// [`spawn`](Self::spawn) with a [`Sampling`] strategy.
+    pub fn spawn_with(
+        source: Arc<dyn StackSource>,
+        batch: usize,
+        seed: u64,
+        start: u64,
+        prefetch: usize,
+        sampling: Sampling,
+    ) -> Result<Self> {
         if source.is_empty() || batch == 0 {
             return Err(Error::Config("no training stacks, or batch size 0".into()));
         }
+        let balance = match sampling {
+            Sampling::Uniform => 0.0,
+            Sampling::ClassBalanced(p) if (0.0..=1.0).contains(&p) => p,
+            Sampling::ClassBalanced(p) => {
+                return Err(Error::Config(format!(
+                    "class-balanced sampling probability {p} is not in [0, 1]"
+                )))
+            }
+        };
+        // class → stacks whose centre slice shows it
+        let mut by_class: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
+        if balance > 0.0 {
+            for i in 0..source.len() {
+                for c in source.classes(i) {
+                    by_class.entry(c).or_default().push(i);
+                }
+            }
+        }
+        let pools: Vec<Vec<usize>> = by_class.into_values().collect();
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let n = source.len();
@@ -165,7 +236,18 @@ impl BatchLoader {
                     seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 ));
                 let pos = ((k % per_epoch) as usize) * batch;
-                let idx: Vec<usize> = (0..batch).map(|i| order[(pos + i) % n]).collect();
+                let mut idx: Vec<usize> = (0..batch).map(|i| order[(pos + i) % n]).collect();
+                if balance > 0.0 && !pools.is_empty() {
+                    let mut rng = ChaCha8Rng::seed_from_u64(
+                        seed.wrapping_add(0xC1A5_5BA1) ^ k.wrapping_mul(0x2545_F491_4F6C_DD1D),
+                    );
+                    for slot in idx.iter_mut() {
+                        if rng.random::<f64>() < balance {
+                            let pool = &pools[rng.random_range(0..pools.len())];
+                            *slot = pool[rng.random_range(0..pool.len())];
+                        }
+                    }
+                }
                 let samples: Result<Vec<Sample>> =
                     idx.iter().map(|&i| source.sample(i, epoch)).collect();
                 let item = samples
@@ -200,5 +282,86 @@ impl Drop for BatchLoader {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use masam_volume::transforms::StackConfig;
+    use ndarray::Array3;
+
+    /// 3 volumes of 10 slices of 8×8; class 1 fills slices 0..8 of every volume, class 2 shows
+    /// only in slice 9 of volume 2 (1 stack in 30).
+    fn source() -> Arc<dyn StackSource> {
+        let vols = (0..3)
+            .map(|v| {
+                let image = Volume::with_spacing(Array3::<f32>::zeros((10, 8, 8)), [1.0; 3]);
+                let mut lab = Array3::<u8>::zeros((10, 8, 8));
+                for z in 0..8 {
+                    lab[[z, 2, 2]] = 1;
+                }
+                if v == 2 {
+                    lab[[9, 4, 4]] = 2;
+                }
+                LabelledVolume {
+                    image,
+                    label: Volume::with_spacing(lab, [1.0; 3]),
+                }
+            })
+            .collect();
+        let stack = SliceStack::new(StackConfig {
+            out_size: None,
+            ..StackConfig::default()
+        })
+        .unwrap();
+        Arc::new(InMemoryStacks::new(vols, stack, None).unwrap())
+    }
+
+    fn drawn(sampling: Sampling, seed: u64) -> Vec<Vec<u8>> {
+        let src = source();
+        let mut loader = BatchLoader::spawn_with(src, 2, seed, 0, 2, sampling).unwrap();
+        (0..200)
+            .flat_map(|_| {
+                let (_, b) = loader.next_batch().unwrap();
+                // centre slice of each stack: labels are (B·D, H, W), D = 5, centre 2
+                let l = b.labels.to_dtype(candle_core::DType::U32).unwrap();
+                (0..2)
+                    .map(|i| {
+                        let s = l.get(i * 5 + 2).unwrap().flatten_all().unwrap();
+                        let v = s.to_vec1::<u32>().unwrap();
+                        let mut c: Vec<u8> =
+                            v.iter().filter(|&&x| x > 0).map(|&x| x as u8).collect();
+                        c.sort();
+                        c.dedup();
+                        c
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn class_balanced_sampling_oversamples_rare_classes_deterministically() {
+        let count = |d: &[Vec<u8>], c: u8| d.iter().filter(|s| s.contains(&c)).count();
+        let uniform = drawn(Sampling::Uniform, 7);
+        let balanced = drawn(Sampling::ClassBalanced(1.0), 7);
+        // uniform: class 2 in about 1/30 of 400 draws; balanced: in about half of them
+        assert!(
+            count(&uniform, 2) < 40,
+            "uniform drew class 2 {} times",
+            count(&uniform, 2)
+        );
+        assert!(
+            count(&balanced, 2) > 150,
+            "balanced drew class 2 {} times",
+            count(&balanced, 2)
+        );
+        // with probability 1 every draw shows a foreground class
+        assert!(balanced.iter().all(|s| !s.is_empty()));
+        assert_eq!(balanced, drawn(Sampling::ClassBalanced(1.0), 7));
+        assert!(
+            BatchLoader::spawn_with(source(), 2, 0, 0, 1, Sampling::ClassBalanced(1.5)).is_err()
+        );
     }
 }

@@ -62,6 +62,9 @@ pub struct FinetuneConfig {
     pub time_budget_s: Option<f64>,
     /// Apply the reference augmentation recipe.
     pub augment: bool,
+    /// How training stacks are picked (uniform like the reference, or class-balanced).
+    #[serde(default)]
+    pub sampling: crate::data::Sampling,
     /// Windows per forward pass during evaluation.
     pub eval_batch: usize,
     /// Intensity chain of the stacks (reference CT abdomen window by default).
@@ -137,6 +140,7 @@ impl FinetuneConfig {
             // a short budget learns faster without the reference's heavy augmentation; the
             // phantom already varies anatomy from case to case
             augment: false,
+            sampling: crate::data::Sampling::Uniform,
             eval_batch: 8,
             intensity: masam_volume::transforms::IntensityConfig::ct_abdomen(),
             out_dir,
@@ -278,6 +282,7 @@ pub fn run(
     cfg: &FinetuneConfig,
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
+    crate::runtime::tune_allocator();
     let dev = Device::Cpu;
     std::fs::create_dir_all(&cfg.out_dir).map_err(io_err(&cfg.out_dir))?;
     let cfg_text =
@@ -315,12 +320,13 @@ pub fn run(
     if cfg.resume && ckpt.exists() {
         trainer.resume(&ckpt)?;
     }
-    let mut loader = BatchLoader::spawn(
+    let mut loader = BatchLoader::spawn_with(
         source,
         cfg.trainer.batch,
         cfg.trainer.seed,
         trainer.current_step() * cfg.trainer.accumulation as u64,
         4,
+        cfg.sampling,
     )?;
     let start = Instant::now();
     let mut history = vec![];

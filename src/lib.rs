@@ -13,6 +13,7 @@ pub mod predict;
 pub mod reference_config;
 pub mod render;
 pub mod run_dir;
+pub mod runtime;
 pub mod trainer;
 
 pub use config::{AdapterPlacement, Finetune, MaSamConfig};

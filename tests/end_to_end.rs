@@ -64,6 +64,7 @@ fn run_config(
         sam_checkpoint: None,
         time_budget_s: None,
         augment: false,
+        sampling: masam_adapter::data::Sampling::Uniform,
         eval_batch: 8,
         intensity,
         out_dir: out.to_path_buf(),

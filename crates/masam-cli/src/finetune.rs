@@ -90,6 +90,7 @@ pub fn paper_recipe(
         sam_checkpoint,
         time_budget_s: None,
         augment: true,
+        sampling: masam_adapter::data::Sampling::Uniform,
         eval_batch: 2,
         intensity: IntensityConfig::ct_abdomen(),
         out_dir,

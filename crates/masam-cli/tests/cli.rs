@@ -285,6 +285,7 @@ fn tiny_run_config(phantom: &PhantomConfig) -> FinetuneConfig {
         sam_checkpoint: None,
         time_budget_s: None,
         augment: false,
+        sampling: masam_adapter::data::Sampling::Uniform,
         eval_batch: 8,
         intensity: IntensityConfig::ct_abdomen(),
         out_dir: "unused".into(),
