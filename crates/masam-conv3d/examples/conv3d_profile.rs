@@ -56,11 +56,14 @@ fn main() -> masam_conv3d::Result<()> {
     );
     // [path][product] best times; the paths take turns so that they see the same load
     let mut t = [[f64::INFINITY; 3]; 3];
+    // per-iteration ratio of each path's fwd + grad-input + grad-weight time to the exact one
+    let mut ratios: [Vec<f64>; 3] = Default::default();
     let time = |f: &mut dyn FnMut()| {
         let t0 = Instant::now();
         f();
         t0.elapsed().as_secs_f64() * 1e3
     };
+    let mut sums = [0f64; 3];
     for it in 0..=iters {
         for (pi, (_, path)) in paths.iter().enumerate() {
             let path = *path;
@@ -79,14 +82,22 @@ fn main() -> masam_conv3d::Result<()> {
                 for (b, v) in t[pi].iter_mut().zip(r) {
                     *b = b.min(v);
                 }
+                sums[pi] = r.iter().sum();
+            }
+        }
+        if it > 0 {
+            for pi in 0..3 {
+                ratios[pi].push(sums[pi] / sums[0]);
             }
         }
     }
-    for ((name, _), [tf, tx, tw]) in paths.iter().zip(t) {
+    for (((name, _), [tf, tx, tw]), r) in paths.iter().zip(t).zip(ratios.iter_mut()) {
+        r.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "{name}: forward {tf:6.2}  grad-input {tx:6.2}  grad-weight {tw:6.2}  sum {:6.2}  ({:6.1} GFLOP/s)",
+            "{name}: forward {tf:6.2}  grad-input {tx:6.2}  grad-weight {tw:6.2}  sum {:6.2}  ({:6.1} GFLOP/s)  median paired ratio to exact {:.3}",
             tf + tx + tw,
-            3.0 * gf / (tf + tx + tw) * 1e3
+            3.0 * gf / (tf + tx + tw) * 1e3,
+            r[r.len() / 2]
         );
     }
     let t = best(iters, || {

@@ -278,7 +278,7 @@ fn source(g: &Conv3dGeometry, j: usize) -> Option<usize> {
 /// page faults (the kernel zeroes every page on first touch), as much as the transforms.
 /// At most [`POOL_KEEP`] buffers of at most [`BUDGET`] floats each are kept.
 static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-const POOL_KEEP: usize = 3;
+const POOL_KEEP: usize = 8;
 
 /// A buffer of `len` floats (contents unspecified) from the pool, returned on drop.
 struct Scratch(Vec<f32>);
