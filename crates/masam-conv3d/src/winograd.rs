@@ -325,86 +325,6 @@ impl Drop for Scratch {
 
 const BLOCK: usize = 64;
 
-/// `dst (+)= Σ_j c_j · src_j` over the non-zero `(j, c_j)` (a `None` source is zero), summed in
-/// f64 and rounded once; with `accumulate` the sum starts from `dst`.
-#[inline(always)]
-fn lincomb_body(
-    coefs: &[(usize, f64)],
-    srcs: &[Option<&[f32]>],
-    dst: &mut [f32],
-    accumulate: bool,
-) {
-    let len = dst.len();
-    let mut acc = [0f64; BLOCK];
-    for b0 in (0..len).step_by(BLOCK) {
-        let bl = BLOCK.min(len - b0);
-        let acc = &mut acc[..bl];
-        if accumulate {
-            for (a, d) in acc.iter_mut().zip(&dst[b0..b0 + bl]) {
-                *a = f64::from(*d);
-            }
-        } else {
-            acc.fill(0.0);
-        }
-        for &(j, c) in coefs {
-            if let Some(src) = srcs[j] {
-                for (a, s) in acc.iter_mut().zip(&src[b0..b0 + bl]) {
-                    *a += c * f64::from(*s);
-                }
-            }
-        }
-        for (d, a) in dst[b0..b0 + bl].iter_mut().zip(acc.iter()) {
-            *d = *a as f32;
-        }
-    }
-}
-
-/// [`lincomb_body`] compiled for AVX-512 (8 f64 lanes).
-///
-/// # Safety
-/// The CPU must support AVX-512F and AVX-512VL.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn lincomb_avx512(
-    coefs: &[(usize, f64)],
-    srcs: &[Option<&[f32]>],
-    dst: &mut [f32],
-    accumulate: bool,
-) {
-    lincomb_body(coefs, srcs, dst, accumulate)
-}
-
-/// [`lincomb_body`] compiled for AVX2 + FMA (4 f64 lanes instead of SSE2's 2).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn lincomb_avx2(
-    coefs: &[(usize, f64)],
-    srcs: &[Option<&[f32]>],
-    dst: &mut [f32],
-    accumulate: bool,
-) {
-    lincomb_body(coefs, srcs, dst, accumulate)
-}
-
-fn lincomb(coefs: &[(usize, f64)], srcs: &[Option<&[f32]>], dst: &mut [f32], accumulate: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-    {
-        // SAFETY: AVX-512F/VL are available (checked just above); they imply AVX2 and FMA.
-        return unsafe { lincomb_avx512(coefs, srcs, dst, accumulate) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA are available (checked just above).
-        return unsafe { lincomb_avx2(coefs, srcs, dst, accumulate) };
-    }
-    lincomb_body(coefs, srcs, dst, accumulate)
-}
-
 /// `dsts[i] (+)= Σ_j coefs[i][j] · srcs[j]` for all rows `i` at once: each source block is
 /// converted to f64 once and reused by every output (f64 sums, one rounding per output).
 #[inline(always)]
@@ -577,7 +497,7 @@ fn forward_within(
                         transform(&bt, &srcs, &mut windows(out, k_cols, s.off, s.w), false);
                     }
                 });
-            // one GEMM per point: M_i (O × K) = U_i (O × C) · V_i (C × K)
+            // one GEMM per point: M_i (O × K) = U_i (O × C) · V_i (C × K); M is (α × O × K)
             let mb = &mut mbuf.0[..o * alpha * k_cols];
             for i in 0..alpha {
                 let lhs = Mat {
@@ -592,18 +512,7 @@ fn forward_within(
                     rs: alpha * k_cols,
                     cs: 1,
                 };
-                gemm_into(
-                    o,
-                    k_cols,
-                    c,
-                    mb,
-                    i * k_cols,
-                    alpha * k_cols,
-                    1,
-                    lhs,
-                    rhs,
-                    false,
-                );
+                gemm_into(o, k_cols, c, mb, i * o * k_cols, k_cols, 1, lhs, rhs, false);
             }
             // output transform: y[n, :, z0 + k] += Σ_i Aᵀ[k, i] M_i
             let mb = &mbuf.0[..o * alpha * k_cols];
@@ -611,10 +520,12 @@ fn forward_within(
                 .enumerate()
                 .for_each(|(row, yrow)| {
                     let (n, oi) = (row / o, row % o);
-                    let mrow = &mb[oi * alpha * k_cols..(oi + 1) * alpha * k_cols];
                     for s in batch.iter().filter(|s| s.n == n) {
                         let srcs: Vec<Option<&[f32]>> = (0..alpha)
-                            .map(|i| Some(&mrow[i * k_cols + s.off..i * k_cols + s.off + s.w]))
+                            .map(|i| {
+                                let at = (i * o + oi) * k_cols + s.off;
+                                Some(&mb[at..at + s.w])
+                            })
                             .collect();
                         let rows = &mut yrow[s.z0 * hw..(s.z0 + m) * hw];
                         transform(&at, &srcs, &mut windows(rows, hw, s.c0, s.w), true);
@@ -707,19 +618,28 @@ fn tap_planes(taps: &Taps, rows: usize, cols: usize) -> Scratch {
 /// the taps as (kd × plane).
 fn weight_transform(tf: &Transform, planes: &[f32], plane: usize) -> Scratch {
     let mut u = Scratch::new(tf.alpha * plane);
+    let coefs: Vec<Vec<(usize, f64)>> = (0..tf.alpha)
+        .map(|i| nonzero(&tf.g[i * tf.r..(i + 1) * tf.r]))
+        .collect();
     let chunk = 4096.min(plane);
-    u.0.par_chunks_mut(plane).enumerate().for_each(|(i, row)| {
-        let coefs = nonzero(&tf.g[i * tf.r..(i + 1) * tf.r]);
-        row.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(part, dst)| {
-                let at = part * chunk;
-                let srcs: Vec<Option<&[f32]>> = (0..tf.r)
-                    .map(|t| Some(&planes[t * plane + at..t * plane + at + dst.len()]))
-                    .collect();
-                lincomb(&coefs, &srcs, dst, false);
-            });
+    // one task per column chunk computes all α outputs from the r planes at once
+    let mut rows: Vec<&mut [f32]> = u.0.chunks_mut(plane).collect();
+    let mut pieces: Vec<Vec<&mut [f32]>> = (0..plane.div_ceil(chunk)).map(|_| Vec::new()).collect();
+    for row in rows.iter_mut() {
+        for (p, piece) in row.chunks_mut(chunk).enumerate() {
+            pieces[p].push(piece);
+        }
+    }
+    pieces.par_iter_mut().enumerate().for_each(|(p, dsts)| {
+        let at = p * chunk;
+        let len = dsts[0].len();
+        let srcs: Vec<Option<&[f32]>> = (0..tf.r)
+            .map(|t| Some(&planes[t * plane + at..t * plane + at + len]))
+            .collect();
+        transform(&coefs, &srcs, dsts, false);
     });
+    drop(pieces);
+    drop(rows);
     u
 }
 
