@@ -667,7 +667,9 @@ fn weight_grad_within(
     let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
     let (d, od) = (g.input[0], g.output[0]);
     let hw = g.input[1] * g.input[2];
-    let mut gw = vec![0f64; o * c * kd];
+    let plane = o * c;
+    // the result as kd planes (O × C) in f64, interleaved into (O, C, kd) at the end
+    let mut gwp = vec![0f64; kd * plane];
     let groups = tile_groups(g, max_points);
     let Some(alpha_max) = groups.iter().map(|(m, _)| m + kd - 1).max() else {
         return vec![0f32; o * c * kd];
@@ -744,19 +746,30 @@ fn weight_grad_within(
             }
             // output transform (f64): gw[:, :, t] += Σ_i Aᵀ[t, i] acc_i
             let acc = &acc[..];
-            gw.par_chunks_mut(kd).enumerate().for_each(|(oc, dst)| {
-                for (t, dv) in dst.iter_mut().enumerate() {
+            let chunk = 4096.min(plane);
+            gwp.par_chunks_mut(plane).enumerate().for_each(|(t, pl)| {
+                pl.par_chunks_mut(chunk).enumerate().for_each(|(p, dst)| {
+                    let at = p * chunk;
                     for i in 0..alpha {
                         let a = tf.at[t * alpha + i];
                         if a != 0.0 {
-                            *dv += a * f64::from(acc[i * o * c + oc]);
+                            let src = &acc[i * plane + at..i * plane + at + dst.len()];
+                            for (dv, sv) in dst.iter_mut().zip(src) {
+                                *dv += a * f64::from(*sv);
+                            }
                         }
                     }
-                }
+                });
             });
         }
     }
-    gw.into_iter().map(|v| v as f32).collect()
+    let mut gw = vec![0f32; kd * plane];
+    gw.par_chunks_mut(kd).enumerate().for_each(|(oc, dst)| {
+        for (t, dv) in dst.iter_mut().enumerate() {
+            *dv = gwp[t * plane + oc] as f32;
+        }
+    });
+    gw
 }
 
 #[cfg(test)]
@@ -880,6 +893,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn weight_grad_covers_planes_of_any_size() {
+        use crate::cpu::{conv3d_weight_grad_on, CpuPath};
+        use crate::Conv3dPadding;
+        // O × C = 70 × 70 = 4900: not a multiple of the 4096-float output-transform chunk
+        let (n, c, o, d, kd) = (1, 70, 70, 5, 3);
+        let g =
+            Conv3dGeometry::new(&[n, c, d, 2, 4], &[o, c, kd, 1, 1], Conv3dPadding::Same).unwrap();
+        let x: Vec<f32> = (0..n * c * d * 8)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let gy: Vec<f32> = (0..n * o * d * 8)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0)
+            .collect();
+        let want = conv3d_weight_grad_on(&g, &x, &gy, CpuPath::DepthGemm);
+        let got = weight_grad(&g, &x, &gy, 6);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err <= 2e-6 * scale, "{err} (scale {scale})");
     }
 
     #[test]
