@@ -40,6 +40,30 @@ fn time(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
         .collect()
 }
 
+/// Times `f` and `g` alternately, in ms.
+fn time_pair(
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut(),
+    mut g: impl FnMut(),
+) -> (Vec<f64>, Vec<f64>) {
+    for _ in 0..warmup {
+        f();
+        g();
+    }
+    let mut a = Vec::with_capacity(iters);
+    let mut b = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        f();
+        a.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        g();
+        b.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (a, b)
+}
+
 type ConvFn = fn(&Tensor, &Tensor, Option<&Tensor>, Conv3dPadding) -> masam_conv3d::Result<Tensor>;
 
 fn fwd_bwd(f: ConvFn, x: &Var, w: &Var, b: &Var, gy: &Tensor) {
@@ -128,7 +152,13 @@ fn main() {
         )
         .unwrap();
     });
-    let op = time(2, 10, || fwd_bwd(conv3d_op, &x, &wt, &bt, &gy));
+    // the automatic and the exact path take turns, so that both see the same machine load
+    let (op, exact) = time_pair(
+        2,
+        12,
+        || fwd_bwd(conv3d_op, &x, &wt, &bt, &gy),
+        || fwd_bwd(exact_path, &x, &wt, &bt, &gy),
+    );
     // forward + the op's explicit backward called directly (no autograd graph, as
     // `y.backward(grad_y)` in PyTorch)
     let op_struct = Conv3dOp {
@@ -157,12 +187,11 @@ fn main() {
         )
         .unwrap();
     });
-    let exact = time(2, 10, || fwd_bwd(exact_path, &x, &wt, &bt, &gy));
     let oracle = time(1, 5, || fwd_bwd(conv3d_reference, &x, &wt, &bt, &gy));
     let op_ms = stats(op.clone());
+    let exact_ms = stats(exact.clone());
     let op_median = op_ms["median_ms"].as_f64().unwrap();
     let op_min = op_ms["min_ms"].as_f64().unwrap();
-    let exact_ms = stats(exact);
     let exact_min = exact_ms["min_ms"].as_f64().unwrap();
     let torch = torch_result();
     let torch_median = torch["fwd_bwd"]["median_ms"].as_f64();
@@ -193,11 +222,19 @@ fn main() {
         "ratio_custom_op_over_torch_best": torch_min.map(|t| op_min / t),
         "ratio_exact_over_torch_best": torch_min.map(|t| exact_min / t),
         "ratio_custom_op_over_exact_best": op_min / exact_min,
+        "ratio_custom_op_over_exact_paired_median": paired_median(&op, &exact),
         "ratio_direct_over_torch_grad_y": torch_direct.map(|t| direct_median / t),
         "max_rel_err_op_vs_oracle": err / (scale + 1e-6),
         "dtype_bytes": DType::F32.size_in_bytes(),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+/// Median of the per-iteration ratios `a[i] / b[i]`.
+fn paired_median(a: &[f64], b: &[f64]) -> f64 {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    r.sort_by(|x, y| x.total_cmp(y));
+    r[r.len() / 2]
 }
 
 fn rayon_threads() -> usize {
