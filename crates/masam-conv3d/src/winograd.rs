@@ -324,6 +324,8 @@ impl Drop for Scratch {
 }
 
 const BLOCK: usize = 64;
+/// Accumulators per inner step of a transform (two AVX-512 registers of f64).
+const LANES: usize = 16;
 
 /// `dsts[i] (+)= Σ_j coefs[i][j] · srcs[j]` for all rows `i` at once: each source block is
 /// converted to f64 once and reused by every output (f64 sums, one rounding per output).
@@ -337,8 +339,17 @@ fn transform_body(
     let Some(len) = dsts.first().map(|d| d.len()) else {
         return;
     };
+    // the coefficients of real (non-zero) sources only
+    let rows: Vec<Vec<(usize, f64)>> = coefs
+        .iter()
+        .map(|r| {
+            r.iter()
+                .copied()
+                .filter(|&(j, _)| srcs[j].is_some())
+                .collect()
+        })
+        .collect();
     let mut buf = [[0f64; BLOCK]; MAX_POINTS];
-    let mut acc = [0f64; BLOCK];
     for b0 in (0..len).step_by(BLOCK) {
         let bl = BLOCK.min(len - b0);
         for (src, dst) in srcs.iter().zip(buf.iter_mut()) {
@@ -348,25 +359,34 @@ fn transform_body(
                 }
             }
         }
-        for (row, dst) in coefs.iter().zip(dsts.iter_mut()) {
-            let acc = &mut acc[..bl];
+        for (row, dst) in rows.iter().zip(dsts.iter_mut()) {
             let dst = &mut dst[b0..b0 + bl];
-            if accumulate {
-                for (a, d) in acc.iter_mut().zip(dst.iter()) {
-                    *a = f64::from(*d);
-                }
-            } else {
-                acc.fill(0.0);
-            }
-            for &(j, c) in row {
-                if srcs[j].is_some() {
-                    for (a, v) in acc.iter_mut().zip(&buf[j][..bl]) {
-                        *a += c * v;
+            // LANES accumulators stay in registers across all terms of the row
+            let mut k0 = 0;
+            while k0 < bl {
+                let n = LANES.min(bl - k0);
+                let mut acc = [0f64; LANES];
+                if accumulate {
+                    for (a, d) in acc.iter_mut().zip(&dst[k0..k0 + n]) {
+                        *a = f64::from(*d);
                     }
                 }
-            }
-            for (d, a) in dst.iter_mut().zip(acc.iter()) {
-                *d = *a as f32;
+                for &(j, c) in row {
+                    let src = &buf[j][k0..k0 + n];
+                    if n == LANES {
+                        for (a, v) in acc.iter_mut().zip(src) {
+                            *a += c * v;
+                        }
+                    } else {
+                        for (a, v) in acc[..n].iter_mut().zip(src) {
+                            *a += c * v;
+                        }
+                    }
+                }
+                for (d, a) in dst[k0..k0 + n].iter_mut().zip(&acc) {
+                    *d = *a as f32;
+                }
+                k0 += n;
             }
         }
     }
