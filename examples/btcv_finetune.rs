@@ -53,6 +53,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    masam_adapter::runtime::init_cpu_training();
     let args = Args::parse();
     let cfg = match &args.data {
         Some(dir) => {

@@ -40,7 +40,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    masam_adapter::runtime::tune_allocator();
+    masam_adapter::runtime::init_cpu_training();
     let dev = Device::Cpu;
     let run = RunDir::open(&args.run).with_context(|| format!("opening {}", args.run.display()))?;
     let model = run.load_model(None, &dev)?;

@@ -1,4 +1,5 @@
-//! Process-level settings that make candle's CPU training fast.
+//! Process-level settings that make candle's CPU training fast. Binaries call
+//! [`init_cpu_training`] first thing in `main`.
 //!
 //! candle allocates a fresh buffer for every tensor an op produces, forward and backward. With
 //! glibc's default malloc, buffers above 128 KiB come from `mmap` and go back to the kernel on
@@ -25,4 +26,31 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_TOP_PAD, 64 << 20);
         }
     }
+}
+
+/// Makes candle run its element-wise CPU ops on the calling thread (`CANDLE_NUM_THREADS=1`,
+/// unless the variable is already set). Matrix products and our fused ops still use every core
+/// through rayon.
+///
+/// candle 0.11 splits element-wise ops (the gradient accumulations of every backward, among
+/// others) over a second, spinning thread pool next to rayon's. On a 2-core machine the two
+/// pools compete for the cores and the caller spins at a barrier waiting for a worker that
+/// cannot run: a third of the training step went to that spin. Sets an environment variable,
+/// so call it at the start of `main`, before any other thread exists and before the first
+/// candle op.
+pub fn single_threaded_elementwise() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
+/// [`single_threaded_elementwise`] and [`tune_allocator`]: what the `masam` binaries and
+/// examples do first in `main`.
+///
+/// ```
+/// masam_adapter::runtime::init_cpu_training();
+/// ```
+pub fn init_cpu_training() {
+    single_threaded_elementwise();
+    tune_allocator();
 }
