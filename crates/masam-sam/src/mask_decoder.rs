@@ -191,6 +191,8 @@ impl Mlp {
 }
 
 /// One upscaling stage: ConvTranspose2d(k 2, s 2) + bias, optional LayerNorm2d, GELU (erf).
+/// Runs on channels-last maps: the channel LayerNorm is then a LayerNorm over the last
+/// dimension, and no NCHW ↔ NHWC copies are needed between stages.
 #[derive(Debug, Clone)]
 struct UpscaleStage {
     weight: Tensor,
@@ -199,18 +201,45 @@ struct UpscaleStage {
 }
 
 impl UpscaleStage {
-    fn forward(&self, x: &Tensor, skip: Option<&Tensor>) -> Result<Tensor> {
-        let x = conv_transpose_2x2(x, &self.weight, &self.bias)?;
+    /// (N, h, w, Cin) → (N, 2h, 2w, Cout); `skip`, if any, is (N, 2h, 2w, Cout).
+    fn forward_nhwc(&self, x: &Tensor, skip: Option<&Tensor>) -> Result<Tensor> {
+        let x = conv_transpose_2x2_nhwc(x, &self.weight, &self.bias)?;
         let x = match skip {
             Some(f) => (x + f)?,
             None => x,
         };
         let x = match &self.norm {
-            Some(n) => n.forward(&x)?,
+            Some(n) => {
+                masam_nn::LayerNorm::new(n.weight.clone(), n.bias.clone(), n.eps).forward(&x)?
+            }
             None => x,
         };
         masam_nn::gelu_erf(&x)
     }
+}
+
+/// [`conv_transpose_2x2`] on channels-last maps: (N, H, W, Cin) → (N, 2H, 2W, Cout).
+pub fn conv_transpose_2x2_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (n, h, w, cin) = x.dims4()?;
+    let (wcin, cout, kh, kw) = weight.dims4()?;
+    if wcin != cin || kh != 2 || kw != 2 {
+        candle_core::bail!(
+            "conv_transpose_2x2_nhwc: input has {cin} channels, weight has shape {:?}",
+            weight.dims()
+        );
+    }
+    let xs = x.contiguous()?.reshape((n * h * w, cin))?;
+    let y = xs.matmul(&weight.reshape((cin, cout * 4))?)?;
+    let bias4 = bias
+        .reshape((cout, 1))?
+        .broadcast_as((cout, 4))?
+        .contiguous()?
+        .reshape(cout * 4)?;
+    let y = masam_nn::add_bias(&y, &bias4)?;
+    // (n, i, j, o, a, b) → (n, i, a, j, b, o)
+    y.reshape((n, h, w, cout, 2, 2))?
+        .permute((0, 1, 4, 2, 5, 3))?
+        .reshape((n, 2 * h, 2 * w, cout))
 }
 
 /// `ConvTranspose2d(kernel 2, stride 2, padding 0)` with bias, written as one matmul:
@@ -515,7 +544,7 @@ impl MaskDecoder {
         let (hs, src) = self.transformer.forward(&src, image_pe, &tokens)?;
 
         let iou_token_out = hs.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
-        let src = src.transpose(1, 2)?.reshape((b, c, h, w))?;
+        let src = src.reshape((b, h, w, c))?; // (B, h·w, C) tokens are channels-last already
         let skips = match (&self.pixel_skip, image) {
             (None, _) => None,
             (Some(pyramid), Some(img)) => {
@@ -540,9 +569,9 @@ impl MaskDecoder {
         };
         let mut up = src;
         for (s, stage) in self.upscaling.iter().enumerate() {
-            up = stage.forward(&up, skips.as_ref().map(|f| &f[s]))?;
+            up = stage.forward_nhwc(&up, skips.as_ref().map(|f| &f[s]))?;
         }
-        let (_, cu, hu, wu) = up.dims4()?;
+        let (_, hu, wu, cu) = up.dims4()?;
         let hyper_in = self
             .hypernetworks
             .iter()
@@ -553,7 +582,7 @@ impl MaskDecoder {
             .collect::<Result<Vec<_>>>()?;
         let hyper_in = Tensor::stack(&hyper_in, 1)?; // (B, T, cu)
         let masks = hyper_in
-            .matmul(&up.reshape((b, cu, hu * wu))?)?
+            .matmul(&up.reshape((b, hu * wu, cu))?.transpose(1, 2)?)?
             .reshape((b, t, hu, wu))?;
         let iou = self.iou_head.forward(&iou_token_out)?;
         Ok((masks, iou))

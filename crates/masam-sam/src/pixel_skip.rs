@@ -33,7 +33,7 @@ use crate::conv_gemm::conv2d_same_nhwc;
 /// let skip = PixelSkip::new(3, &[16, 8], params.var_builder(DType::F32, &Device::Cpu))?;
 /// let image = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu)?;
 /// let f = skip.forward(&image, (16, 16))?;
-/// assert_eq!((f[0].dims(), f[1].dims()), (&[2, 16, 8, 8][..], &[2, 8, 16, 16][..]));
+/// assert_eq!((f[0].dims(), f[1].dims()), (&[2, 8, 8, 16][..], &[2, 16, 16, 8][..]));
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -64,12 +64,12 @@ impl PixelSkip {
         Ok(Self { convs })
     }
 
-    /// Feature maps for every stage, coarsest first, NCHW. `finest` is the size of the last
+    /// Feature maps for every stage, coarsest first, channels-last. `finest` is the size of the last
     /// stage's output (the mask size); the image is average-pooled to it by an integer factor.
     ///
     /// # Shapes
     /// - `image`: (N, in_chans, H, W), H and W multiples of `finest`
-    /// - returns, for stage s of n: (N, c[s], finest / 2^(n−1−s))
+    /// - returns, for stage s of n: (N, finest / 2^(n−1−s), c[s]) (NHWC)
     pub fn forward(&self, image: &Tensor, finest: (usize, usize)) -> Result<Vec<Tensor>> {
         let (_, _, h, w) = image.dims4()?;
         let (fh, fw) = finest;
@@ -93,7 +93,7 @@ impl PixelSkip {
             }
             let (wt, b) = &self.convs[s];
             x = masam_nn::gelu_erf(&conv2d_same_nhwc(&x.contiguous()?, wt, Some(b))?)?;
-            out.push(x.permute((0, 3, 1, 2))?.contiguous()?);
+            out.push(x.clone());
         }
         out.reverse();
         Ok(out)
