@@ -89,7 +89,8 @@ fn main() -> Result<()> {
             println!(
                 "NOTE: no --data given: training on a SYNTHETIC abdomen phantom (not real CT),"
             );
-            println!("      with a small randomly initialised backbone trained end to end (no SAM weights).");
+            println!("      with a small randomly initialised backbone trained end to end (no SAM weights),");
+            println!("      full-resolution pixel skips in the mask decoder and class-balanced sampling.");
             phantom_default(&args)
         }
     };
