@@ -76,6 +76,7 @@ fn main() -> Result<()> {
                 time_budget_s: args.minutes.map(|m| m * 60.0),
                 augment: true,
                 sampling: masam_adapter::data::Sampling::Uniform,
+                device: "cpu".into(),
                 eval_batch: 2,
                 intensity: IntensityConfig::ct_abdomen(),
                 out_dir: args.out.clone(),

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Device;
 use masam_metrics::{Classes, DiceConfig, DiceMetric, Metric, MetricReport};
 use masam_sam::SamCheckpoint;
 use masam_volume::augment::{Recipe, RecipeConfig};
@@ -65,6 +64,9 @@ pub struct FinetuneConfig {
     /// How training stacks are picked (uniform like the reference, or class-balanced).
     #[serde(default)]
     pub sampling: crate::data::Sampling,
+    /// Where the model trains: `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
+    #[serde(default = "crate::device::default_device")]
+    pub device: String,
     /// Windows per forward pass during evaluation.
     pub eval_batch: usize,
     /// Intensity chain of the stacks (reference CT abdomen window by default).
@@ -147,6 +149,7 @@ impl FinetuneConfig {
             // half of the stacks are drawn per organ, so that adrenals and gallbladder are
             // seen as often as the liver
             sampling: crate::data::Sampling::ClassBalanced(0.5),
+            device: crate::device::default_device(),
             eval_batch: 8,
             intensity: masam_volume::transforms::IntensityConfig::ct_abdomen(),
             out_dir,
@@ -289,7 +292,7 @@ pub fn run(
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
     crate::runtime::tune_allocator();
-    let dev = Device::Cpu;
+    let dev = crate::device::parse_device(&cfg.device)?;
     std::fs::create_dir_all(&cfg.out_dir).map_err(io_err(&cfg.out_dir))?;
     let cfg_text =
         toml::to_string_pretty(cfg).map_err(|e| Error::Config(format!("config: {e}")))?;
@@ -437,7 +440,7 @@ pub fn evaluate_with_predictions(
     names: &[String],
     batch: usize,
 ) -> Result<(MetricReport, Vec<masam_volume::Volume<u8>>)> {
-    let dev = Device::Cpu;
+    let dev = model.device().clone();
     let k = model.config.num_classes();
     let names: Vec<String> = if names.len() == k {
         names.to_vec()

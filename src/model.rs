@@ -224,6 +224,11 @@ impl MaSam {
         Ok((images.reshape((d[0] * d[1], 3, d[3], d[4]))?, d[0], d[1]))
     }
 
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        self.sam.device()
+    }
+
     /// Runs the model on B volumes of D adjacent slices.
     ///
     /// `prompt` is [`Prompt::None`] (MA-SAM) or per-slice boxes ([`MaSam::boxes_prompt`]).

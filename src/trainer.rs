@@ -141,9 +141,12 @@ impl<'m> Trainer<'m> {
         let vars: Vec<_> = self.opt.named_vars().map(|(_, v)| v.clone()).collect();
         let mut acc = GradAccumulator::new(vars.iter());
         let (mut tl, mut tce, mut td) = (0f32, 0f32, 0f32);
+        let dev = self.model.device();
         for b in micro {
-            let out = self.model.forward(&b.images, &Prompt::None, true)?;
-            let l = self.loss.forward(&out.masks, &b.labels).map_err(terr)?;
+            let images = b.images.to_device(dev)?;
+            let labels = b.labels.to_device(dev)?;
+            let out = self.model.forward(&images, &Prompt::None, true)?;
+            let l = self.loss.forward(&out.masks, &labels).map_err(terr)?;
             tl += l.total.to_scalar::<f32>()?;
             tce += l.ce.to_scalar::<f32>()?;
             td += l.dice.to_scalar::<f32>()?;

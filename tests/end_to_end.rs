@@ -65,6 +65,7 @@ fn run_config(
         time_budget_s: None,
         augment: false,
         sampling: masam_adapter::data::Sampling::Uniform,
+        device: "cpu".into(),
         eval_batch: 8,
         intensity,
         out_dir: out.to_path_buf(),

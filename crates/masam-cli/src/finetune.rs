@@ -58,6 +58,10 @@ pub struct FinetuneArgs {
     /// Run seed (data order, augmentation, fresh weights).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
+    /// Device to train on: cpu (default), cuda or cuda:N (CUDA needs a build with
+    /// `--features cuda`).
+    #[arg(long, value_name = "DEV")]
+    pub device: Option<String>,
     /// Print the complete configuration these flags give (TOML) and exit; save it, edit it and
     /// pass it back with --config.
     #[arg(long)]
@@ -91,6 +95,7 @@ pub fn paper_recipe(
         time_budget_s: None,
         augment: true,
         sampling: masam_adapter::data::Sampling::Uniform,
+        device: "cpu".into(),
         eval_batch: 2,
         intensity: IntensityConfig::ct_abdomen(),
         out_dir,
@@ -221,6 +226,10 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     }
     if args.phantom {
         cfg.data = DataSource::phantom_default();
+    }
+    if let Some(d) = &args.device {
+        masam_adapter::device::parse_device(d)?;
+        cfg.device = d.clone();
     }
     if let Some(name) = &args.backbone {
         let preset = ImageEncoderConfig::preset(name)?;

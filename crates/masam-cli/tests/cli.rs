@@ -286,6 +286,7 @@ fn tiny_run_config(phantom: &PhantomConfig) -> FinetuneConfig {
         time_budget_s: None,
         augment: false,
         sampling: masam_adapter::data::Sampling::Uniform,
+        device: "cpu".into(),
         eval_batch: 8,
         intensity: IntensityConfig::ct_abdomen(),
         out_dir: "unused".into(),

@@ -331,6 +331,11 @@ impl Sam {
         }
     }
 
+    /// The device the model lives on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.pixel_mean.device()
+    }
+
     /// Decodes image embeddings with a prompt.
     ///
     /// # Shapes
