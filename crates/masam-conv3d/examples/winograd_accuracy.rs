@@ -9,8 +9,7 @@
 //! over D of forward, grad input and grad weight, and per (kd, D) what `Auto` picks.
 
 use masam_conv3d::cpu::{
-    conv3d_forward_on, conv3d_input_grad_on, conv3d_weight_grad_on, select, select_weight_grad,
-    CpuPath,
+    conv3d_forward_on, conv3d_input_grad_on, conv3d_weight_grad_on, select, CpuPath,
 };
 use masam_conv3d::winograd::{direct_gemms, winograd_gemms, AUTO_MAX_POINTS};
 use masam_conv3d::{Conv3dGeometry, Conv3dKernel, Conv3dPadding};
@@ -127,14 +126,12 @@ fn main() {
             }
             let mut auto_err = [0f64; 3];
             let auto = select(Conv3dKernel::Auto, &g);
-            let auto_gw = select_weight_grad(Conv3dKernel::Auto, &g);
             for (li, &lim) in limits.iter().enumerate() {
                 let got = run(&g, &x, &w, &gy, CpuPath::Winograd { max_points: lim });
                 for i in 0..3 {
                     let e = rel(&got[i], &exact[i]);
                     worst[kd][li][i] = worst[kd][li][i].max(e);
-                    let picked = if i == 2 { auto_gw } else { auto };
-                    if picked == (CpuPath::Winograd { max_points: lim }) {
+                    if auto == (CpuPath::Winograd { max_points: lim }) {
                         auto_err[i] = e;
                     }
                 }

@@ -175,6 +175,12 @@ fn valid_range(out: usize, inp: usize, shift: isize) -> Option<(usize, usize)> {
     (z1 > z0).then_some((z0 as usize, z1 as usize))
 }
 
+/// `Auto` runs Winograd only when `N·H·W` is at least this: its GEMMs have `N·H·W` columns
+/// (forward, grad input) or that inner length (grad weight), against the exact path's
+/// `≈ OD·N·H·W`, and its transforms cost about as much per column. Measured (C = O = 384,
+/// D = 16, kd = 3): at H·W = 64 Winograd was 1.03× the exact time, at 256 0.77×.
+pub const AUTO_MIN_COLUMNS: usize = 256;
+
 /// The CPU kernel one product runs on, resolved from a [`Conv3dKernel`] and a geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuPath {
@@ -192,11 +198,12 @@ pub enum CpuPath {
 /// Which path `kernel` runs on for the convolution `g` (for the input gradient, pass the
 /// [transposed](Conv3dGeometry::transposed) geometry).
 ///
-/// - `Auto`: Winograd when `g` is depth-only and tiles of at most
+/// - `Auto`: Winograd when `g` is depth-only, tiles of at most
 ///   [`AUTO_MAX_POINTS`](winograd::AUTO_MAX_POINTS) points need at most 85 % of the exact path's
-///   GEMMs (so never for kd = 1 or a single output slice); else the exact depth-only path when
-///   `g` is depth-only; else the general path. Its Winograd error stays below
-///   [`AUTO_ERROR_BOUND`](winograd::AUTO_ERROR_BOUND) relative to the exact path.
+///   GEMMs (so never for kd = 1 or D ≤ 2) and `N·H·W ≥` [`AUTO_MIN_COLUMNS`] (tiny shapes gain
+///   nothing); else the exact depth-only path when `g` is depth-only; else the general path.
+///   Its Winograd error stays below [`AUTO_ERROR_BOUND`](winograd::AUTO_ERROR_BOUND) relative
+///   to the exact path (measured).
 /// - `DepthGemm`: the exact depth-only path when `g` is depth-only, else general.
 /// - `Winograd`: Winograd whenever `g` is depth-only and kd ≤ [`winograd::MAX_POINTS`], even
 ///   without a gain (tests), else as `DepthGemm`.
@@ -225,7 +232,8 @@ pub fn select(kernel: Conv3dKernel, g: &Conv3dGeometry) -> CpuPath {
             let max_points = winograd::AUTO_MAX_POINTS;
             let direct = winograd::direct_gemms(g);
             let wino = winograd::winograd_gemms(g, max_points);
-            if g.kernel[0] > 1 && 100 * wino <= 85 * direct {
+            let columns = g.batch * g.input[1] * g.input[2];
+            if g.kernel[0] > 1 && 100 * wino <= 85 * direct && columns >= AUTO_MIN_COLUMNS {
                 CpuPath::Winograd { max_points }
             } else {
                 CpuPath::DepthGemm
@@ -247,27 +255,6 @@ fn checked(path: CpuPath, g: &Conv3dGeometry) -> CpuPath {
             }
         }
         p => p,
-    }
-}
-
-/// [`select`] for the weight gradient: `Auto` additionally needs `N·H·W ≥ 1024`. The Winograd
-/// weight gradient runs one GEMM per point and tile with `K = N·H·W` (tiles are not summed in
-/// one GEMM, which would cost accuracy), while the exact path runs kd GEMMs with
-/// `K ≈ OD·N·H·W`; short `K` makes the Winograd GEMMs slower than the FLOPs they save.
-///
-/// ```
-/// use masam_conv3d::cpu::{select_weight_grad, CpuPath};
-/// use masam_conv3d::{Conv3dGeometry, Conv3dKernel, Conv3dPadding};
-/// let g = Conv3dGeometry::new(&[1, 384, 16, 16, 16], &[384, 384, 3, 1, 1], Conv3dPadding::Same).unwrap();
-/// assert_eq!(select_weight_grad(Conv3dKernel::Auto, &g), CpuPath::DepthGemm); // K = 256
-/// ```
-pub fn select_weight_grad(kernel: Conv3dKernel, g: &Conv3dGeometry) -> CpuPath {
-    let path = select(kernel, g);
-    let k = g.batch * g.input[1] * g.input[2];
-    if kernel == Conv3dKernel::Auto && matches!(path, CpuPath::Winograd { .. }) && k < 1024 {
-        CpuPath::DepthGemm
-    } else {
-        path
     }
 }
 
@@ -379,7 +366,7 @@ pub fn conv3d_weight_grad(
     gy: &[f32],
     kernel: Conv3dKernel,
 ) -> Vec<f32> {
-    conv3d_weight_grad_on(g, x, gy, select_weight_grad(kernel, g))
+    conv3d_weight_grad_on(g, x, gy, select(kernel, g))
 }
 
 /// [`conv3d_weight_grad`] on an explicit path.

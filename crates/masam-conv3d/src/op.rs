@@ -22,10 +22,9 @@ use crate::error::{Conv3dError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Conv3dKernel {
     /// Winograd for depth-only kernels where it saves ≥ 15 % of the GEMMs with tiles of at most
-    /// [`AUTO_MAX_POINTS`](crate::winograd::AUTO_MAX_POINTS) points (measured error about
-    /// [`AUTO_ERROR_BOUND`](crate::winograd::AUTO_ERROR_BOUND) relative to the exact path; for
-    /// the weight gradient also `N·H·W ≥ 1024`), else the exact depth-only path, else
-    /// vol2col + GEMM. See [`cpu::select`] and [`cpu::select_weight_grad`].
+    /// [`AUTO_MAX_POINTS`](crate::winograd::AUTO_MAX_POINTS) points and `N·H·W ≥ 256` (measured
+    /// error below [`AUTO_ERROR_BOUND`](crate::winograd::AUTO_ERROR_BOUND) relative to the
+    /// exact path), else the exact depth-only path, else vol2col + GEMM. See [`cpu::select`].
     #[default]
     Auto,
     /// Always vol2col + GEMM (for testing the paths against each other).

@@ -133,7 +133,7 @@ fn even_kernels_pad_at_the_end_like_pytorch() {
         .unwrap()
         .reshape((1, 1, 2, 1, 1))
         .unwrap();
-    // exact paths: exact values; Winograd (also what Auto picks for kernel 4) rounds differently
+    // exact paths: exact values; Winograd rounds differently
     let close = |v: &[f32], want: &[f32], k: Conv3dKernel| {
         let exact = matches!(k, Conv3dKernel::General | Conv3dKernel::DepthGemm);
         let scale = want.iter().fold(0f32, |m, b| m.max(b.abs()));
