@@ -25,7 +25,7 @@ pub enum AdapterActivation {
 impl AdapterActivation {
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Self::GeluErf => x.gelu_erf(),
+            Self::GeluErf => masam_nn::gelu_erf(x),
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
         }
