@@ -90,7 +90,13 @@ fn exact_path(
 fn torch_result() -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_conv3d_torch.py");
     let python = std::env::var("MASAM_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    match std::process::Command::new(&python).arg(script).output() {
+    match std::process::Command::new(&python)
+        .arg(script)
+        .env("MALLOC_MMAP_THRESHOLD_", "33554432")
+        .env("MALLOC_TRIM_THRESHOLD_", "536870912")
+        .env("MALLOC_TOP_PAD_", "67108864")
+        .output()
+    {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
             serde_json::from_str(text.trim()).unwrap_or_else(
@@ -105,6 +111,9 @@ fn torch_result() -> serde_json::Value {
 }
 
 fn main() {
+    // both sides with the same allocator settings (the torch subprocess gets them through the
+    // environment): without them each backward faults its buffers in afresh
+    masam_nn::runtime::tune_allocator();
     let dev = Device::Cpu;
     let (n, c, d, h, w) = SHAPE;
     let x = Var::from_tensor(&Tensor::randn(0f32, 1., SHAPE, &dev).unwrap()).unwrap();

@@ -20,6 +20,9 @@ fn best(iters: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> masam_conv3d::Result<()> {
+    if std::env::var_os("PROFILE_DEFAULT_MALLOC").is_none() {
+        masam_nn::runtime::tune_allocator();
+    }
     let dev = Device::Cpu;
     // PROFILE_SHAPE="N,C,D,H,W,kd" overrides the adapter shape for the kernel timings
     let dims: Vec<usize> = std::env::var("PROFILE_SHAPE")

@@ -34,6 +34,7 @@ pub mod layer_norm;
 pub mod layer_norm_2d;
 pub mod linear;
 pub mod ops;
+pub mod runtime;
 pub mod softmax;
 
 pub use frozen_linear::FrozenLinear;
