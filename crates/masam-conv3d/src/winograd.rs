@@ -463,6 +463,38 @@ fn windows(buf: &mut [f32], stride: usize, off: usize, w: usize) -> Vec<&mut [f3
         .collect()
 }
 
+/// The input transform of one batch of segments: for every input channel, the α transformed
+/// depth points (rows of `bt`) of each segment's columns, written to `v` (C × α × `k_cols`),
+/// segment s at column `off_s` of each point. Missing (padding) slices count as zeros.
+fn input_transform(
+    g: &Conv3dGeometry,
+    x: &[f32],
+    bt: &[Vec<(usize, f64)>],
+    batch: &[Segment],
+    v: &mut [f32],
+    k_cols: usize,
+) {
+    let (c, d) = (g.in_channels, g.input[0]);
+    let hw = g.input[1] * g.input[2];
+    let alpha = bt.len();
+    v.par_chunks_mut(alpha * k_cols)
+        .enumerate()
+        .for_each(|(ci, out)| {
+            for s in batch {
+                let xn = &x[s.n * c * d * hw..(s.n + 1) * c * d * hw];
+                let srcs: Vec<Option<&[f32]>> = (0..alpha)
+                    .map(|j| {
+                        source(g, s.z0 + j).map(|sd| {
+                            let at = (ci * d + sd) * hw + s.c0;
+                            &xn[at..at + s.w]
+                        })
+                    })
+                    .collect();
+                transform(bt, &srcs, &mut windows(out, k_cols, s.off, s.w), false);
+            }
+        });
+}
+
 /// Forward (also the input gradient, on the transposed geometry with flipped taps):
 /// `y[:, z] += Σ_t W_t · x[:, z + t − p]` with tiles of at most `max_points` points.
 ///
@@ -487,7 +519,7 @@ fn forward_within(
     budget: usize,
 ) {
     let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
-    let (d, od) = (g.input[0], g.output[0]);
+    let od = g.output[0];
     let hw = g.input[1] * g.input[2];
     let groups = tile_groups(g, max_points);
     let Some(alpha_max) = groups.iter().map(|(m, _)| m + kd - 1).max() else {
@@ -511,22 +543,7 @@ fn forward_within(
             let k_cols: usize = batch.iter().map(|s| s.w).sum();
             // input transform: V (C × α × K), segment s in columns off_s.. of each point
             let v = &mut v.0[..c * alpha * k_cols];
-            v.par_chunks_mut(alpha * k_cols)
-                .enumerate()
-                .for_each(|(ci, out)| {
-                    for s in &batch {
-                        let xn = &x[s.n * c * d * hw..(s.n + 1) * c * d * hw];
-                        let srcs: Vec<Option<&[f32]>> = (0..alpha)
-                            .map(|j| {
-                                source(g, s.z0 + j).map(|sd| {
-                                    let at = (ci * d + sd) * hw + s.c0;
-                                    &xn[at..at + s.w]
-                                })
-                            })
-                            .collect();
-                        transform(&bt, &srcs, &mut windows(out, k_cols, s.off, s.w), false);
-                    }
-                });
+            input_transform(g, x, &bt, &batch, v, k_cols);
             // one GEMM per point: M_i (O × K) = U_i (O × C) · V_i (C × K); M is (α × O × K)
             let mb = &mut mbuf.0[..o * alpha * k_cols];
             for i in 0..alpha {
@@ -695,7 +712,7 @@ fn weight_grad_within(
     budget: usize,
 ) -> Vec<f32> {
     let (c, o, kd) = (g.in_channels, g.out_channels, g.kernel[0]);
-    let (d, od) = (g.input[0], g.output[0]);
+    let od = g.output[0];
     let hw = g.input[1] * g.input[2];
     let plane = o * c;
     // the result as kd planes (O × C) in f64, interleaved into (O, C, kd) at the end
@@ -727,22 +744,7 @@ fn weight_grad_within(
             let acc = &mut acc.0[..alpha * o * c];
             let k_cols: usize = batch.iter().map(|s| s.w).sum();
             let v = &mut v.0[..c * alpha * k_cols];
-            v.par_chunks_mut(alpha * k_cols)
-                .enumerate()
-                .for_each(|(ci, out)| {
-                    for s in &batch {
-                        let xn = &x[s.n * c * d * hw..(s.n + 1) * c * d * hw];
-                        let srcs: Vec<Option<&[f32]>> = (0..alpha)
-                            .map(|j| {
-                                source(g, s.z0 + j).map(|sd| {
-                                    let at = (ci * d + sd) * hw + s.c0;
-                                    &xn[at..at + s.w]
-                                })
-                            })
-                            .collect();
-                        transform(&bt, &srcs, &mut windows(out, k_cols, s.off, s.w), false);
-                    }
-                });
+            input_transform(g, x, &bt, &batch, v, k_cols);
             let gv = &mut gv.0[..o * alpha * k_cols];
             gv.par_chunks_mut(alpha * k_cols)
                 .enumerate()

@@ -249,27 +249,9 @@ pub fn conv_transpose_2x2_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Re
 /// - `x`: (N, Cin, H, W); `weight`: (Cin, Cout, 2, 2) (PyTorch layout); `bias`: (Cout,)
 /// - returns (N, Cout, 2H, 2W)
 pub fn conv_transpose_2x2(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (n, cin, h, w) = x.dims4()?;
-    let (wcin, cout, kh, kw) = weight.dims4()?;
-    if wcin != cin || kh != 2 || kw != 2 {
-        candle_core::bail!(
-            "conv_transpose_2x2: input has {cin} channels, weight has shape {:?}",
-            weight.dims()
-        );
-    }
-    let xs = x.permute((0, 2, 3, 1))?.reshape((n * h * w, cin))?;
-    let y = xs.matmul(&weight.reshape((cin, cout * 4))?)?;
-    // Columns are (o, a, b): the bias repeats over the four kernel positions. Added before
-    // the permute, as a row bias, so its gradient is one column sum.
-    let bias4 = bias
-        .reshape((cout, 1))?
-        .broadcast_as((cout, 4))?
-        .contiguous()?
-        .reshape(cout * 4)?;
-    let y = masam_nn::add_bias(&y, &bias4)?;
-    y.reshape((n, h, w, cout, 2, 2))?
-        .permute((0, 3, 1, 4, 2, 5))?
-        .reshape((n, cout, 2 * h, 2 * w))
+    conv_transpose_2x2_nhwc(&x.permute((0, 2, 3, 1))?, weight, bias)?
+        .permute((0, 3, 1, 2))?
+        .contiguous()
 }
 
 /// SAM's mask decoder. Weight names under its `VarBuilder` are the official ones: `transformer.*`,
@@ -586,5 +568,32 @@ impl MaskDecoder {
             .reshape((b, t, hu, wu))?;
         let iou = self.iou_head.forward(&iou_token_out)?;
         Ok((masks, iou))
+    }
+}
+
+#[cfg(test)]
+mod conv_transpose_tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn equals_candle_conv_transpose2d_in_both_layouts() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 4, 5), &dev)?;
+        let w = Tensor::randn(0f32, 1., (3, 6, 2, 2), &dev)?;
+        let b = Tensor::randn(0f32, 1., 6, &dev)?;
+        let want = x
+            .conv_transpose2d(&w, 0, 0, 2, 1)?
+            .broadcast_add(&b.reshape((1, 6, 1, 1))?)?;
+        let nchw = conv_transpose_2x2(&x, &w, &b)?;
+        let nhwc = conv_transpose_2x2_nhwc(&x.permute((0, 2, 3, 1))?, &w, &b)?;
+        let d1 = (&nchw - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let d2 = (nhwc.permute((0, 3, 1, 2))? - &want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d1 < 1e-5 && d2 < 1e-5, "{d1} {d2}");
+        assert!(conv_transpose_2x2(&x, &w.narrow(0, 0, 2)?, &b).is_err());
+        Ok(())
     }
 }
