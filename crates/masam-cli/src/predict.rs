@@ -48,6 +48,10 @@ pub struct PredictArgs {
     /// Stacks per forward pass (more is faster and needs more memory).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub batch: usize,
+    /// Device for the forward passes: cpu (default), cuda or cuda:N (CUDA needs a build with
+    /// `--features cuda`).
+    #[arg(long, value_name = "DEV", default_value = "cpu")]
+    pub device: String,
 }
 
 /// One volume to predict.
@@ -235,6 +239,7 @@ impl Predictor {
         dir: &Path,
         weights: Option<&Path>,
         sam_checkpoint: Option<&Path>,
+        device: &Device,
     ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(CliError::not_found_hint(
@@ -243,13 +248,12 @@ impl Predictor {
                 "pass the --out folder of `masam finetune`",
             ));
         }
-        let device = Device::Cpu;
         match weights {
-            Some(w) => Self::from_files(&dir.join(run_dir::CONFIG_FILE), w, sam_checkpoint),
+            Some(w) => Self::from_files(&dir.join(run_dir::CONFIG_FILE), w, sam_checkpoint, device),
             None => {
                 let run = RunDir::open(dir)?;
-                let model = run.load_model(sam_checkpoint, &device)?;
-                Self::new(run.config, model, device)
+                let model = run.load_model(sam_checkpoint, device)?;
+                Self::new(run.config, model, device.clone())
             }
         }
     }
@@ -259,6 +263,7 @@ impl Predictor {
         config: &Path,
         weights: &Path,
         sam_checkpoint: Option<&Path>,
+        device: &Device,
     ) -> Result<Self> {
         if !config.is_file() {
             return Err(CliError::not_found("configuration file", config));
@@ -267,9 +272,8 @@ impl Predictor {
             return Err(CliError::not_found("weights file", weights));
         }
         let cfg = run_dir::load_config(config)?;
-        let device = Device::Cpu;
-        let model = run_dir::load_model(&cfg, weights, sam_checkpoint, &device)?;
-        Self::new(cfg, model, device)
+        let model = run_dir::load_model(&cfg, weights, sam_checkpoint, device)?;
+        Self::new(cfg, model, device.clone())
     }
 
     /// Wraps a model (e.g. one just trained) with its run's preprocessing.
@@ -320,9 +324,10 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         });
     }
     let sam = args.sam_checkpoint.as_deref();
+    let device = masam_adapter::device::parse_device(&args.device)?;
     let predictor = match (&args.run, &args.config, &args.weights) {
-        (Some(dir), _, w) => Predictor::from_run(dir, w.as_deref(), sam)?,
-        (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam)?,
+        (Some(dir), _, w) => Predictor::from_run(dir, w.as_deref(), sam, &device)?,
+        (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam, &device)?,
         _ => {
             return Err(CliError::Usage(
                 "give the trained model: --run <run folder>, or --config <config.toml> \
