@@ -13,7 +13,7 @@
 //! stage s  up     = GELU(LN(convT(up) + f[s]))
 //! ```
 //!
-//! Weights: `pixel_skip.{s}.weight` (c[s], c_in, 3, 3) and `.bias` (c[s],), stage 0 the
+//! Weights: `pixel_skip.{s}.weight` `(c[s], c_in, 3, 3)` and `.bias` `(c[s],)`, stage 0 the
 //! coarsest; initialised like PyTorch's `Conv2d`. Not part of SAM or of the MA-SAM reference:
 //! off by default, used by the small phantom preset.
 
@@ -69,7 +69,7 @@ impl PixelSkip {
     ///
     /// # Shapes
     /// - `image`: (N, in_chans, H, W), H and W multiples of `finest`
-    /// - returns, for stage s of n: (N, finest / 2^(n−1−s), c[s]) (NHWC)
+    /// - returns, for stage `s` of `n`: `(N, finest / 2^(n−1−s), c[s])` (NHWC)
     pub fn forward(&self, image: &Tensor, finest: (usize, usize)) -> Result<Vec<Tensor>> {
         let (_, _, h, w) = image.dims4()?;
         let (fh, fw) = finest;
