@@ -47,6 +47,27 @@ impl LayerNorm2d {
     }
 }
 
+impl LayerNorm2d {
+    /// The same normalisation on a channels-last map (…, C): a LayerNorm over the last
+    /// dimension with this layer's weight, bias and eps (fused on CPU `f32`).
+    ///
+    /// ```
+    /// # use candle_core::{Device, Tensor, DType};
+    /// # use masam_nn::LayerNorm2d;
+    /// let dev = Device::Cpu;
+    /// let ln = LayerNorm2d::new(Tensor::ones(3, DType::F32, &dev).unwrap(),
+    ///                           Tensor::zeros(3, DType::F32, &dev).unwrap(), 1e-6);
+    /// let x = Tensor::randn(0f32, 1., (2, 3, 4, 5), &dev).unwrap();
+    /// let a = ln.forward(&x).unwrap();
+    /// let b = ln.forward_channels_last(&x.permute((0, 2, 3, 1)).unwrap()).unwrap();
+    /// let d = (a - b.permute((0, 3, 1, 2)).unwrap()).unwrap().abs().unwrap();
+    /// assert!(d.max_all().unwrap().to_scalar::<f32>().unwrap() < 1e-5);
+    /// ```
+    pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        crate::LayerNorm::new(self.weight.clone(), self.bias.clone(), self.eps).forward(x)
+    }
+}
+
 impl candle_core::Module for LayerNorm2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         LayerNorm2d::forward(self, x)

@@ -6,6 +6,7 @@ use masam_nn::{layer_norm_2d, LayerNorm2d};
 
 use crate::block::Block;
 use crate::config::ImageEncoderConfig;
+use crate::conv_gemm::conv2d_same_nhwc;
 use crate::extension::ForwardContext;
 use crate::patch_embed::{uniform_fan_in, PatchEmbed};
 use crate::rel_pos::resize_bilinear_bhwc;
@@ -57,26 +58,14 @@ impl Neck {
 
     /// Runs the neck on channels-last tokens (N, h, w, C); returns NCHW (N, out, h, w).
     pub fn forward_nhwc(&self, t: &Tensor) -> Result<Tensor> {
-        let (n, h, w, c) = t.dims4()?;
-        let (out, cin1, _, _) = self.conv1.dims4()?;
-        if cin1 != c {
-            candle_core::bail!("Neck: tokens have {c} channels, neck.0 expects {cin1}");
-        }
-        let rows = t.reshape((n * h * w, c))?;
-        let y = rows.matmul(&self.conv1.reshape((out, c))?.t()?)?;
-        let y = channel_norm(&y, &self.norm1)?.reshape((n, h, w, out))?;
-        let z =
-            crate::conv_gemm::conv2d_same_nhwc(&y, &self.conv2, None)?.reshape((n * h * w, out))?;
-        let z = channel_norm(&z, &self.norm2)?;
-        z.reshape((n, h, w, out))?
+        let y = conv2d_same_nhwc(t, &self.conv1, None)?;
+        let y = self.norm1.forward_channels_last(&y)?;
+        let z = conv2d_same_nhwc(&y, &self.conv2, None)?;
+        self.norm2
+            .forward_channels_last(&z)?
             .permute((0, 3, 1, 2))?
             .contiguous()
     }
-}
-
-/// A channel LayerNorm (`LayerNorm2d`) applied to rows of channels.
-fn channel_norm(rows: &Tensor, norm: &LayerNorm2d) -> Result<Tensor> {
-    masam_nn::LayerNorm::new(norm.weight.clone(), norm.bias.clone(), norm.eps).forward(rows)
 }
 
 /// Everything [`ImageEncoder::forward_with_intermediates`] computes.

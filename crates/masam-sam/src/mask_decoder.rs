@@ -209,9 +209,7 @@ impl UpscaleStage {
             None => x,
         };
         let x = match &self.norm {
-            Some(n) => {
-                masam_nn::LayerNorm::new(n.weight.clone(), n.bias.clone(), n.eps).forward(&x)?
-            }
+            Some(n) => n.forward_channels_last(&x)?,
             None => x,
         };
         masam_nn::gelu_erf(&x)
