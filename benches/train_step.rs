@@ -9,23 +9,23 @@ use std::time::Instant;
 
 use candle_core::Device;
 use masam_adapter::data::{BatchLoader, InMemoryStacks, StackSource};
-use masam_adapter::finetune::{load_data, stack_config, FinetuneConfig};
 use masam_adapter::trainer::Trainer;
 use masam_adapter::MaSam;
+use masam_app::FinetuneConfig;
 use masam_volume::transforms::SliceStack;
 
 const WARMUP: usize = 3;
 const RUNS: usize = 15;
 
 fn main() {
-    masam_adapter::runtime::init_cpu_training();
+    masam_app::runtime::init_cpu_training();
     let mut cfg = FinetuneConfig::phantom_default(100, 1, std::env::temp_dir());
     if std::env::var_os("MASAM_NO_PIXEL_SKIP").is_some() {
         cfg.model.sam.decoder.pixel_skip = false;
     }
-    let (train, _, _) = load_data(&cfg.data).expect("phantom");
+    let train = cfg.data.load().expect("phantom").train;
     let model = MaSam::random(&cfg.model, 0, &Device::Cpu).expect("model");
-    let stack = SliceStack::new(stack_config(&cfg)).expect("stack config");
+    let stack = SliceStack::new(cfg.stack_config()).expect("stack config");
     let source: Arc<dyn StackSource> =
         Arc::new(InMemoryStacks::new(train, stack, None).expect("stacks"));
     let mut loader = BatchLoader::spawn(source, cfg.trainer.batch, 1, 0, 2).expect("loader");

@@ -15,11 +15,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use masam_adapter::finetune::{self, DataSource, FinetuneConfig};
-use masam_adapter::trainer::TrainerConfig;
-use masam_adapter::MaSamConfig;
-use masam_train::LrSchedule;
-use masam_volume::transforms::IntensityConfig;
+use masam_adapter::ImageEncoderConfig;
+use masam_app::{finetune, DataSource, FinetuneConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,97 +47,52 @@ struct Args {
     /// Run seed.
     #[arg(long, default_value_t = 1234)]
     seed: u64,
+    /// Device: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn main() -> Result<()> {
-    masam_adapter::runtime::init_cpu_training();
+    masam_app::runtime::init_cpu_training();
     let args = Args::parse();
-    let cfg = match &args.data {
+    let mut cfg = match &args.data {
         Some(dir) => {
             let ckpt = args
                 .sam_checkpoint
                 .clone()
                 .context("--data needs --sam-checkpoint (the official SAM weights)")?;
-            let backbone = masam_sam::ImageEncoderConfig::preset(&args.backbone)?;
+            let backbone = ImageEncoderConfig::preset(&args.backbone)?;
+            let data = DataSource::Btcv { root: dir.clone() };
             let steps = args.steps.unwrap_or(30_000);
-            FinetuneConfig {
-                model: MaSamConfig::from_backbone(backbone, 512, 12),
-                trainer: TrainerConfig {
-                    steps,
-                    schedule: LrSchedule::reference(steps),
-                    seed: args.seed,
-                    ..TrainerConfig::default()
-                },
-                data: DataSource::Btcv { root: dir.clone() },
-                sam_checkpoint: Some(ckpt),
-                time_budget_s: args.minutes.map(|m| m * 60.0),
-                augment: true,
-                sampling: masam_adapter::data::Sampling::Uniform,
-                device: "cpu".into(),
-                eval_batch: 2,
-                intensity: IntensityConfig::ct_abdomen(),
-                out_dir: args.out.clone(),
-                checkpoint_every: 500,
-                resume: args.resume,
-                eval_every: 0,
-                export_reference: true,
-            }
+            let mut cfg = FinetuneConfig::paper(data, backbone, 12, steps, args.out.clone())
+                .with_sam_checkpoint(ckpt)
+                .with_seed(args.seed);
+            cfg.export_reference = true;
+            cfg
         }
         None => {
-            println!(
-                "NOTE: no --data given: training on a SYNTHETIC abdomen phantom (not real CT),"
-            );
-            println!("      with a small randomly initialised backbone trained end to end (no SAM weights),");
-            println!("      full-resolution pixel skips in the mask decoder and class-balanced sampling.");
-            phantom_default(&args)
+            println!("{}", masam_app::run_config::PHANTOM_NOTE);
+            FinetuneConfig::phantom_default(
+                args.steps.unwrap_or(5_000),
+                args.seed,
+                args.out.clone(),
+            )
         }
     };
-    let t0 = Instant::now();
-    let (model, report) = finetune::run(&cfg, |s| {
-        if s.step % 25 == 0 {
-            println!(
-                "step {:5}  {:6.1}s  lr {:.2e}  loss {:.4}  (ce {:.4}, dice {:.4})",
-                s.step,
-                t0.elapsed().as_secs_f64(),
-                s.lr,
-                s.loss,
-                s.ce,
-                s.dice
-            );
-        }
-    })?;
-    let n_params: usize = model
-        .trainable_vars()
-        .values()
-        .map(|v| v.elem_count())
-        .sum();
-    println!(
-        "trained {} steps ({} trainable parameters) in {:.0} s; outputs in {}",
-        report.steps,
-        n_params,
-        report.train_seconds,
-        cfg.out_dir.display()
-    );
-    if let Some(d) = &report.dice {
-        println!("{d}");
-        println!(
-            "mean Dice over {} classes on {} held-out volumes: {:.4}",
-            d.class_means().len(),
-            d.cases.len(),
-            d.mean()
-        );
-    }
-    println!("total wall time {:.0} s", t0.elapsed().as_secs_f64());
-    Ok(())
-}
-
-/// The embedded default (`FinetuneConfig::phantom_default`) with this run's flags.
-fn phantom_default(args: &Args) -> FinetuneConfig {
-    let mut cfg =
-        FinetuneConfig::phantom_default(args.steps.unwrap_or(5_000), args.seed, args.out.clone());
     if let Some(m) = args.minutes {
         cfg.time_budget_s = Some(m * 60.0);
     }
     cfg.resume = args.resume;
-    cfg
+    masam_app::device::parse_device(&args.device)?;
+    cfg.device = args.device.clone();
+
+    let t0 = Instant::now();
+    let (model, report) = finetune::run(&cfg, |s| {
+        if s.step % 25 == 0 {
+            println!("{:6.1}s  {s}", t0.elapsed().as_secs_f64());
+        }
+    })?;
+    println!("{}", report.summary(&model, &cfg.out_dir));
+    println!("total wall time {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
 }

@@ -38,7 +38,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    masam_adapter::runtime::init_cpu_training();
+    masam_app::runtime::init_cpu_training();
     let args = Args::parse();
     let classes = Classes::foreground(args.classes);
     let mut dice = DiceMetric::new(DiceConfig::default(), classes.clone())?;

@@ -14,9 +14,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::Device;
 use clap::Parser;
-use masam_adapter::finetune::stack_config;
 use masam_adapter::predict::predict_volume;
-use masam_adapter::run_dir::RunDir;
+use masam_app::RunDir;
 use masam_volume::io::nifti::{is_nifti_path, NiftiReader};
 use masam_volume::io::{read_volume, NiftiWriter};
 use masam_volume::transforms::SliceStack;
@@ -40,11 +39,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    masam_adapter::runtime::init_cpu_training();
+    masam_app::runtime::init_cpu_training();
     let dev = Device::Cpu;
     let run = RunDir::open(&args.run).with_context(|| format!("opening {}", args.run.display()))?;
     let model = run.load_model(None, &dev)?;
-    let stack = SliceStack::new(stack_config(&run.config))?;
+    let stack = SliceStack::new(run.config.stack_config())?;
 
     let (image, geometry) = if is_nifti_path(&args.input) {
         let img = NiftiReader::new().read::<f32>(&args.input)?;

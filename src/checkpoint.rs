@@ -1,7 +1,7 @@
 //! MA-SAM checkpoints: the reference's `save_parameters` format and our own.
 //!
 //! This is the one place where parameter names are translated. Our names are SAM's state-dict
-//! names plus `fact.*`; the reference's (`Fact_tt_Sam.save_parameters`, `reference-spec.md` §6)
+//! names plus `fact.*`; the reference's (its `save_parameters`)
 //! wrap the encoder blocks (`image_encoder.ImageEncoderViT.blocks.{i}.Block.adapter_*`) and flatten
 //! the FacT cores (`q_FacTs_###`, `v_FacTs_###`, `image_encoder.FacTu.weight`, …).
 
@@ -91,7 +91,10 @@ impl MaSam {
     /// every key must belong to the model.
     pub fn load_reference(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let tensors = masam_fact::read_tensors(path).map_err(|e| ckpt_err(path, e.to_string()))?;
+        let tensors = masam_fact::read_tensors(path).map_err(|e| Error::CheckpointRead {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         let mut by_name: HashMap<String, Tensor> = HashMap::new();
         for (k, t) in tensors {
             let name =
@@ -123,8 +126,12 @@ impl MaSam {
     /// Loads our own checkpoint (strict, as [`MaSam::load_reference`]).
     pub fn load_trainable(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| ckpt_err(path, e.to_string()))?;
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            Error::CheckpointRead {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            }
+        })?;
         self.set_trainable(path, tensors, true)
     }
 

@@ -5,7 +5,6 @@ use masam_fact::FactConfig;
 use masam_sam::{ImageEncoderConfig, SamConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::reference_config::ReferenceConfig;
 use crate::{Error, Result};
 
 /// Where the 3D adapters sit in each encoder block.
@@ -87,6 +86,42 @@ impl MaSamConfig {
         }
     }
 
+    /// The paper's model: [`MaSamConfig::from_backbone`] at 512 × 512 pixels. With
+    /// [`ImageEncoderConfig::vit_b`] and 12 classes this is the BTCV recipe.
+    ///
+    /// ```
+    /// use masam_adapter::sam::ImageEncoderConfig;
+    /// use masam_adapter::MaSamConfig;
+    /// let cfg = MaSamConfig::paper(ImageEncoderConfig::vit_h(), 12);
+    /// assert_eq!(cfg.sam.encoder.img_size, 512);
+    /// assert_eq!(cfg.slices, 5);
+    /// assert_eq!(cfg, MaSamConfig::default().with_backbone(ImageEncoderConfig::vit_h()));
+    /// ```
+    pub fn paper(backbone: ImageEncoderConfig, num_classes: usize) -> Self {
+        Self::from_backbone(backbone, 512, num_classes)
+    }
+
+    /// This model on another SAM backbone preset, keeping the input size, the class count and
+    /// every MA-SAM setting (FacT, adapter width and kernel, placement, slices, what is
+    /// trained); the adapter follows the new encoder width.
+    pub fn with_backbone(&self, backbone: ImageEncoderConfig) -> Self {
+        let fresh = Self::from_backbone(backbone, self.sam.encoder.img_size, self.num_classes());
+        let mut sam = fresh.sam;
+        let dim = sam.encoder.embed_dim;
+        if sam.encoder.out_chans == self.sam.encoder.out_chans {
+            // the decoder's width is the neck's: a same-width decoder keeps its settings
+            sam.decoder = self.sam.decoder.clone();
+        }
+        Self {
+            sam,
+            slices: self.slices,
+            fact: self.fact.clone(),
+            adapter: self.adapter.map(|a| Adapter3dConfig { dim, ..a }),
+            adapter_placement: self.adapter_placement,
+            finetune: self.finetune,
+        }
+    }
+
     /// The model of the reference fixtures (`tests/fixtures/reference-tiny`).
     pub fn tiny() -> Self {
         Self {
@@ -97,35 +132,6 @@ impl MaSamConfig {
             adapter_placement: AdapterPlacement::Both,
             finetune: Finetune::ParameterEfficient,
         }
-    }
-
-    /// The model a fixture `config.json` describes.
-    pub fn from_reference(r: &ReferenceConfig) -> Result<Self> {
-        let mut enc = ImageEncoderConfig::vit_b();
-        enc.embed_dim = r.embed_dim;
-        enc.depth = r.depth;
-        enc.num_heads = r.heads;
-        enc.global_attn_indexes = r.global_idx.clone();
-        enc.window_size = r.window;
-        enc.img_size = r.img;
-        enc.out_chans = r.prompt_dim;
-        let mut sam = SamConfig::masam(enc, r.img, r.num_classes);
-        sam.decoder.transformer.mlp_dim = r.dec_mlp;
-        sam.decoder.transformer.num_heads = r.dec_heads;
-        let cfg = Self {
-            sam,
-            slices: r.slices,
-            fact: Some(FactConfig::ma_sam().with_rank(r.rank).with_scale(r.scale)),
-            adapter: Some(
-                Adapter3dConfig::for_dim(r.embed_dim)
-                    .with_channels(r.adapter_ch)
-                    .with_kernel(r.conv_kernel),
-            ),
-            adapter_placement: AdapterPlacement::Both,
-            finetune: Finetune::ParameterEfficient,
-        };
-        cfg.validate()?;
-        Ok(cfg)
     }
 
     /// Number of foreground classes (mask channels − 1).
@@ -151,12 +157,10 @@ impl MaSamConfig {
                     a.dim, self.sam.encoder.embed_dim
                 )));
             }
-            a.validate()
-                .map_err(|e| Error::Config(format!("adapter: {e}")))?;
+            a.validate()?;
         }
         if let Some(f) = &self.fact {
-            f.validate()
-                .map_err(|e| Error::Config(format!("FacT: {e}")))?;
+            f.validate()?;
         }
         Ok(())
     }

@@ -121,15 +121,21 @@ impl StackSource for InMemoryStacks {
     fn sample(&self, index: usize, epoch: u64) -> Result<Sample> {
         let (v, z) = self.index[index % self.index.len()];
         let lv = &self.volumes[v];
-        let vol_err =
-            |e: masam_volume::VolumeError| Error::Config(format!("volume {v}, slice {z}: {e}"));
+        let vol_err = |source| Error::Stack {
+            volume: v,
+            slice: z,
+            source,
+        };
         let image = self.stack.image_stack(&lv.image, z).map_err(vol_err)?;
         let label = self.stack.label_stack(&lv.label, z).map_err(vol_err)?;
-        let sample = Sample::grey(image, label).map_err(|e| Error::Config(e.to_string()))?;
+        let aug_err = |source| Error::Augment {
+            volume: v,
+            slice: z,
+            source,
+        };
+        let sample = Sample::grey(image, label).map_err(aug_err)?;
         match &self.recipe {
-            Some(r) => r
-                .apply(sample, epoch, index as u64)
-                .map_err(|e| Error::Config(e.to_string())),
+            Some(r) => r.apply(sample, epoch, index as u64).map_err(aug_err),
             None => Ok(sample),
         }
     }

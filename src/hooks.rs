@@ -13,9 +13,9 @@ pub struct AdapterHook(pub Arc<Adapter3d>);
 
 impl TokenHook for AdapterHook {
     fn forward(&self, x: &Tensor, ctx: &BlockContext) -> Result<Tensor> {
-        self.0
-            .forward(x, ctx.slices)
-            .map_err(|e| candle_core::Error::Msg(format!("3D adapter in block {}: {e}", ctx.block)))
+        self.0.forward(x, ctx.slices).map_err(|e| {
+            candle_core::Error::wrap(e).context(format!("3D adapter in block {}", ctx.block))
+        })
     }
 }
 

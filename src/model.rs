@@ -17,7 +17,8 @@ use masam_sam::{
 
 use crate::config::{AdapterPlacement, Finetune, MaSamConfig};
 use crate::hooks::{AdapterHook, FactLinearHook};
-use crate::{Error, Result};
+use crate::output::VolumeOutput;
+use crate::{Error, Mode, Result};
 
 /// The two optional 3D adapters of one block: (before attention, after attention).
 pub type BlockAdapters = (Option<Arc<Adapter3d>>, Option<Arc<Adapter3d>>);
@@ -25,7 +26,7 @@ pub type BlockAdapters = (Option<Arc<Adapter3d>>, Option<Arc<Adapter3d>>);
 /// Prefix of the FacT parameters among the trainable variables.
 pub const FACT_PREFIX: &str = "fact";
 
-/// MA-SAM (`reference-spec.md` §1): a SAM whose image encoder is frozen, with FacT increments on
+/// MA-SAM: a SAM whose image encoder is frozen, with FacT increments on
 /// its q/v projections and two 3D adapters per block, and a trainable prompt encoder and mask
 /// decoder with `num_classes + 1` mask tokens.
 ///
@@ -35,14 +36,15 @@ pub const FACT_PREFIX: &str = "fact";
 /// `fact.FacTu.weight`, `fact.blocks.{i}.q_FacTs.weight` for FacT.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use masam_adapter::{MaSam, MaSamConfig};
-/// use masam_sam::Prompt;
+/// use masam_adapter::candle::{DType, Device, Tensor};
+/// use masam_adapter::{MaSam, MaSamConfig, Mode, Prompt};
 /// # fn main() -> masam_adapter::Result<()> {
 /// let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu)?;
 /// let x = Tensor::zeros((1, 5, 3, 64, 64), DType::F32, &Device::Cpu)?; // 1 volume, 5 slices
-/// let out = model.forward(&x, &Prompt::None, false)?;
+/// let out = model.forward(&x, &Prompt::None, Mode::Eval)?;
 /// assert_eq!(out.masks.dims(), &[5, 4, 64, 64]); // per-slice logits, background + 3 classes
+/// let vol = model.forward_volumes(&x, &Prompt::None, Mode::Eval)?;
+/// assert_eq!(vol.masks.dims(), &[1, 5, 4, 64, 64]); // (B, D, K, H, W)
 /// # Ok(()) }
 /// ```
 pub struct MaSam {
@@ -135,10 +137,12 @@ impl MaSam {
 
         let depth = cfg.sam.encoder.depth;
         let fact = match &cfg.fact {
-            Some(fc) => Some(
-                Fact::new(fc, cfg.sam.encoder.embed_dim, depth, tvb.pp(FACT_PREFIX))
-                    .map_err(|e| Error::Config(format!("FacT: {e}")))?,
-            ),
+            Some(fc) => Some(Fact::new(
+                fc,
+                cfg.sam.encoder.embed_dim,
+                depth,
+                tvb.pp(FACT_PREFIX),
+            )?),
             None => None,
         };
         let mut adapters = Vec::with_capacity(depth);
@@ -146,14 +150,11 @@ impl MaSam {
             let bvb = tvb.pp(format!("image_encoder.blocks.{i}"));
             let make = |suffix: &str| -> Result<Option<Arc<Adapter3d>>> {
                 match &cfg.adapter {
-                    Some(a) => Ok(Some(Arc::new(
-                        Adapter3d::new_with_names(
-                            *a,
-                            &AdapterNames::reference(suffix),
-                            bvb.clone(),
-                        )
-                        .map_err(|e| Error::Config(format!("3D adapter: {e}")))?,
-                    ))),
+                    Some(a) => Ok(Some(Arc::new(Adapter3d::new_with_names(
+                        *a,
+                        &AdapterNames::reference(suffix),
+                        bvb.clone(),
+                    )?))),
                     None => Ok(None),
                 }
             };
@@ -170,8 +171,7 @@ impl MaSam {
             hooks.post_attn = after.clone().map(|a| Arc::new(AdapterHook(a)) as _);
             if let Some(f) = &fact {
                 let wrap = |h: masam_fact::Result<Option<masam_fact::FactHook>>| -> Result<_> {
-                    Ok(h.map_err(|e| Error::Config(format!("FacT: {e}")))?
-                        .map(|h| Arc::new(FactLinearHook(h)) as _))
+                    Ok(h?.map(|h| Arc::new(FactLinearHook(h)) as _))
                 };
                 hooks.qkv = wrap(f.qkv(i))?;
                 hooks.proj = wrap(f.proj(i))?;
@@ -208,12 +208,11 @@ impl MaSam {
     fn flatten(&self, images: &Tensor) -> Result<(Tensor, usize, usize)> {
         let d = images.dims();
         if d.len() != 5 || d[2] != 3 {
-            return Err(masam_sam::Error::InputShape {
+            return Err(Error::Shape {
                 what: "images",
                 expected: "(B, D, 3, H, W)".into(),
                 found: d.to_vec(),
-            }
-            .into());
+            });
         }
         if d[1] != self.config.slices {
             return Err(Error::Config(format!(
@@ -232,37 +231,72 @@ impl MaSam {
     /// Runs the model on B volumes of D adjacent slices.
     ///
     /// `prompt` is [`Prompt::None`] (MA-SAM) or per-slice boxes ([`MaSam::boxes_prompt`]).
-    /// `train` enables FacT dropout.
+    /// [`Mode::Train`] enables FacT dropout.
     ///
     /// # Shapes
     /// - `images`: (B, D, 3, H, W), values as the reference pipeline makes them ([0, 1])
     /// - returns masks (B·D, K, H, W) logits and IoU (B·D, K), K = classes + 1, volume-major
-    pub fn forward(&self, images: &Tensor, prompt: &Prompt, train: bool) -> Result<SamOutput> {
+    ///   (slice `d` of volume `b` is row `b·D + d`); [`MaSam::forward_volumes`] returns them as
+    ///   (B, D, K, H, W) and (B, D, K).
+    pub fn forward(&self, images: &Tensor, prompt: &Prompt, mode: Mode) -> Result<SamOutput> {
         let (x, _, d) = self.flatten(images)?;
-        let ctx = ForwardContext { slices: d, train };
+        let ctx = ForwardContext {
+            slices: d,
+            train: mode.is_train(),
+        };
         Ok(self.sam.forward(&x, prompt, &ctx)?)
+    }
+
+    /// [`MaSam::forward`] with the outputs grouped per volume: masks (B, D, K, H, W), IoU
+    /// (B, D, K).
+    pub fn forward_volumes(
+        &self,
+        images: &Tensor,
+        prompt: &Prompt,
+        mode: Mode,
+    ) -> Result<VolumeOutput> {
+        let b = images.dims().first().copied().unwrap_or(0);
+        VolumeOutput::from_slices(&self.forward(images, prompt, mode)?, b)
+    }
+
+    /// The prompt-free mask logits (B, D, K, H, W) of B volumes of D slices.
+    pub fn segment(&self, images: &Tensor, mode: Mode) -> Result<Tensor> {
+        Ok(self.forward_volumes(images, &Prompt::None, mode)?.masks)
     }
 
     /// Per-slice box prompts (B, D, 4) `(x0, y0, x1, y1)` in input pixels, as a [`Prompt`].
     pub fn boxes_prompt(boxes: &Tensor) -> Result<Prompt> {
         let (b, d, four) = boxes.dims3()?;
         if four != 4 {
-            return Err(Error::Config(format!(
-                "boxes must be (B, D, 4), got {:?}",
-                boxes.dims()
-            )));
+            return Err(Error::Shape {
+                what: "boxes",
+                expected: "(B, D, 4)".into(),
+                found: boxes.dims().to_vec(),
+            });
         }
         Ok(Prompt::Boxes(boxes.reshape((b * d, 4))?))
     }
 
     /// The encoder's intermediate results (patch embedding, every block, embeddings).
-    pub fn encode_with_intermediates(&self, images: &Tensor, train: bool) -> Result<EncoderOutput> {
+    pub fn encode_with_intermediates(&self, images: &Tensor, mode: Mode) -> Result<EncoderOutput> {
         let (x, _, d) = self.flatten(images)?;
         let x = self.sam.preprocess(&x)?;
-        let ctx = ForwardContext { slices: d, train };
+        let ctx = ForwardContext {
+            slices: d,
+            train: mode.is_train(),
+        };
         Ok(self
             .sam
             .image_encoder
             .forward_with_intermediates(&x, &ctx)?)
+    }
+}
+
+/// The prompt-free forward pass as a candle module: (B, D, 3, H, W) images in, (B, D, K, H, W)
+/// logits out, dropout on when `train` is true.
+impl candle_nn::ModuleT for MaSam {
+    fn forward_t(&self, images: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.segment(images, Mode::from(train))
+            .map_err(candle_core::Error::wrap)
     }
 }

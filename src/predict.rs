@@ -16,7 +16,7 @@ use crate::{Error, Result};
 ///
 /// Every slice is the centre of one D-slice stack built by `stack` exactly as in training
 /// (intensity chain per stack, orientation, resize); windows are evaluated `batch` at a time on
-/// `device`; softmax probabilities of all D output slices are averaged (`reference-spec.md` §5);
+/// `device`; softmax probabilities of all D output slices are averaged (as the reference does);
 /// the arg-max labels are resized back (nearest) and re-oriented onto the source grid.
 pub fn predict_volume(
     model: &MaSam,
@@ -28,7 +28,7 @@ pub fn predict_volume(
     predict(model, image, stack, batch, device, None)
 }
 
-/// Box-prompted prediction (the reference's `*_bbox` variant, `reference-spec.md` §1.12): like
+/// Box-prompted prediction (the reference's box-prompt variant): like
 /// [`predict_volume`], but every window gets the 3D box `box3d` (voxel indices of `image`)
 /// projected onto the model grid as a per-slice 2D box prompt, tiled over the stack as the
 /// reference does. Windows whose slices all miss the box predict background without running the
@@ -57,7 +57,7 @@ fn probabilities(
     stacks: &Tensor,
     prompt: &Prompt,
     device: &Device,
-) -> candle_core::Result<Tensor> {
+) -> Result<Tensor> {
     let (b, d, h, w) = stacks.dims4()?;
     let x = stacks
         .unsqueeze(2)?
@@ -68,12 +68,10 @@ fn probabilities(
         Prompt::Boxes(t) => Prompt::Boxes(t.to_device(device)?),
         other => other.clone(),
     };
-    let o = model
-        .forward(&x, &prompt, false)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    masam_nn::softmax_last_dim(&o.masks.permute((0, 2, 3, 1))?)?
+    let o = model.forward(&x, &prompt, crate::Mode::Eval)?;
+    Ok(masam_nn::softmax_last_dim(&o.masks.permute((0, 2, 3, 1))?)?
         .permute((0, 3, 1, 2))?
-        .to_device(&Device::Cpu)
+        .to_device(&Device::Cpu)?)
 }
 
 fn predict(
@@ -104,13 +102,15 @@ fn predict(
         [z, h, w],
         k,
         false,
-        |c| {
-            let s = stack
-                .image_stack(image, c)
-                .map_err(|e| candle_core::Error::Msg(format!("preprocessing slice {c}: {e}")))?;
+        |c| -> Result<Vec<f32>> {
+            let s = stack.image_stack(image, c).map_err(|source| Error::Stack {
+                volume: 0,
+                slice: c,
+                source,
+            })?;
             Ok(s.into_iter().collect())
         },
-        |stacks: &Tensor| {
+        |stacks: &Tensor| -> Result<Tensor> {
             let b = stacks.dim(0)?;
             let centers = next_center..next_center + b;
             next_center += b;
@@ -120,9 +120,7 @@ fn predict(
             // per window: the tiled box prompt, or None when the window misses the box
             let mut boxes = Vec::with_capacity(b);
             for c in centers {
-                let idx = stack
-                    .indices(z, c)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let idx = stack.indices(z, c)?;
                 boxes.push(project_stack(box3d, &idx, &grid));
             }
             let mut background = Tensor::zeros((d, k, h, w), DType::F32, &Device::Cpu)?;
@@ -151,11 +149,14 @@ fn predict(
                     _ => Ok(background.clone()),
                 })
                 .collect::<candle_core::Result<_>>()?;
-            Tensor::cat(&parts, 0)
+            Ok(Tensor::cat(&parts, 0)?)
         },
     )?;
-    let model_grid =
-        Array3::from_shape_vec((z, h, w), out.labels).map_err(|e| Error::Config(e.to_string()))?;
+    let model_grid = Array3::from_shape_vec((z, h, w), out.labels).map_err(|_| Error::Shape {
+        what: "predicted labels",
+        expected: format!("{z} × {h} × {w} values"),
+        found: vec![z, h, w],
+    })?;
     let mut labels = Array3::<u8>::zeros((z, y, x));
     for (i, mut dst) in labels.axis_iter_mut(Axis(0)).enumerate() {
         let back = stack.labels_to_volume_grid(&model_grid.index_axis(Axis(0), i), (y, x));
@@ -188,8 +189,7 @@ mod tests {
             out_size: Some((64, 64)),
             orient: false,
             ..StackConfig::default()
-        })
-        .map_err(|e| Error::Config(e.to_string()))?;
+        })?;
         let vol = volume();
         // slices 0..=1 only: windows centred at 4.. (covering slices 2..) miss the box entirely
         let b = Box3d {

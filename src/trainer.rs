@@ -14,8 +14,9 @@ use crate::data::Batch;
 use crate::model::MaSam;
 use crate::{Error, Result};
 
-/// Hyper-parameters of a fine-tuning run. `Default` is the reference recipe (`reference-spec.md`
-/// §4) except for `steps`, which depends on the dataset.
+/// Hyper-parameters of a fine-tuning run. `Default` is the reference recipe (AdamW with weight
+/// decay 0.1, batch 3 × 8 accumulated, warmup + poly schedule, 0.2 CE + 0.8 Dice) except for
+/// `steps`, which depends on the dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerConfig {
     /// Optimiser steps.
@@ -63,14 +64,22 @@ pub struct StepStats {
     pub lr: f64,
 }
 
+impl std::fmt::Display for StepStats {
+    /// `step    25  lr 1.20e-3  loss 0.5123  (ce 0.4011, dice 0.5401)`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "step {:5}  lr {:.2e}  loss {:.4}  (ce {:.4}, dice {:.4})",
+            self.step, self.lr, self.loss, self.ce, self.dice
+        )
+    }
+}
+
 /// Trains a [`MaSam`]'s trainable variables.
 ///
 /// ```
-/// use candle_core::{DType, Device, Tensor};
-/// use masam_adapter::data::Batch;
-/// use masam_adapter::trainer::{Trainer, TrainerConfig};
-/// use masam_adapter::{MaSam, MaSamConfig};
-/// use masam_train::LrSchedule;
+/// use masam_adapter::candle::{DType, Device, Tensor};
+/// use masam_adapter::{Batch, LrSchedule, MaSam, MaSamConfig, Trainer, TrainerConfig};
 /// # fn main() -> masam_adapter::Result<()> {
 /// let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu)?;
 /// let cfg = TrainerConfig { steps: 2, batch: 1, accumulation: 1,
@@ -93,23 +102,19 @@ pub struct Trainer<'m> {
     step: u64,
 }
 
-fn terr(e: masam_train::TrainError) -> Error {
-    Error::Config(format!("training: {e}"))
-}
-
 impl<'m> Trainer<'m> {
     /// A trainer over every trainable variable of `model` (one parameter group, decay on all, as
     /// the reference).
     pub fn new(model: &'m MaSam, cfg: TrainerConfig) -> Result<Self> {
-        cfg.schedule.validate().map_err(terr)?;
+        cfg.schedule.validate()?;
         if cfg.batch == 0 || cfg.accumulation == 0 {
             return Err(Error::Config(
                 "batch and accumulation must be at least 1".into(),
             ));
         }
         let vars = model.trainable_vars().into_iter().collect();
-        let opt = AdamW::from_map(vars, cfg.optimizer).map_err(terr)?;
-        let loss = DiceCeLoss::new(cfg.loss).map_err(terr)?;
+        let opt = AdamW::from_map(vars, cfg.optimizer)?;
+        let loss = DiceCeLoss::new(cfg.loss)?;
         Ok(Self {
             model,
             opt,
@@ -145,15 +150,17 @@ impl<'m> Trainer<'m> {
         for b in micro {
             let images = b.images.to_device(dev)?;
             let labels = b.labels.to_device(dev)?;
-            let out = self.model.forward(&images, &Prompt::None, true)?;
-            let l = self.loss.forward(&out.masks, &labels).map_err(terr)?;
+            let out = self
+                .model
+                .forward(&images, &Prompt::None, crate::Mode::Train)?;
+            let l = self.loss.forward(&out.masks, &labels)?;
             tl += l.total.to_scalar::<f32>()?;
             tce += l.ce.to_scalar::<f32>()?;
             td += l.dice.to_scalar::<f32>()?;
-            acc.accumulate(l.total.backward()?).map_err(terr)?;
+            acc.accumulate(l.total.backward()?)?;
         }
-        let grads = acc.finish().map_err(terr)?;
-        self.opt.step(&grads).map_err(terr)?;
+        let grads = acc.finish()?;
+        self.opt.step(&grads)?;
         let n = micro.len() as f32;
         let stats = StepStats {
             step: self.step,
@@ -168,11 +175,9 @@ impl<'m> Trainer<'m> {
 
     /// Saves parameters, optimiser state, step and configuration atomically (temp file + rename).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let config = serde_json::to_value(&self.cfg)
-            .map_err(|e| Error::Config(format!("serialising the config: {e}")))?;
-        let state =
-            TrainingState::capture(&self.opt, self.step, BTreeMap::new(), config).map_err(terr)?;
-        state.save(path).map_err(terr)
+        let config = serde_json::to_value(&self.cfg).map_err(|e| Error::Serialize(Box::new(e)))?;
+        let state = TrainingState::capture(&self.opt, self.step, BTreeMap::new(), config)?;
+        Ok(state.save(path)?)
     }
 
     /// Restores a state written by [`Trainer::save`]: parameters, optimiser moments and step.
@@ -183,8 +188,8 @@ impl<'m> Trainer<'m> {
             .next()
             .map(|(_, v)| v.device().clone())
             .unwrap_or(candle_core::Device::Cpu);
-        let state = TrainingState::load(path, &dev).map_err(terr)?;
-        state.restore(&mut self.opt).map_err(terr)?;
+        let state = TrainingState::load(path, &dev)?;
+        state.restore(&mut self.opt)?;
         self.step = state.step;
         Ok(())
     }

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use masam_adapter::finetune::{self, stack_config, DataSource, FinetuneConfig};
 use masam_adapter::predict::predict_volume;
-use masam_adapter::run_dir::{self, RunDir};
-use masam_adapter::trainer::TrainerConfig;
 use masam_adapter::{Finetune, MaSam, MaSamConfig};
+use masam_adapter::{Mode, TrainerConfig};
+use masam_app::run_dir::{self, RunDir};
+use masam_app::{finetune, DataSource, FinetuneConfig};
 use masam_sam::Prompt;
 use masam_train::LrSchedule;
 use masam_volume::io::nifti::NiftiReader;
@@ -121,7 +121,7 @@ fn real_ct_finetune_predict_and_write_nifti_on_the_input_grid() {
         .unwrap()
         .load_model(None, &Device::Cpu)
         .unwrap();
-    let stack = SliceStack::new(stack_config(&cfg)).unwrap();
+    let stack = SliceStack::new(cfg.stack_config()).unwrap();
     let pred = predict_volume(&rebuilt, &input.volume, &stack, 8, &Device::Cpu).unwrap();
     let in_memory = predict_volume(&model, &input.volume, &stack, 8, &Device::Cpu).unwrap();
     assert_eq!(
@@ -164,7 +164,7 @@ fn dicom_series_prediction_keeps_the_oblique_series_geometry() {
         IntensityConfig::mri(),
         &out,
     );
-    let stack = SliceStack::new(stack_config(&cfg)).unwrap();
+    let stack = SliceStack::new(cfg.stack_config()).unwrap();
     let pred = predict_volume(&model, &vol, &stack, 8, &Device::Cpu).unwrap();
     let path = out.join("brain.nii.gz");
     NiftiWriter::new().write(&path, &pred).unwrap();
@@ -227,7 +227,7 @@ fn run_folder_round_trip_reproduces_the_trained_model() {
     }
 
     let x = Tensor::rand(0f32, 1.0, (1, 5, 3, 64, 64), &Device::Cpu).unwrap();
-    let logits = |m: &MaSam| m.forward(&x, &Prompt::None, false).unwrap().masks;
+    let logits = |m: &MaSam| m.forward(&x, &Prompt::None, Mode::Eval).unwrap().masks;
     let trained = logits(&model);
     assert_eq!(max_abs_diff(&trained, &logits(&rebuilt)), 0.0);
     // the weights did change in training, and the file is what carries them
@@ -235,7 +235,7 @@ fn run_folder_round_trip_reproduces_the_trained_model() {
     assert!(max_abs_diff(&trained, &logits(&untrained)) > 0.0);
 
     let (image, _) = Phantom::new(phantom).unwrap().case(10_000);
-    let stack = SliceStack::new(stack_config(&cfg)).unwrap();
+    let stack = SliceStack::new(cfg.stack_config()).unwrap();
     let p1 = predict_volume(&model, &image, &stack, 4, &Device::Cpu).unwrap();
     let p2 = predict_volume(&rebuilt, &image, &stack, 4, &Device::Cpu).unwrap();
     assert_eq!(p1.data, p2.data);
@@ -248,7 +248,10 @@ fn run_folder_round_trip_reproduces_the_trained_model() {
     bad.model = other;
     let err = run_dir::load_model(&bad, run.weights_path(), None, &Device::Cpu).unwrap_err();
     assert!(
-        matches!(err, masam_adapter::Error::Checkpoint { .. }),
+        matches!(
+            err,
+            masam_app::AppError::Model(masam_adapter::Error::Checkpoint { .. })
+        ),
         "expected a checkpoint error, got {err}"
     );
     std::fs::remove_dir_all(&out).ok();

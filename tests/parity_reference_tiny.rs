@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use masam_adapter::checkpoint::reference_key;
-use masam_adapter::reference_config::ReferenceConfig;
-use masam_adapter::{MaSam, MaSamConfig};
+use masam_adapter::MaSam;
+use masam_app::reference_config::ReferenceConfig;
 use masam_sam::{Prompt, SamCheckpoint};
 use masam_train::{AdamW, AdamWConfig, DiceCeLoss, DiceCeLossConfig};
 
@@ -51,7 +51,7 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
 
 fn reference_model() -> (ReferenceConfig, MaSam) {
     let rc = ReferenceConfig::from_file(&fixture("config.json")).unwrap();
-    let cfg = MaSamConfig::from_reference(&rc).unwrap();
+    let cfg = rc.model_config().unwrap();
     let sam = SamCheckpoint::load(fixture("sam_base.safetensors")).unwrap();
     let model = MaSam::from_sam_checkpoint(&cfg, &sam, 0, &Device::Cpu).unwrap();
     model
@@ -77,7 +77,9 @@ fn forward_outputs_match_reference() {
     let expect = load("outputs.safetensors");
     let images = &inputs["images"];
 
-    let enc = model.encode_with_intermediates(images, false).unwrap();
+    let enc = model
+        .encode_with_intermediates(images, masam_adapter::Mode::Eval)
+        .unwrap();
     // the reference records the patch embedding before the absolute position is added
     let pos = model.sam.image_encoder.pos_embed.as_ref().unwrap();
     let patch = enc.patch_embed.broadcast_sub(pos).unwrap();
@@ -98,7 +100,9 @@ fn forward_outputs_match_reference() {
     let pe = model.sam.prompt_encoder.get_dense_pe().unwrap();
     errs.push(("dense_pe".into(), rel_err(&pe, &expect["dense_pe"])));
 
-    let out = model.forward(images, &Prompt::None, false).unwrap();
+    let out = model
+        .forward(images, &Prompt::None, masam_adapter::Mode::Eval)
+        .unwrap();
     errs.push((
         "low_res_logits".into(),
         rel_err(&out.low_res_logits, &expect["low_res_logits"]),
@@ -128,7 +132,7 @@ fn gradients_match_reference_and_reach_exactly_the_trainable_set() {
     let inputs = load("inputs.safetensors");
     let expect = load("grads.safetensors");
     let out = model
-        .forward(&inputs["images"], &Prompt::None, false)
+        .forward(&inputs["images"], &Prompt::None, masam_adapter::Mode::Eval)
         .unwrap();
     let loss = loss_fn(&rc).forward(&out.masks, &inputs["labels"]).unwrap();
     let grads = loss.total.backward().unwrap();
@@ -192,7 +196,7 @@ fn adamw_trajectory_matches_reference() {
     let mut losses = vec![];
     for step in 0..=rc.adamw.steps {
         let out = model
-            .forward(&inputs["images"], &Prompt::None, false)
+            .forward(&inputs["images"], &Prompt::None, masam_adapter::Mode::Eval)
             .unwrap();
         let loss = lf.forward(&out.masks, &inputs["labels"]).unwrap();
         losses.push(loss.total.to_scalar::<f32>().unwrap());
@@ -219,7 +223,9 @@ fn box_prompted_outputs_match_reference() {
     let inputs = load("inputs.safetensors");
     let expect = load("bbox_outputs.safetensors");
     let prompt = MaSam::boxes_prompt(&expect["boxes"]).unwrap();
-    let out = model.forward(&inputs["images"], &prompt, false).unwrap();
+    let out = model
+        .forward(&inputs["images"], &prompt, masam_adapter::Mode::Eval)
+        .unwrap();
     let e1 = rel_err(&out.low_res_logits, &expect["low_res_logits"]);
     let e2 = rel_err(&out.iou_predictions, &expect["iou_predictions"]);
     eprintln!("bbox logits {e1:.3e} iou {e2:.3e}");
@@ -237,7 +243,7 @@ fn reference_checkpoint_round_trips_and_pth_equals_safetensors() {
     }
     // the .pth written by torch.save loads to the same tensors
     let rc = ReferenceConfig::from_file(&fixture("config.json")).unwrap();
-    let cfg = MaSamConfig::from_reference(&rc).unwrap();
+    let cfg = rc.model_config().unwrap();
     let sam = SamCheckpoint::load(fixture("sam_base.pth")).unwrap();
     let from_pth = MaSam::from_sam_checkpoint(&cfg, &sam, 1, &Device::Cpu).unwrap();
     from_pth

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use masam_adapter::checkpoint::reference_key;
-use masam_adapter::reference_config::ReferenceConfig;
-use masam_adapter::{MaSam, MaSamConfig};
+use masam_adapter::MaSam;
+use masam_app::reference_config::ReferenceConfig;
 use masam_sam::{Prompt, SamCheckpoint};
 use masam_train::{AdamW, AdamWConfig, DiceCeLoss, DiceCeLossConfig};
 use serde::Serialize;
@@ -138,7 +138,9 @@ pub fn run(dir: &Path) -> Result<Report> {
     }
     let rc =
         ReferenceConfig::from_file(&dir.join("config.json")).context("invalid fixture config")?;
-    let cfg = MaSamConfig::from_reference(&rc).context("config.json is not a valid MA-SAM")?;
+    let cfg = rc
+        .model_config()
+        .context("config.json is not a valid MA-SAM")?;
     let sam = SamCheckpoint::load(pick(dir, "sam_base")?).context("loading sam_base")?;
     let model = MaSam::from_sam_checkpoint(&cfg, &sam, 0, &Device::Cpu)?;
     let adapter = pick(dir, "masam_adapter")?;
@@ -181,7 +183,7 @@ pub fn run(dir: &Path) -> Result<Report> {
     ));
 
     // forward: everything the reference recorded, keyed as in outputs.safetensors
-    let enc = model.encode_with_intermediates(images, false)?;
+    let enc = model.encode_with_intermediates(images, masam_adapter::Mode::Eval)?;
     let mut got: HashMap<String, Tensor> = HashMap::new();
     let patch = match &model.sam.image_encoder.pos_embed {
         Some(pos) => enc.patch_embed.broadcast_sub(pos)?, // recorded before the position embedding
@@ -193,7 +195,7 @@ pub fn run(dir: &Path) -> Result<Report> {
     }
     got.insert("image_embeddings".into(), enc.embeddings.clone());
     got.insert("dense_pe".into(), model.sam.prompt_encoder.get_dense_pe()?);
-    let out = model.forward(images, &Prompt::None, false)?;
+    let out = model.forward(images, &Prompt::None, masam_adapter::Mode::Eval)?;
     got.insert("low_res_logits".into(), out.low_res_logits.clone());
     got.insert("iou_predictions".into(), out.iou_predictions.clone());
     let lc = DiceCeLossConfig::default().with_ce_weight(rc.loss.ce_weight);
@@ -236,7 +238,7 @@ pub fn run(dir: &Path) -> Result<Report> {
     if dir.join("bbox_outputs.safetensors").is_file() {
         let bbox = load(dir, "bbox_outputs.safetensors")?;
         let prompt = MaSam::boxes_prompt(get(&bbox, "bbox_outputs.safetensors", "boxes")?)?;
-        let out = model.forward(images, &prompt, false)?;
+        let out = model.forward(images, &prompt, masam_adapter::Mode::Eval)?;
         for (k, t) in [
             ("low_res_logits", &out.low_res_logits),
             ("iou_predictions", &out.iou_predictions),
@@ -256,7 +258,12 @@ pub fn run(dir: &Path) -> Result<Report> {
         let mut opt = AdamW::from_map(model.trainable_vars().into_iter().collect(), oc)?;
         let mut losses = vec![];
         for step in 0..=s {
-            let l = loss_fn.forward(&model.forward(images, &Prompt::None, false)?.masks, labels)?;
+            let l = loss_fn.forward(
+                &model
+                    .forward(images, &Prompt::None, masam_adapter::Mode::Eval)?
+                    .masks,
+                labels,
+            )?;
             losses.push(l.total.to_scalar::<f32>()?);
             if step < s {
                 opt.step(&l.total.backward()?)?;

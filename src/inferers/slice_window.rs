@@ -1,4 +1,4 @@
-//! The reference's sliding-window volume inference (`reference-spec.md` §5), memory-bounded.
+//! The reference's sliding-window volume inference (its `test_single_volume`), memory-bounded.
 //!
 //! For a volume of N slices and stacks of D adjacent slices (D odd, centre `D/2`), stack `k` is
 //! centred on slice `k` (edges replicated). The network returns class probabilities for all D
@@ -11,7 +11,7 @@
 //! the D slices still receiving windows: a 512×512×300 CT with 13 classes needs ~68 MB instead of
 //! 4 GB. Windows are evaluated `batch` at a time.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Tensor};
 
 /// Result of [`SliceWindowInferer::run`].
 #[derive(Debug, Clone)]
@@ -68,30 +68,34 @@ impl SliceWindowInferer {
     ///
     /// `forward` receives stacks (b, D, H, W) and must return class probabilities
     /// (b·D, K, H, W) (softmax already applied), in the same slice order.
-    pub fn run<F>(
+    ///
+    /// The closures' error type `E` is the caller's (anything a candle error converts into).
+    pub fn run<F, E>(
         &self,
         volume: &[f32],
         shape: [usize; 3],
         num_classes: usize,
         keep_probabilities: bool,
         forward: F,
-    ) -> Result<SliceWindowOutput>
+    ) -> std::result::Result<SliceWindowOutput, E>
     where
-        F: FnMut(&Tensor) -> Result<Tensor>,
+        F: FnMut(&Tensor) -> std::result::Result<Tensor, E>,
+        E: From<candle_core::Error>,
     {
         let [n, h, w] = shape;
         if volume.len() != n * h * w || n == 0 {
-            candle_core::bail!(
+            return Err(candle_core::Error::Msg(format!(
                 "volume has {} values, shape {:?} needs {}",
                 volume.len(),
                 shape,
                 n * h * w
-            );
+            ))
+            .into());
         }
         let d = self.depth;
         let pad = d / 2;
         let plane = h * w;
-        let make_stack = |center: usize| -> Result<Vec<f32>> {
+        let make_stack = |center: usize| -> std::result::Result<Vec<f32>, E> {
             let mut out = Vec::with_capacity(d * plane);
             for t in 0..d {
                 let z =
@@ -105,28 +109,35 @@ impl SliceWindowInferer {
 
     /// Like [`run`](Self::run), but `make_stack(k)` builds stack `k` (D·H·W values, slice-major)
     /// itself, so that per-stack preprocessing (the reference's per-stack min-max) applies.
-    pub fn run_with_stacks<S, F>(
+    pub fn run_with_stacks<S, F, E>(
         &self,
         shape: [usize; 3],
         num_classes: usize,
         keep_probabilities: bool,
         mut make_stack: S,
         mut forward: F,
-    ) -> Result<SliceWindowOutput>
+    ) -> std::result::Result<SliceWindowOutput, E>
     where
-        S: FnMut(usize) -> Result<Vec<f32>>,
-        F: FnMut(&Tensor) -> Result<Tensor>,
+        S: FnMut(usize) -> std::result::Result<Vec<f32>, E>,
+        F: FnMut(&Tensor) -> std::result::Result<Tensor, E>,
+        E: From<candle_core::Error>,
     {
         let [n, h, w] = shape;
         let d = self.depth;
         if d == 0 || d.is_multiple_of(2) {
-            candle_core::bail!("slice window depth must be odd, got {d}");
+            return Err(candle_core::Error::Msg(format!(
+                "slice window depth must be odd, got {d}"
+            ))
+            .into());
         }
         if n == 0 || h == 0 || w == 0 {
-            candle_core::bail!("empty volume shape {shape:?}");
+            return Err(candle_core::Error::Msg(format!("empty volume shape {shape:?}")).into());
         }
         if num_classes == 0 || num_classes > 256 {
-            candle_core::bail!("num_classes must be in 1..=256, got {num_classes}");
+            return Err(candle_core::Error::Msg(format!(
+                "num_classes must be in 1..=256, got {num_classes}"
+            ))
+            .into());
         }
         let pad = d / 2;
         let plane = h * w;
@@ -149,11 +160,12 @@ impl SliceWindowInferer {
             for s in ind..ind + b {
                 let one = make_stack(s)?;
                 if one.len() != d * plane {
-                    candle_core::bail!(
+                    return Err(candle_core::Error::Msg(format!(
                         "stack {s} has {} values, expected {}",
                         one.len(),
                         d * plane
-                    );
+                    ))
+                    .into());
                 }
                 stack.extend_from_slice(&one);
             }
@@ -161,10 +173,11 @@ impl SliceWindowInferer {
             let p = forward(&x)?;
             let dims = p.dims().to_vec();
             if dims != [b * d, k, h, w] {
-                candle_core::bail!(
+                return Err(candle_core::Error::Msg(format!(
                     "forward returned shape {dims:?}, expected {:?}",
                     [b * d, k, h, w]
-                );
+                ))
+                .into());
             }
             let p: Vec<f32> = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
             for wi in 0..b {
@@ -316,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_reference_aggregation() -> Result<()> {
+    fn matches_reference_aggregation() -> candle_core::Result<()> {
         let (n, h, w, k, d) = (7usize, 3usize, 2usize, 3usize, 5usize);
         let plane = h * w;
         let vol: Vec<f32> = (0..n * plane)
@@ -367,14 +380,23 @@ mod tests {
     fn rejects_bad_shapes() {
         let inf = SliceWindowInferer::new(4, 1);
         assert!(inf
-            .run(&[0.0; 4], [1, 2, 2], 2, false, |x| Ok(x.clone()))
+            .run(&[0.0; 4], [1, 2, 2], 2, false, |x| Ok::<
+                _,
+                candle_core::Error,
+            >(x.clone()))
             .is_err());
         let inf = SliceWindowInferer::new(3, 1);
         assert!(inf
-            .run(&[0.0; 3], [1, 2, 2], 2, false, |x| Ok(x.clone()))
+            .run(&[0.0; 3], [1, 2, 2], 2, false, |x| Ok::<
+                _,
+                candle_core::Error,
+            >(x.clone()))
             .is_err());
         assert!(inf
-            .run(&[0.0; 4], [1, 2, 2], 2, false, |x| Ok(x.clone()))
+            .run(&[0.0; 4], [1, 2, 2], 2, false, |x| Ok::<
+                _,
+                candle_core::Error,
+            >(x.clone()))
             .is_err());
     }
 }

@@ -75,6 +75,9 @@ pub enum CliError {
     /// From the model, training or prediction.
     #[error(transparent)]
     Model(#[from] masam_adapter::Error),
+    /// From the run: its configuration, data, run folder and figures.
+    #[error(transparent)]
+    App(#[from] masam_app::AppError),
     /// From reading or writing volumes.
     #[error(transparent)]
     Volume(#[from] masam_volume::VolumeError),

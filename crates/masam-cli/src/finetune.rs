@@ -5,13 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use masam_adapter::finetune::{self, DataSource, FinetuneConfig};
-use masam_adapter::run_dir;
-use masam_adapter::trainer::TrainerConfig;
-use masam_adapter::{Finetune, MaSamConfig};
-use masam_sam::ImageEncoderConfig;
-use masam_train::LrSchedule;
-use masam_volume::transforms::IntensityConfig;
+use masam_adapter::{Finetune, ImageEncoderConfig};
+use masam_app::{finetune, run_dir, DataSource, FinetuneConfig};
 
 use crate::error::{CliError, Result};
 use crate::progress;
@@ -70,41 +65,6 @@ pub struct FinetuneArgs {
 
 /// Default run folder.
 pub const DEFAULT_OUT: &str = "runs/masam";
-
-/// The paper's recipe: a SAM backbone preset at 512 px, FacT + 3D adapters on the frozen
-/// encoder, the reference optimiser and schedule, augmentation on.
-pub fn paper_recipe(
-    data: DataSource,
-    backbone: ImageEncoderConfig,
-    classes: usize,
-    sam_checkpoint: Option<PathBuf>,
-    steps: u64,
-    seed: u64,
-    out_dir: PathBuf,
-) -> FinetuneConfig {
-    FinetuneConfig {
-        model: MaSamConfig::from_backbone(backbone, 512, classes),
-        trainer: TrainerConfig {
-            steps,
-            schedule: LrSchedule::reference(steps),
-            seed,
-            ..TrainerConfig::default()
-        },
-        data,
-        sam_checkpoint,
-        time_budget_s: None,
-        augment: true,
-        sampling: masam_adapter::data::Sampling::Uniform,
-        device: "cpu".into(),
-        eval_batch: 2,
-        intensity: IntensityConfig::ct_abdomen(),
-        out_dir,
-        checkpoint_every: 500,
-        resume: false,
-        eval_every: 0,
-        export_reference: false,
-    }
-}
 
 /// The data source of a folder (BTCV or nnU-Net layout, see [`FinetuneArgs::data`]).
 ///
@@ -189,16 +149,15 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
                             .into(),
                     )
                 })?;
-                let steps = args.steps.unwrap_or(30_000);
-                paper_recipe(
+                FinetuneConfig::paper(
                     data_source(dir)?,
                     backbone,
                     args.classes.unwrap_or(12),
-                    Some(ckpt),
-                    steps,
-                    seed,
+                    args.steps.unwrap_or(30_000),
                     out.clone().unwrap_or_else(|| DEFAULT_OUT.into()),
                 )
+                .with_sam_checkpoint(ckpt)
+                .with_seed(seed)
             }
             None => FinetuneConfig::phantom_default(
                 args.steps.unwrap_or(5_000),
@@ -228,19 +187,13 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         cfg.data = DataSource::phantom_default();
     }
     if let Some(d) = &args.device {
-        masam_adapter::device::parse_device(d)?;
+        masam_app::device::parse_device(d)?;
         cfg.device = d.clone();
     }
     if let Some(name) = &args.backbone {
-        let preset = ImageEncoderConfig::preset(name)?;
-        let (img, k) = (cfg.model.sam.encoder.img_size, cfg.model.num_classes());
-        let keep = cfg.model.clone();
-        cfg.model = MaSamConfig {
-            slices: keep.slices,
-            finetune: keep.finetune,
-            adapter_placement: keep.adapter_placement,
-            ..MaSamConfig::from_backbone(preset, img, k)
-        };
+        // another backbone keeps every MA-SAM setting of the configuration (FacT, adapters,
+        // decoder, slices, what is trained)
+        cfg.model = cfg.model.with_backbone(ImageEncoderConfig::preset(name)?);
     }
     if let Some(p) = &args.sam_checkpoint {
         cfg.sam_checkpoint = Some(p.clone());
@@ -295,7 +248,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             cfg.out_dir.display()
         )));
     }
-    if matches!(cfg.data, DataSource::Phantom { .. }) {
+    if cfg.data.is_phantom() {
         tracing::warn!("training on the SYNTHETIC abdomen phantom (not real CT)");
     }
     if cfg.model.finetune == Finetune::ParameterEfficient && cfg.sam_checkpoint.is_none() {
@@ -329,36 +282,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         );
     })?;
     pb.finish_and_clear();
-    let n_params: usize = model
-        .trainable_vars()
-        .values()
-        .map(|v| v.elem_count())
-        .sum();
-    println!(
-        "trained {} steps ({} trainable parameters) in {:.0} s; run folder {}",
-        report.steps,
-        n_params,
-        report.train_seconds,
-        cfg.out_dir.display()
-    );
-    if let Some(last) = report.history.last() {
-        println!(
-            "final loss {:.4} (ce {:.4}, dice {:.4})",
-            last.loss, last.ce, last.dice
-        );
-    }
-    match &report.dice {
-        Some(d) => {
-            println!("{d}");
-            println!(
-                "mean Dice over {} classes on {} held-out volumes: {:.4}",
-                d.class_means().len(),
-                d.cases.len(),
-                d.mean()
-            );
-        }
-        None => println!("no held-out volumes: no Dice table"),
-    }
+    println!("{}", report.summary(&model, &cfg.out_dir));
     println!(
         "predict with: masam predict --run {} --input <volume> --output <file>",
         cfg.out_dir.display()

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use clap::Args;
-use masam_adapter::finetune::{stack_config, FinetuneConfig};
 use masam_adapter::predict::predict_volume;
-use masam_adapter::run_dir::{self, RunDir};
 use masam_adapter::MaSam;
+use masam_app::{run_dir, FinetuneConfig, RunDir};
 use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiGeometry, NiftiReader};
 use masam_volume::io::NiftiWriter;
 use masam_volume::transforms::SliceStack;
@@ -278,7 +277,7 @@ impl Predictor {
 
     /// Wraps a model (e.g. one just trained) with its run's preprocessing.
     pub fn new(config: FinetuneConfig, model: MaSam, device: Device) -> Result<Self> {
-        let stack = SliceStack::new(stack_config(&config))?;
+        let stack = SliceStack::new(config.stack_config())?;
         Ok(Self {
             config,
             model,
@@ -324,7 +323,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         });
     }
     let sam = args.sam_checkpoint.as_deref();
-    let device = masam_adapter::device::parse_device(&args.device)?;
+    let device = masam_app::device::parse_device(&args.device)?;
     let predictor = match (&args.run, &args.config, &args.weights) {
         (Some(dir), _, w) => Predictor::from_run(dir, w.as_deref(), sam, &device)?,
         (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam, &device)?,

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use masam_adapter::finetune::{DataSource, FinetuneConfig};
-use masam_adapter::run_dir;
-use masam_adapter::trainer::TrainerConfig;
+use masam_adapter::TrainerConfig;
 use masam_adapter::{Finetune, MaSamConfig};
+use masam_app::run_dir;
+use masam_app::{DataSource, FinetuneConfig};
 use masam_cli::evaluate::{self, EvalOptions};
 use masam_cli::CliError;
 use masam_train::LrSchedule;

@@ -1,7 +1,7 @@
 //! Label maps drawn over grey slices: single overlays and image | ground truth | prediction panels.
 //!
 //! ```
-//! use masam_adapter::render::overlay::{overlay_panel, overlay_slice, PanelStyle};
+//! use masam_app::render::overlay::{overlay_panel, overlay_slice, PanelStyle};
 //! use masam_adapter::volume::ndarray::Array2;
 //! let image = Array2::from_shape_fn((32, 32), |(y, x)| (x + y) as f32 / 62.0);
 //! let gt = Array2::from_shape_fn((32, 32), |(y, x)| u8::from((8..24).contains(&y) && (8..24).contains(&x)));
@@ -16,8 +16,8 @@
 use super::font::{draw_text, text_size};
 use super::palette::{class_colour, class_name};
 use super::{RenderError, Result};
-use crate::volume::ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 use image::{imageops, Rgb, RgbImage};
+use masam_adapter::volume::ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 
 /// An intensity window mapping `[lo, hi]` linearly onto `[0, 1]` (values outside are clamped).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,14 +1,12 @@
 //! Tests of the PNG renderers: font, line plots, overlays, panels, slice picking, atomic writes.
 
 use image::{Rgb, RgbImage};
-use masam_adapter::render::font::{draw_text, text_size};
-use masam_adapter::render::overlay::{
-    overlay_panel, overlay_slice, pick_slices, PanelStyle, Window,
-};
-use masam_adapter::render::palette::{class_colour, FIXED};
-use masam_adapter::render::plot::{ema, LinePlot, SERIES_COLOURS};
-use masam_adapter::render::{save_png, RenderError};
 use masam_adapter::volume::ndarray::{Array2, Array3};
+use masam_app::render::font::{draw_text, text_size};
+use masam_app::render::overlay::{overlay_panel, overlay_slice, pick_slices, PanelStyle, Window};
+use masam_app::render::palette::{class_colour, FIXED};
+use masam_app::render::plot::{ema, LinePlot, SERIES_COLOURS};
+use masam_app::render::{save_png, RenderError};
 use std::path::PathBuf;
 
 fn tmp_dir(name: &str) -> PathBuf {
@@ -54,7 +52,7 @@ fn text_renders_inside_its_box_and_clips() {
 fn rows_per_column(
     img: &RgbImage,
     colour: Rgb<u8>,
-    area: masam_adapter::render::plot::Rect,
+    area: masam_app::render::plot::Rect,
 ) -> Vec<(u32, f64)> {
     (area.x0..=area.x1)
         .filter_map(|x| {

@@ -1,8 +1,8 @@
 //! Choosing the device a run uses, from a string in a config file or on the command line.
 
-use candle_core::Device;
+use masam_adapter::candle::Device;
 
-use crate::{Error, Result};
+use crate::{AppError, Result};
 
 /// The default device string, `"cpu"`.
 pub fn default_device() -> String {
@@ -13,7 +13,7 @@ pub fn default_device() -> String {
 /// GPU; otherwise the error says so.
 ///
 /// ```
-/// use masam_adapter::device::parse_device;
+/// use masam_app::device::parse_device;
 /// assert!(parse_device("cpu").unwrap().is_cpu());
 /// assert!(parse_device("tpu").is_err());
 /// ```
@@ -25,14 +25,14 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => n,
             _ => {
-                return Err(Error::Config(format!(
+                return Err(AppError::Config(format!(
                     "unknown device {spec:?}: use cpu, cuda or cuda:N"
                 )))
             }
         },
     };
     Device::new_cuda(ordinal).map_err(|e| {
-        Error::Config(format!(
+        AppError::Config(format!(
             "device {spec:?} is not available ({e}); CUDA needs a build with `--features cuda` \
              and a GPU, otherwise use --device cpu"
         ))

@@ -1,10 +1,10 @@
 //! Process-level settings that make candle's CPU training fast. Binaries call
 //! [`init_cpu_training`] first thing in `main`; the allocator settings and why they matter are
-//! in [`masam_nn::runtime`].
+//! in [`masam_adapter::nn::runtime`].
 
 /// Tunes glibc's malloc for training (buffers up to 32 MiB from the heap, freed memory kept);
-/// called by [`crate::finetune::run`] and the binaries. See [`masam_nn::runtime`].
-pub use masam_nn::runtime::tune_allocator;
+/// called by [`crate::finetune::run`] and the binaries. See [`masam_adapter::nn::runtime`].
+pub use masam_adapter::nn::runtime::tune_allocator;
 
 /// Makes candle run its element-wise CPU ops on the calling thread (`CANDLE_NUM_THREADS=1`,
 /// unless the variable is already set). Matrix products and our fused ops still use every core
@@ -28,7 +28,7 @@ pub fn single_threaded_elementwise() {
 /// [`single_threaded_elementwise`] for machines shared with other jobs.)
 ///
 /// ```
-/// masam_adapter::runtime::init_cpu_training();
+/// masam_app::runtime::init_cpu_training();
 /// ```
 pub fn init_cpu_training() {
     tune_allocator();

@@ -5,7 +5,7 @@
 //! the neighbouring finite points; empty, single-point and constant series render without error.
 //!
 //! ```
-//! use masam_adapter::render::plot::{ema, LinePlot};
+//! use masam_app::render::plot::{ema, LinePlot};
 //! let loss: Vec<(f64, f64)> = (0..200).map(|i| (i as f64, (-(i as f64) / 50.0).exp())).collect();
 //! let plot = LinePlot::new("Training loss")
 //!     .x_label("step")

@@ -10,9 +10,9 @@
 //!   from the run's seed (`trainer.seed`), which reproduces it bit for bit.
 //!
 //! ```no_run
-//! use candle_core::Device;
-//! use masam_adapter::run_dir::RunDir;
-//! # fn main() -> masam_adapter::Result<()> {
+//! use masam_adapter::candle::Device;
+//! use masam_app::RunDir;
+//! # fn main() -> masam_app::Result<()> {
 //! let run = RunDir::open("runs/btcv_finetune")?;
 //! let model = run.load_model(None, &Device::Cpu)?;
 //! assert_eq!(model.config, run.config.model);
@@ -21,12 +21,10 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
-use masam_sam::SamCheckpoint;
+use masam_adapter::candle::Device;
+use masam_adapter::{Finetune, MaSam, SamCheckpoint};
 
-use crate::finetune::FinetuneConfig;
-use crate::model::MaSam;
-use crate::{Error, Finetune, Result};
+use crate::{AppError, FinetuneConfig, Result};
 
 /// File name of the run configuration inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -46,14 +44,14 @@ impl RunDir {
     /// Reads `dir/config.toml` and checks that `dir/model.safetensors` exists.
     ///
     /// # Errors
-    /// [`Error::Io`] when a file is missing or unreadable, [`Error::Config`] when the TOML does
+    /// [`AppError::Io`] when a file is missing or unreadable, [`AppError::Toml`] when the TOML does
     /// not describe a run.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let path = dir.as_ref().to_path_buf();
         let config = load_config(path.join(CONFIG_FILE))?;
         let weights = path.join(WEIGHTS_FILE);
         if !weights.is_file() {
-            return Err(Error::Io {
+            return Err(AppError::Io {
                 path: weights,
                 source: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
@@ -79,16 +77,18 @@ impl RunDir {
 /// Reads a [`FinetuneConfig`] from a TOML file.
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be read, [`Error::Config`] (naming the file and the
+/// [`AppError::Io`] when the file cannot be read, [`AppError::Toml`] (naming the file and the
 /// offending key) when it is not a valid configuration.
 pub fn load_config(path: impl AsRef<Path>) -> Result<FinetuneConfig> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| AppError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let cfg: FinetuneConfig =
-        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let cfg: FinetuneConfig = toml::from_str(&text).map_err(|source| AppError::Toml {
+        path: path.to_path_buf(),
+        source,
+    })?;
     cfg.model.validate()?;
     Ok(cfg)
 }
@@ -105,11 +105,11 @@ pub fn build_model(
     match (cfg.model.finetune, ckpt) {
         // every tensor is trained and saved: the SAM weights are not needed to rebuild it
         (Finetune::Full, _) | (Finetune::ParameterEfficient, None) => {
-            MaSam::random(&cfg.model, seed, device)
+            Ok(MaSam::random(&cfg.model, seed, device)?)
         }
         (Finetune::ParameterEfficient, Some(p)) => {
             if !p.is_file() {
-                return Err(Error::Io {
+                return Err(AppError::Io {
                     path: p.to_path_buf(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
@@ -118,7 +118,12 @@ pub fn build_model(
                     ),
                 });
             }
-            MaSam::from_sam_checkpoint(&cfg.model, &SamCheckpoint::load(p)?, seed, device)
+            Ok(MaSam::from_sam_checkpoint(
+                &cfg.model,
+                &SamCheckpoint::load(p)?,
+                seed,
+                device,
+            )?)
         }
     }
 }

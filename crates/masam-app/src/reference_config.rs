@@ -1,4 +1,4 @@
-//! The `config.json` schema of the reference fixture sets (`tests/fixtures/reference-tiny/`).
+//! The `config.json` schema of the reference fixture sets (`tests/fixtures/reference-tiny/` of the repository).
 //!
 //! A fixture folder produced by the authors' code for any configuration carries this file; the parity
 //! example builds the model from it, so parity can be checked for other dims, kernels, class counts,
@@ -6,7 +6,13 @@
 
 use std::path::Path;
 
+use masam_adapter::conv3d::Adapter3dConfig;
+use masam_adapter::fact::FactConfig;
+use masam_adapter::sam::{ImageEncoderConfig, SamConfig};
+use masam_adapter::{AdapterPlacement, Finetune, MaSamConfig};
 use serde::{Deserialize, Serialize};
+
+use crate::{AppError, Result};
 
 /// Loss settings of a fixture set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,13 +95,48 @@ pub struct ReferenceConfig {
 
 impl ReferenceConfig {
     /// Reads a fixture `config.json`.
-    pub fn from_file(path: &Path) -> std::result::Result<Self, crate::Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::Error::Io {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| AppError::Io {
             path: path.to_path_buf(),
             source: e,
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| crate::Error::Config(format!("{}: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|source| AppError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The model this fixture set describes.
+    ///
+    /// # Errors
+    /// [`AppError::Model`] when the settings do not make a valid model.
+    pub fn model_config(&self) -> Result<MaSamConfig> {
+        let r = self;
+        let mut enc = ImageEncoderConfig::vit_b();
+        enc.embed_dim = r.embed_dim;
+        enc.depth = r.depth;
+        enc.num_heads = r.heads;
+        enc.global_attn_indexes = r.global_idx.clone();
+        enc.window_size = r.window;
+        enc.img_size = r.img;
+        enc.out_chans = r.prompt_dim;
+        let mut sam = SamConfig::masam(enc, r.img, r.num_classes);
+        sam.decoder.transformer.mlp_dim = r.dec_mlp;
+        sam.decoder.transformer.num_heads = r.dec_heads;
+        let cfg = MaSamConfig {
+            sam,
+            slices: r.slices,
+            fact: Some(FactConfig::ma_sam().with_rank(r.rank).with_scale(r.scale)),
+            adapter: Some(
+                Adapter3dConfig::for_dim(r.embed_dim)
+                    .with_channels(r.adapter_ch)
+                    .with_kernel(r.conv_kernel),
+            ),
+            adapter_placement: AdapterPlacement::Both,
+            finetune: Finetune::ParameterEfficient,
+        };
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
@@ -105,8 +146,8 @@ mod tests {
 
     #[test]
     fn reads_the_tiny_fixture_config() {
-        let p =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference-tiny/config.json");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/reference-tiny/config.json");
         let c = ReferenceConfig::from_file(&p).unwrap();
         assert_eq!(
             (c.embed_dim, c.depth, c.heads, c.img, c.pretrain_img),

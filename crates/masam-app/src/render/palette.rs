@@ -5,7 +5,7 @@
 //! golden-ratio hue walk, so any K up to 255 classes has stable colours.
 //!
 //! ```
-//! use masam_adapter::render::palette::class_colour;
+//! use masam_app::render::palette::class_colour;
 //! assert_eq!(class_colour(0).0[3], 0); // background: transparent
 //! assert_eq!(class_colour(1).0, [230, 25, 75, 255]);
 //! assert_eq!(class_colour(200), class_colour(200)); // deterministic

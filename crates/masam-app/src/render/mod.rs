@@ -6,7 +6,7 @@
 //! the class colours. PNG files are written atomically by [`save_png`].
 //!
 //! ```
-//! use masam_adapter::render::{plot::LinePlot, save_png};
+//! use masam_app::render::{plot::LinePlot, save_png};
 //! let loss: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect();
 //! let img = LinePlot::new("Training loss").x_label("step").series("loss", loss).render();
 //! let dir = std::env::temp_dir().join(format!("masam-render-doc-{}", std::process::id()));

@@ -4,7 +4,7 @@
 //! lines by 9, times `scale`. Unknown characters render as a hollow box.
 //!
 //! ```
-//! use masam_adapter::render::font::{draw_text, text_size};
+//! use masam_app::render::font::{draw_text, text_size};
 //! let mut img = image::RgbImage::from_pixel(64, 16, image::Rgb([255, 255, 255]));
 //! draw_text(&mut img, 2, 2, "Dice 0.91", image::Rgb([0, 0, 0]), 1);
 //! assert_eq!(text_size("Dice 0.91", 1), (53, 7));

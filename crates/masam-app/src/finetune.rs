@@ -1,0 +1,211 @@
+//! A whole fine-tuning run as one call: data, model, training with a step and time budget,
+//! checkpoints, held-out evaluation, and the files a researcher looks at, all in the run folder.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use masam_adapter::data::{BatchLoader, InMemoryStacks, StackSource};
+use masam_adapter::evaluate::{evaluate, evaluate_with_predictions};
+use masam_adapter::metrics::MetricReport;
+use masam_adapter::volume::augment::{Recipe, RecipeConfig};
+use masam_adapter::volume::transforms::SliceStack;
+use masam_adapter::{MaSam, SamCheckpoint, StepStats, Trainer};
+
+use crate::error::io_at;
+use crate::{FinetuneConfig, Result};
+
+/// File name of the resumable training state inside a run folder.
+pub const TRAIN_STATE_FILE: &str = "train_state.safetensors";
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct FinetuneReport {
+    /// Steps trained.
+    pub steps: u64,
+    /// Training wall time (s).
+    pub train_seconds: f64,
+    /// Per-step statistics.
+    pub history: Vec<StepStats>,
+    /// Held-out Dice (cases × classes) at the end, if there were test volumes.
+    pub dice: Option<MetricReport>,
+    /// (step, mean held-out Dice) of the periodic evaluations.
+    pub evaluations: Vec<(u64, f64)>,
+}
+
+impl FinetuneReport {
+    /// What the binaries print at the end of a run: steps, trainable parameters, time, the
+    /// held-out Dice table and its mean.
+    pub fn summary(&self, model: &MaSam, run_dir: &std::path::Path) -> String {
+        let n_params: usize = model
+            .trainable_vars()
+            .values()
+            .map(|v| v.elem_count())
+            .sum();
+        let mut s = format!(
+            "trained {} steps ({} trainable parameters) in {:.0} s; run folder {}\n",
+            self.steps,
+            n_params,
+            self.train_seconds,
+            run_dir.display()
+        );
+        if let Some(last) = self.history.last() {
+            s.push_str(&format!(
+                "final loss {:.4} (ce {:.4}, dice {:.4})\n",
+                last.loss, last.ce, last.dice
+            ));
+        }
+        match &self.dice {
+            Some(d) => s.push_str(&format!(
+                "{d}\nmean Dice over {} classes on {} held-out volumes: {:.4}",
+                d.class_means().len(),
+                d.cases.len(),
+                d.mean()
+            )),
+            None => s.push_str("no held-out volumes: no Dice table"),
+        }
+        s
+    }
+}
+
+/// The untrained model of a run: from the configured SAM checkpoint, or freshly initialised
+/// from the run's seed.
+pub fn initial_model(cfg: &FinetuneConfig) -> Result<MaSam> {
+    let dev = crate::device::parse_device(&cfg.device)?;
+    let seed = cfg.trainer.seed;
+    Ok(match &cfg.sam_checkpoint {
+        Some(p) => MaSam::from_sam_checkpoint(&cfg.model, &SamCheckpoint::load(p)?, seed, &dev)?,
+        None => MaSam::random(&cfg.model, seed, &dev)?,
+    })
+}
+
+/// Runs training then held-out evaluation; `on_step` sees every step (progress display).
+///
+/// The run folder `cfg.out_dir` receives `config.toml` first, then `train_state.safetensors`
+/// every `checkpoint_every` steps (with `resume`, training continues from it),
+/// `model.safetensors` (and `model_best.safetensors` with periodic evaluation), `loss.csv`,
+/// `metrics.csv`/`metrics.json` and the figures of [`crate::figures::write_figures`].
+pub fn run(
+    cfg: &FinetuneConfig,
+    mut on_step: impl FnMut(&StepStats),
+) -> Result<(MaSam, FinetuneReport)> {
+    crate::runtime::tune_allocator();
+    std::fs::create_dir_all(&cfg.out_dir).map_err(io_at(&cfg.out_dir))?;
+    let config_path = cfg.out_dir.join(crate::run_dir::CONFIG_FILE);
+    std::fs::write(&config_path, toml::to_string_pretty(cfg)?).map_err(io_at(&config_path))?;
+
+    let model = initial_model(cfg)?;
+    let data = cfg.data.load()?;
+    let scfg = cfg.stack_config();
+    let recipe = if cfg.augment {
+        Some(Recipe::new(RecipeConfig::reference(), cfg.trainer.seed)?)
+    } else {
+        None
+    };
+    let source: Arc<dyn StackSource> = Arc::new(InMemoryStacks::new(
+        data.train,
+        SliceStack::new(scfg)?,
+        recipe,
+    )?);
+
+    let mut trainer = Trainer::new(&model, cfg.trainer.clone())?;
+    let ckpt = cfg.out_dir.join(TRAIN_STATE_FILE);
+    if cfg.resume && ckpt.exists() {
+        trainer.resume(&ckpt)?;
+    }
+    let mut loader = BatchLoader::spawn_with(
+        source,
+        cfg.trainer.batch,
+        cfg.trainer.seed,
+        trainer.current_step() * cfg.trainer.accumulation as u64,
+        4,
+        cfg.sampling,
+    )?;
+    let test = data.test;
+    let names = data.class_names;
+    let start = Instant::now();
+    let mut history = vec![];
+    let mut evals: Vec<(u64, f64)> = vec![];
+    let mut best: Option<f64> = None;
+    while trainer.current_step() < cfg.trainer.steps
+        && cfg
+            .time_budget_s
+            .is_none_or(|b| start.elapsed().as_secs_f64() < b)
+    {
+        let micro: Vec<_> = (0..cfg.trainer.accumulation)
+            .map(|_| loader.next_batch().map(|(_, b)| b))
+            .collect::<masam_adapter::Result<_>>()?;
+        let s = trainer.step(&micro)?;
+        on_step(&s);
+        history.push(s);
+        let step = trainer.current_step();
+        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
+            trainer.save(&ckpt)?;
+        }
+        if cfg.eval_every > 0 && !test.is_empty() && step % cfg.eval_every == 0 {
+            let mean = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?.mean();
+            evals.push((step, mean));
+            if best.is_none_or(|b| mean > b) {
+                best = Some(mean);
+                model.save_trainable(cfg.out_dir.join("model_best.safetensors"))?;
+            }
+        }
+    }
+    drop(loader);
+    let train_seconds = start.elapsed().as_secs_f64();
+    trainer.save(&ckpt)?;
+    model.save_trainable(cfg.out_dir.join(crate::run_dir::WEIGHTS_FILE))?;
+    write_loss_csv(&cfg.out_dir.join("loss.csv"), &history)?;
+
+    let (dice, preds) = if test.is_empty() {
+        (None, vec![])
+    } else {
+        let (report, preds) =
+            evaluate_with_predictions(&model, &test, &scfg, &names, cfg.eval_batch)?;
+        report.write_csv(cfg.out_dir.join("metrics.csv"))?;
+        report.write_json(cfg.out_dir.join("metrics.json"))?;
+        (Some(report), preds)
+    };
+    let window = (
+        cfg.intensity.window.a_min as f32,
+        cfg.intensity.window.a_max as f32,
+    );
+    crate::figures::write_figures(
+        &cfg.out_dir,
+        &crate::figures::RunHistory {
+            steps: &history,
+            evaluations: &evals,
+        },
+        &crate::figures::HeldOut {
+            cases: &test,
+            predictions: &preds,
+            class_names: &names,
+            window,
+        },
+    )?;
+    if cfg.export_reference {
+        model.save_reference(cfg.out_dir.join("masam_adapter.safetensors"))?;
+    }
+    let steps = trainer.current_step();
+    Ok((
+        model,
+        FinetuneReport {
+            steps,
+            train_seconds,
+            history,
+            dice,
+            evaluations: evals,
+        },
+    ))
+}
+
+/// Writes the per-step losses as CSV (`step,lr,loss,ce,dice`).
+fn write_loss_csv(path: &std::path::Path, history: &[StepStats]) -> Result<()> {
+    let mut csv = String::from("step,lr,loss,ce,dice\n");
+    for s in history {
+        csv.push_str(&format!(
+            "{},{:.6e},{:.6},{:.6},{:.6}\n",
+            s.step, s.lr, s.loss, s.ce, s.dice
+        ));
+    }
+    std::fs::write(path, csv).map_err(io_at(path))
+}

@@ -1,0 +1,192 @@
+//! A run's whole configuration ([`FinetuneConfig`]: model, optimisation, data, budget, files)
+//! and its recipes: the paper's ([`FinetuneConfig::paper`]) and the embedded phantom default
+//! ([`FinetuneConfig::phantom_default`]). A configuration is written to and read from a run
+//! folder's `config.toml`.
+
+use std::path::PathBuf;
+
+use masam_adapter::conv3d::Adapter3dConfig;
+use masam_adapter::data::Sampling;
+use masam_adapter::sam::ImageEncoderConfig;
+use masam_adapter::volume::transforms::{IntensityConfig, StackConfig};
+use masam_adapter::{AdamWConfig, Finetune, LrSchedule, MaSamConfig, TrainerConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::DataSource;
+
+/// What the binaries print when they train on the embedded default.
+pub const PHANTOM_NOTE: &str = "NOTE: no --data given: training on a SYNTHETIC abdomen phantom \
+(not real CT),\n      with a small randomly initialised backbone trained end to end (no SAM \
+weights),\n      full-resolution pixel skips in the mask decoder and class-balanced sampling.";
+
+/// One fine-tuning run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    /// The model.
+    pub model: MaSamConfig,
+    /// Optimisation.
+    pub trainer: TrainerConfig,
+    /// The data.
+    pub data: DataSource,
+    /// Official SAM checkpoint for the backbone (`None`: random initialisation).
+    pub sam_checkpoint: Option<PathBuf>,
+    /// Stop training after this many seconds (on top of `trainer.steps`).
+    pub time_budget_s: Option<f64>,
+    /// Apply the reference augmentation recipe.
+    pub augment: bool,
+    /// How training stacks are picked (uniform like the reference, or class-balanced).
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// Where the model trains: `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` feature).
+    #[serde(default = "crate::device::default_device")]
+    pub device: String,
+    /// Windows per forward pass during evaluation.
+    pub eval_batch: usize,
+    /// Intensity chain of the stacks (reference CT abdomen window by default).
+    pub intensity: IntensityConfig,
+    /// Run folder: config, checkpoints, metrics, curves.
+    pub out_dir: PathBuf,
+    /// Save a training checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Continue from `out_dir/train_state.safetensors` if it exists.
+    pub resume: bool,
+    /// Evaluate on the held-out volumes every this many steps and keep the best model as
+    /// `model_best.safetensors` (0: evaluate only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Also write the trainable tensors in the reference's checkpoint format
+    /// (`masam_adapter.safetensors`; parameter-efficient runs only).
+    #[serde(default)]
+    pub export_reference: bool,
+}
+
+impl FinetuneConfig {
+    /// The embedded default run (`docs/btcv_finetune.md`): the synthetic phantom and a small ViT
+    /// (C 96, 4 blocks, patch 16, 128 px) trained end to end without SAM weights, with the
+    /// decoder's pixel skips and class-balanced stack sampling; batch 2, lr 1.5e-3 with poly
+    /// decay over 1 600 steps, an 8.5-minute training budget on 2 cores.
+    pub fn phantom_default(steps: u64, seed: u64, out_dir: PathBuf) -> Self {
+        let mut enc = ImageEncoderConfig::vit_b();
+        enc.embed_dim = 96;
+        enc.depth = 4;
+        enc.num_heads = 4;
+        enc.global_attn_indexes = vec![1, 3];
+        enc.window_size = 4;
+        enc.patch_size = 16;
+        enc.out_chans = 64;
+        let mut model = MaSamConfig::from_backbone(enc, 128, 12);
+        model.sam.decoder.upscaling_channels = vec![32, 16, 16, 8];
+        // full-resolution image features in the upscaling stages: at patch 16 a token covers
+        // 47 mm, and the small organs are only a few pixels wide
+        model.sam.decoder.pixel_skip = true;
+        model.sam.decoder.transformer.num_heads = 4;
+        model.sam.decoder.transformer.mlp_dim = 256;
+        model.fact = None;
+        model.adapter = Some(Adapter3dConfig::for_dim(96).with_channels(48));
+        model.finetune = Finetune::Full;
+        Self {
+            model,
+            trainer: TrainerConfig {
+                steps,
+                batch: 2,
+                accumulation: 1,
+                optimizer: AdamWConfig::default().with_weight_decay(0.01),
+                schedule: LrSchedule::WarmupPoly {
+                    base_lr: 1.5e-3,
+                    warmup_iters: 50,
+                    // about the number of steps the time budget allows on 2 cores
+                    max_iter: 1_600,
+                    power: 0.9,
+                },
+                seed,
+                ..TrainerConfig::default()
+            },
+            data: DataSource::phantom_default(),
+            sam_checkpoint: None,
+            time_budget_s: Some(8.5 * 60.0),
+            // a short budget learns faster without the reference's heavy augmentation; the
+            // phantom already varies anatomy from case to case
+            augment: false,
+            // half of the stacks are drawn per organ, so that adrenals and gallbladder are
+            // seen as often as the liver
+            sampling: Sampling::ClassBalanced(0.5),
+            device: crate::device::default_device(),
+            eval_batch: 8,
+            intensity: IntensityConfig::ct_abdomen(),
+            out_dir,
+            checkpoint_every: 100,
+            resume: false,
+            eval_every: 0,
+            export_reference: false,
+        }
+    }
+
+    /// The paper's recipe on `data`: [`MaSamConfig::paper`] (the SAM `backbone` preset at 512 px,
+    /// FacT-TT rank 32 on q/v, 3D adapters before and after attention, 5 slices, frozen encoder)
+    /// trained with the reference optimiser and schedule over `steps` steps (batch 3 × 8
+    /// accumulated, AdamW weight decay 0.1, warmup + poly), the reference augmentation, the CT
+    /// abdomen intensity window, a checkpoint every 500 steps.
+    ///
+    /// ```
+    /// use masam_adapter::sam::ImageEncoderConfig;
+    /// use masam_app::{DataSource, FinetuneConfig};
+    /// let data = DataSource::Btcv { root: "/data/BTCV".into() };
+    /// let cfg = FinetuneConfig::paper(data, ImageEncoderConfig::vit_b(), 12, 30_000, "runs/btcv".into());
+    /// assert_eq!(cfg.model.sam.encoder.img_size, 512);
+    /// assert!(cfg.augment);
+    /// ```
+    pub fn paper(
+        data: DataSource,
+        backbone: ImageEncoderConfig,
+        num_classes: usize,
+        steps: u64,
+        out_dir: PathBuf,
+    ) -> Self {
+        Self {
+            model: MaSamConfig::paper(backbone, num_classes),
+            trainer: TrainerConfig {
+                steps,
+                schedule: LrSchedule::reference(steps),
+                ..TrainerConfig::default()
+            },
+            data,
+            sam_checkpoint: None,
+            time_budget_s: None,
+            augment: true,
+            sampling: Sampling::Uniform,
+            device: crate::device::default_device(),
+            eval_batch: 2,
+            intensity: IntensityConfig::ct_abdomen(),
+            out_dir,
+            checkpoint_every: 500,
+            resume: false,
+            eval_every: 0,
+            export_reference: false,
+        }
+    }
+
+    /// This configuration with the SAM checkpoint of its frozen backbone.
+    pub fn with_sam_checkpoint(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sam_checkpoint = Some(path.into());
+        self
+    }
+
+    /// This configuration with another run seed (data order, augmentation, fresh weights).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.trainer.seed = seed;
+        self
+    }
+
+    /// The stack settings matching `model` and the data source (phantom volumes are generated in the
+    /// model's orientation; files get the reference orientation).
+    pub fn stack_config(&self) -> StackConfig {
+        let img = self.model.sam.encoder.img_size;
+        StackConfig {
+            out_size: Some((img, img)),
+            orient: !matches!(self.data, DataSource::Phantom { .. }),
+            intensity: self.intensity,
+            ..StackConfig::default()
+        }
+        .with_depth(self.model.slices)
+    }
+}

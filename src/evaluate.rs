@@ -1,0 +1,78 @@
+//! Held-out evaluation: whole-volume predictions of a model scored with Dice against label maps.
+
+use masam_metrics::{Classes, DiceConfig, DiceMetric, Metric, MetricReport};
+use masam_volume::transforms::{SliceStack, StackConfig};
+use masam_volume::Volume;
+
+use crate::data::LabelledVolume;
+use crate::model::MaSam;
+use crate::predict::predict_volume;
+use crate::Result;
+
+/// Held-out Dice of `model` on `test` volumes (predicted with the sliding window on their own
+/// grids, [`predict_volume`]), one row per volume, one column per foreground class.
+///
+/// `names` names the foreground classes (`class_{k}` when it does not have one per class);
+/// `batch` is the number of windows per forward pass.
+///
+/// ```
+/// use masam_adapter::candle::Device;
+/// use masam_adapter::data::LabelledVolume;
+/// use masam_adapter::evaluate::evaluate;
+/// use masam_adapter::volume::ndarray::Array3;
+/// use masam_adapter::volume::transforms::StackConfig;
+/// use masam_adapter::volume::Volume;
+/// use masam_adapter::{MaSam, MaSamConfig};
+/// # fn main() -> masam_adapter::Result<()> {
+/// let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu)?;
+/// let case = LabelledVolume {
+///     image: Volume::with_spacing(Array3::<f32>::zeros((6, 64, 64)), [1.0; 3]),
+///     label: Volume::with_spacing(Array3::<u8>::zeros((6, 64, 64)), [1.0; 3]),
+/// };
+/// let stack = StackConfig::default().with_out_size(64, 64);
+/// let report = evaluate(&model, &[case], &stack, &[], 4)?;
+/// assert_eq!(report.cases.len(), 1);
+/// # Ok(()) }
+/// ```
+pub fn evaluate(
+    model: &MaSam,
+    test: &[LabelledVolume],
+    stack: &StackConfig,
+    names: &[String],
+    batch: usize,
+) -> Result<MetricReport> {
+    Ok(evaluate_with_predictions(model, test, stack, names, batch)?.0)
+}
+
+/// [`evaluate`], also returning the predicted label volumes.
+pub fn evaluate_with_predictions(
+    model: &MaSam,
+    test: &[LabelledVolume],
+    stack: &StackConfig,
+    names: &[String],
+    batch: usize,
+) -> Result<(MetricReport, Vec<Volume<u8>>)> {
+    let dev = model.device().clone();
+    let k = model.config.num_classes();
+    let names: Vec<String> = if names.len() == k {
+        names.to_vec()
+    } else {
+        (1..=k).map(|i| format!("class_{i}")).collect()
+    };
+    let classes = Classes::foreground(k).with_names(names)?;
+    let mut metric = DiceMetric::new(DiceConfig::default(), classes)?;
+    let stack = SliceStack::new(*stack)?;
+    let mut preds = Vec::with_capacity(test.len());
+    for (i, case) in test.iter().enumerate() {
+        let pred = predict_volume(model, &case.image, &stack, batch, &dev)?;
+        let s = case.image.spacing;
+        metric.update_case(
+            format!("case_{i}"),
+            pred.data.view(),
+            case.label.data.view(),
+            [s[2], s[1], s[0]],
+        )?;
+        preds.push(pred);
+    }
+    Ok((metric.aggregate(), preds))
+}
