@@ -124,14 +124,14 @@ impl StackSource for InMemoryStacks {
         let vol_err = |source| Error::Stack {
             volume: v,
             slice: z,
-            source,
+            source: Box::new(source),
         };
         let image = self.stack.image_stack(&lv.image, z).map_err(vol_err)?;
         let label = self.stack.label_stack(&lv.label, z).map_err(vol_err)?;
         let aug_err = |source| Error::Augment {
             volume: v,
             slice: z,
-            source,
+            source: Box::new(source),
         };
         let sample = Sample::grey(image, label).map_err(aug_err)?;
         match &self.recipe {

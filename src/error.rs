@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// Errors raised while building, loading, saving, training or running MA-SAM. Every variant that
+/// Errors raised while building, loading, saving, training or running MA-SAM; the other
+/// crates' errors are boxed. Every variant that
 /// wraps another crate's error keeps it as its [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,7 +30,7 @@ pub enum Error {
         slice: usize,
         /// The cause.
         #[source]
-        source: masam_volume::VolumeError,
+        source: Box<masam_volume::VolumeError>,
     },
     /// Augmenting the stack centred on one slice of a volume failed.
     #[error("volume {volume}, slice {slice}: {source}")]
@@ -40,7 +41,7 @@ pub enum Error {
         slice: usize,
         /// The cause.
         #[source]
-        source: masam_volume::augment::AugmentError,
+        source: Box<masam_volume::augment::AugmentError>,
     },
     /// A checkpoint file could not be read.
     #[error("checkpoint {path}: {source}")]
@@ -70,22 +71,22 @@ pub enum Error {
     },
     /// From SAM (backbone, prompt encoder, decoder, SAM checkpoints).
     #[error(transparent)]
-    Sam(#[from] masam_sam::Error),
+    Sam(Box<masam_sam::Error>),
     /// From FacT.
     #[error(transparent)]
-    Fact(#[from] masam_fact::FactError),
+    Fact(Box<masam_fact::FactError>),
     /// From the 3D adapters and the Conv3D op.
     #[error(transparent)]
-    Conv3d(#[from] masam_conv3d::Conv3dError),
+    Conv3d(Box<masam_conv3d::Conv3dError>),
     /// From volume IO and preprocessing.
     #[error(transparent)]
-    Volume(#[from] masam_volume::VolumeError),
+    Volume(Box<masam_volume::VolumeError>),
     /// From the metrics.
     #[error(transparent)]
-    Metrics(#[from] masam_metrics::MetricsError),
+    Metrics(Box<masam_metrics::MetricsError>),
     /// From the loss, the optimiser or a training checkpoint.
     #[error(transparent)]
-    Train(#[from] masam_train::TrainError),
+    Train(Box<masam_train::TrainError>),
     /// A value could not be serialised (configuration into a checkpoint).
     #[error("serialising: {0}")]
     Serialize(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -93,6 +94,26 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
+
+/// Conversions from the workspace crates' errors (boxed, so that [`Error`] stays small).
+macro_rules! boxed_from {
+    ($($variant:ident: $ty:ty),* $(,)?) => {$(
+        impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from!(
+    Sam: masam_sam::Error,
+    Fact: masam_fact::FactError,
+    Conv3d: masam_conv3d::Conv3dError,
+    Volume: masam_volume::VolumeError,
+    Metrics: masam_metrics::MetricsError,
+    Train: masam_train::TrainError,
+);
 
 /// Result alias of masam-adapter.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -23,7 +23,7 @@ impl VolumeOutput {
     /// [`Error::Shape`] when the number of rows is not a multiple of `volumes`.
     pub fn from_slices(out: &SamOutput, volumes: usize) -> Result<Self> {
         let dims = out.masks.dims();
-        if dims.len() != 4 || volumes == 0 || dims[0] % volumes != 0 {
+        if dims.len() != 4 || volumes == 0 || !dims[0].is_multiple_of(volumes) {
             return Err(Error::Shape {
                 what: "per-slice masks",
                 expected: format!("(B·D, K, H, W) with B = {volumes}"),

@@ -106,7 +106,7 @@ fn predict(
             let s = stack.image_stack(image, c).map_err(|source| Error::Stack {
                 volume: 0,
                 slice: c,
-                source,
+                source: Box::new(source),
             })?;
             Ok(s.into_iter().collect())
         },

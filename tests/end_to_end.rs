@@ -248,10 +248,8 @@ fn run_folder_round_trip_reproduces_the_trained_model() {
     bad.model = other;
     let err = run_dir::load_model(&bad, run.weights_path(), None, &Device::Cpu).unwrap_err();
     assert!(
-        matches!(
-            err,
-            masam_app::AppError::Model(masam_adapter::Error::Checkpoint { .. })
-        ),
+        matches!(&err, masam_app::AppError::Model(e)
+            if matches!(**e, masam_adapter::Error::Checkpoint { .. })),
         "expected a checkpoint error, got {err}"
     );
     std::fs::remove_dir_all(&out).ok();

@@ -13,6 +13,8 @@
 
 use candle_core::{DType, Tensor};
 
+use super::window_average::WindowAverage;
+
 /// Result of [`SliceWindowInferer::run`].
 #[derive(Debug, Clone)]
 pub struct SliceWindowOutput {
@@ -139,20 +141,9 @@ impl SliceWindowInferer {
             ))
             .into());
         }
-        let pad = d / 2;
         let plane = h * w;
         let k = num_classes;
-        // rolling accumulators indexed by buffer slice j (volume slice j − pad), modulo d
-        let mut acc = vec![0f32; d * k * plane];
-        let mut cnt = vec![0u32; d];
-        let mut labels = vec![0u8; n * plane];
-        let mut probs = if keep_probabilities {
-            Some(vec![0f32; n * k * plane])
-        } else {
-            None
-        };
-        let mut next_final = 0usize; // next buffer index to finalise
-        let total_buf = n + 2 * pad;
+        let mut average = WindowAverage::new(d, n, k, plane, keep_probabilities);
         let mut ind = 0usize;
         while ind < n {
             let b = self.batch.min(n - ind);
@@ -181,99 +172,17 @@ impl SliceWindowInferer {
             }
             let p: Vec<f32> = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
             for wi in 0..b {
-                let window = ind + wi; // covers buffer slices window..window+d
-                for t in 0..d {
-                    let j = window + t;
-                    let slot = j % d;
-                    let src = &p[(wi * d + t) * k * plane..(wi * d + t + 1) * k * plane];
-                    let dst = &mut acc[slot * k * plane..(slot + 1) * k * plane];
-                    for (a, v) in dst.iter_mut().zip(src) {
-                        *a += v;
-                    }
-                    cnt[slot] += 1;
-                }
-                // buffer slice `window` receives no more windows after this one
-                while next_final <= window {
-                    self.finalise(
-                        next_final,
-                        pad,
-                        n,
-                        k,
-                        plane,
-                        &mut acc,
-                        &mut cnt,
-                        &mut labels,
-                        &mut probs,
-                    );
-                    next_final += 1;
-                }
+                average.add_window(ind + wi, &p[wi * d * k * plane..(wi + 1) * d * k * plane]);
             }
             ind += b;
         }
-        while next_final < total_buf {
-            self.finalise(
-                next_final,
-                pad,
-                n,
-                k,
-                plane,
-                &mut acc,
-                &mut cnt,
-                &mut labels,
-                &mut probs,
-            );
-            next_final += 1;
-        }
+        let (labels, probs) = average.finish();
         Ok(SliceWindowOutput {
             labels,
             probabilities: probs,
             shape,
             num_classes: k,
         })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn finalise(
-        &self,
-        j: usize,
-        pad: usize,
-        n: usize,
-        k: usize,
-        plane: usize,
-        acc: &mut [f32],
-        cnt: &mut [u32],
-        labels: &mut [u8],
-        probs: &mut Option<Vec<f32>>,
-    ) {
-        let d = self.depth;
-        let slot = j % d;
-        let buf = &mut acc[slot * k * plane..(slot + 1) * k * plane];
-        if j >= pad && j < n + pad {
-            let z = j - pad;
-            let c = cnt[slot].max(1) as f32;
-            for px in 0..plane {
-                let mut best = 0usize;
-                let mut best_v = f32::NEG_INFINITY;
-                for cls in 0..k {
-                    let v = buf[cls * plane + px];
-                    if v > best_v {
-                        best_v = v;
-                        best = cls;
-                    }
-                }
-                labels[z * plane + px] = best as u8;
-            }
-            if let Some(p) = probs.as_mut() {
-                for (o, v) in p[z * k * plane..(z + 1) * k * plane]
-                    .iter_mut()
-                    .zip(buf.iter())
-                {
-                    *o = v / c;
-                }
-            }
-        }
-        buf.iter_mut().for_each(|v| *v = 0.0);
-        cnt[slot] = 0;
     }
 }
 

@@ -60,9 +60,10 @@ pub enum AppError {
         /// Its shape (Z, Y, X).
         label_shape: Vec<usize>,
     },
-    /// From the model, training, inference or checkpoints.
+    /// From the model, training, inference or checkpoints (boxed: the library's error is
+    /// large).
     #[error(transparent)]
-    Model(#[from] masam_adapter::Error),
+    Model(Box<masam_adapter::Error>),
     /// From volume IO, preprocessing, dataset layouts and the phantom.
     #[error(transparent)]
     Volume(#[from] masam_adapter::volume::VolumeError),
@@ -83,9 +84,15 @@ pub enum AppError {
     Render(#[from] crate::render::RenderError),
 }
 
+impl From<masam_adapter::Error> for AppError {
+    fn from(e: masam_adapter::Error) -> Self {
+        AppError::Model(Box::new(e))
+    }
+}
+
 impl From<masam_adapter::candle::Error> for AppError {
     fn from(e: masam_adapter::candle::Error) -> Self {
-        AppError::Model(e.into())
+        AppError::Model(Box::new(e.into()))
     }
 }
 
