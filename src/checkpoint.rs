@@ -74,6 +74,7 @@ impl MaSam {
     /// The trainable tensors under the reference's key names. Fails when a trainable parameter has
     /// no reference name (full fine-tuning trains encoder weights the format cannot hold).
     pub fn reference_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        self.refuse_inference()?;
         let mut out = BTreeMap::new();
         for (name, var) in self.trainable_vars() {
             let key = reference_key(&name).ok_or_else(|| {
@@ -114,6 +115,7 @@ impl MaSam {
 
     /// Writes our own checkpoint: every trainable tensor under our names, safetensors (atomic).
     pub fn save_trainable(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.refuse_inference()?;
         let tensors: HashMap<String, Tensor> = self
             .trainable_vars()
             .into_iter()
@@ -135,12 +137,24 @@ impl MaSam {
         self.set_trainable(path, tensors, true)
     }
 
+    fn refuse_inference(&self) -> Result<()> {
+        if self.is_inference() {
+            return Err(Error::Config(
+                "an inference model (MaSam::to_inference) holds no trainable tensors to save or \
+                 load; use the model it was made from"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn set_trainable(
         &self,
         path: &Path,
         tensors: HashMap<String, Tensor>,
         strict: bool,
     ) -> Result<()> {
+        self.refuse_inference()?;
         let vars = self.trainable_vars();
         // check everything before changing anything
         for (name, t) in &tensors {

@@ -53,6 +53,7 @@ pub fn evaluate_with_predictions(
     batch: usize,
 ) -> Result<(MetricReport, Vec<Volume<u8>>)> {
     let dev = model.device().clone();
+    let model = &model.to_inference()?;
     let k = model.config.num_classes();
     let names: Vec<String> = if names.len() == k {
         names.to_vec()

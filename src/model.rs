@@ -26,6 +26,9 @@ pub type BlockAdapters = (Option<Arc<Adapter3d>>, Option<Arc<Adapter3d>>);
 /// Prefix of the FacT parameters among the trainable variables.
 pub const FACT_PREFIX: &str = "fact";
 
+/// Prefix of the image encoder's tensors.
+const ENCODER_PREFIX: &str = "image_encoder.";
+
 /// MA-SAM: a SAM whose image encoder is frozen, with FacT increments on
 /// its q/v projections and two 3D adapters per block, and a trainable prompt encoder and mask
 /// decoder with `num_classes + 1` mask tokens.
@@ -58,6 +61,9 @@ pub struct MaSam {
     pub adapters: Vec<BlockAdapters>,
     trainable: SeededVarMap,
     init_report: BTreeMap<String, ParamSource>,
+    /// The frozen encoder's tensors (parameter-efficient models), for [`MaSam::to_inference`].
+    frozen: Option<Arc<HashMap<String, Tensor>>>,
+    inference: bool,
 }
 
 impl std::fmt::Debug for MaSam {
@@ -65,6 +71,7 @@ impl std::fmt::Debug for MaSam {
         f.debug_struct("MaSam")
             .field("config", &self.config)
             .field("trainable", &self.trainable.named_vars().len())
+            .field("inference", &self.inference)
             .finish()
     }
 }
@@ -107,43 +114,74 @@ impl MaSam {
         };
         let tvb = init.var_builder(dtype, device);
 
-        let encoder = match (cfg.finetune, converted) {
-            (Finetune::Full, _) => ImageEncoder::new(&cfg.sam.encoder, tvb.pp("image_encoder"))?,
-            (Finetune::ParameterEfficient, Some(c)) => ImageEncoder::new(
-                &cfg.sam.encoder,
-                c.checkpoint.var_builder(dtype, device).pp("image_encoder"),
-            )?,
+        // the frozen encoder's plain tensors (none under full fine-tuning: it is trained)
+        let frozen: Option<HashMap<String, Tensor>> = match (cfg.finetune, converted) {
+            (Finetune::Full, _) => None,
+            (Finetune::ParameterEfficient, Some(c)) => Some(
+                c.checkpoint
+                    .tensors
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(ENCODER_PREFIX))
+                    .map(|(k, t)| (k.clone(), t.clone()))
+                    .collect(),
+            ),
             (Finetune::ParameterEfficient, None) => {
-                // a random frozen encoder: draw it, then rebuild it from plain tensors
+                // a random frozen encoder: draw it, then keep it as plain tensors
                 let scratch = SeededVarMap::new(seed ^ 0x5eed_f00d_0000_0001);
                 ImageEncoder::new(
                     &cfg.sam.encoder,
                     scratch.var_builder(dtype, device).pp("image_encoder"),
                 )?;
-                let tensors: HashMap<String, Tensor> = scratch
-                    .named_vars()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.as_tensor().detach()))
-                    .collect();
-                ImageEncoder::new(
-                    &cfg.sam.encoder,
-                    VarBuilder::from_tensors(tensors, dtype, device).pp("image_encoder"),
-                )?
+                Some(
+                    scratch
+                        .named_vars()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.as_tensor().detach()))
+                        .collect(),
+                )
             }
         };
+        let encoder_vb = match &frozen {
+            None => tvb.clone(),
+            Some(t) => VarBuilder::from_tensors(t.clone(), dtype, device),
+        };
+        let (sam, fact, adapters) = Self::assemble(cfg, encoder_vb, &tvb, true, device)?;
+        Ok(Self {
+            config: cfg.clone(),
+            sam,
+            fact,
+            adapters,
+            trainable,
+            init_report: init.report(),
+            frozen: frozen.map(Arc::new),
+            inference: false,
+        })
+    }
+
+    /// Builds SAM, FacT (when `with_fact`) and the adapters, with the hooks installed: the
+    /// encoder from `encoder_vb`, everything else from `tvb`, in a fixed order (the seeded
+    /// initialisation depends on it).
+    fn assemble(
+        cfg: &MaSamConfig,
+        encoder_vb: VarBuilder,
+        tvb: &VarBuilder,
+        with_fact: bool,
+        device: &Device,
+    ) -> Result<(Sam, Option<Fact>, Vec<BlockAdapters>)> {
+        let encoder = ImageEncoder::new(&cfg.sam.encoder, encoder_vb.pp("image_encoder"))?;
         let prompt = PromptEncoder::new(&cfg.sam.prompt, tvb.pp("prompt_encoder"))?;
         let decoder = MaskDecoder::new(&cfg.sam.decoder, tvb.pp("mask_decoder"))?;
         let mut sam = Sam::from_parts(&cfg.sam, encoder, prompt, decoder, device)?;
 
         let depth = cfg.sam.encoder.depth;
-        let fact = match &cfg.fact {
-            Some(fc) => Some(Fact::new(
+        let fact = match (&cfg.fact, with_fact) {
+            (Some(fc), true) => Some(Fact::new(
                 fc,
                 cfg.sam.encoder.embed_dim,
                 depth,
                 tvb.pp(FACT_PREFIX),
             )?),
-            None => None,
+            _ => None,
         };
         let mut adapters = Vec::with_capacity(depth);
         for i in 0..depth {
@@ -180,14 +218,74 @@ impl MaSam {
             }
             adapters.push((before, after));
         }
+        Ok((sam, fact, adapters))
+    }
+
+    /// The same model for prediction: every weight a plain tensor (no [`Var`], so no forward
+    /// pass records a graph and each intermediate is freed as soon as it is used), and the FacT
+    /// increments folded into the frozen weights once (`W + s·ΔW`, no per-forward hook).
+    ///
+    /// Its outputs equal this model's in [`Mode::Eval`] up to float rounding; it shares the
+    /// weight storage of this model except for the merged projections. It cannot be trained or
+    /// saved ([`MaSam::is_inference`]).
+    ///
+    /// ```
+    /// use masam_adapter::candle::{Device, Tensor};
+    /// use masam_adapter::{MaSam, MaSamConfig, Mode};
+    /// # fn main() -> masam_adapter::Result<()> {
+    /// let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu)?;
+    /// let fast = model.to_inference()?;
+    /// let x = Tensor::rand(0f32, 1., (1, 5, 3, 64, 64), &Device::Cpu)?;
+    /// let out = fast.segment(&x, Mode::Eval)?;
+    /// assert!(!out.track_op()); // no graph was recorded
+    /// let diff = (out - model.segment(&x, Mode::Eval)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    /// assert!(diff < 1e-4);
+    /// # Ok(()) }
+    /// ```
+    pub fn to_inference(&self) -> Result<Self> {
+        let dtype = DType::F32;
+        let device = self.device().clone();
+        let mut tensors: HashMap<String, Tensor> =
+            self.frozen.as_deref().cloned().unwrap_or_default();
+        for (k, v) in self.trainable.named_vars() {
+            tensors.insert(k, v.as_tensor().detach());
+        }
+        if let Some(f) = &self.fact {
+            for i in 0..self.config.sam.encoder.depth {
+                let hooks = [
+                    (f.qkv(i)?, "attn.qkv"),
+                    (f.proj(i)?, "attn.proj"),
+                    (f.fc1(i)?, "mlp.lin1"),
+                    (f.fc2(i)?, "mlp.lin2"),
+                ];
+                for (hook, layer) in hooks {
+                    let Some(hook) = hook else { continue };
+                    let key = format!("{ENCODER_PREFIX}blocks.{i}.{layer}.weight");
+                    let w = tensors.get(&key).ok_or_else(|| {
+                        Error::Config(format!("cannot merge FacT: the encoder has no `{key}`"))
+                    })?;
+                    let merged = hook.merge_weight(w)?.detach();
+                    tensors.insert(key, merged);
+                }
+            }
+        }
+        let vb = VarBuilder::from_tensors(tensors, dtype, &device);
+        let (sam, _, adapters) = Self::assemble(&self.config, vb.clone(), &vb, false, &device)?;
         Ok(Self {
-            config: cfg.clone(),
+            config: self.config.clone(),
             sam,
-            fact,
+            fact: None,
             adapters,
-            trainable,
-            init_report: init.report(),
+            trainable: SeededVarMap::new(0),
+            init_report: BTreeMap::new(),
+            frozen: None,
+            inference: true,
         })
+    }
+
+    /// True for a model made by [`MaSam::to_inference`] (plain tensors, FacT merged).
+    pub fn is_inference(&self) -> bool {
+        self.inference
     }
 
     /// The trainable variables.

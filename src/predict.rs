@@ -82,6 +82,14 @@ fn predict(
     device: &Device,
     box3d: Option<&Box3d>,
 ) -> Result<Volume<u8>> {
+    // no graph, FacT merged: memory bounded by one batch of windows
+    let converted;
+    let model = if model.is_inference() {
+        model
+    } else {
+        converted = model.to_inference()?;
+        &converted
+    };
     let d = model.config.slices;
     if stack.config().depth != d {
         return Err(Error::Config(format!(

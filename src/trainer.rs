@@ -106,6 +106,13 @@ impl<'m> Trainer<'m> {
     /// A trainer over every trainable variable of `model` (one parameter group, decay on all, as
     /// the reference).
     pub fn new(model: &'m MaSam, cfg: TrainerConfig) -> Result<Self> {
+        if model.is_inference() {
+            return Err(Error::Config(
+                "an inference model (MaSam::to_inference) has no trainable parameters; train \
+                 the model it was made from"
+                    .into(),
+            ));
+        }
         cfg.schedule.validate()?;
         if cfg.batch == 0 || cfg.accumulation == 0 {
             return Err(Error::Config(
