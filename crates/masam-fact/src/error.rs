@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::Projection;
+use crate::projection::Projection;
 
 /// Everything that can go wrong when building, loading or saving FacT parameters.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,19 @@ pub enum FactError {
     /// Column ranges of a hook overlap or do not fit the layer.
     #[error("invalid column ranges: {0}")]
     Columns(String),
+    /// A [`crate::backend::ProjectionMap`] template is malformed.
+    #[error("invalid projection map: {0}")]
+    Mapping(String),
+    /// Adapted (block, projection) pairs that a [`crate::backend::FactBackend`] never served:
+    /// the model did not ask for a tensor that the map selects for them.
+    #[error(
+        "FacT increments never served (does the ProjectionMap match the model's tensor names?): {}",
+        .0.join(", ")
+    )]
+    Unserved(Vec<String>),
+    /// A gradient check's loss is not a single number.
+    #[error("the loss must have exactly one element, got shape {0:?}")]
+    NotScalar(Vec<usize>),
     /// An unreadable or unwritable file.
     #[error("{path}: {source}")]
     Io {

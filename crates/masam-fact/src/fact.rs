@@ -5,11 +5,12 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use crate::config::{FactConfig, FactKind, Projection};
+use crate::config::{FactConfig, FactKind};
 use crate::error::{FactError, Result};
 use crate::factors::SharedFactors;
 use crate::hook::FactHook;
 use crate::increment::{CoreSource, Increment};
+use crate::projection::Projection;
 use crate::tk::TkCores;
 use crate::tt::TtCores;
 

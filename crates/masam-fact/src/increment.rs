@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use candle_core::{Result as CResult, Tensor};
 
-use crate::config::Projection;
 use crate::error::{FactError, Result};
 use crate::factors::SharedFactors;
+use crate::projection::Projection;
 use crate::tk::TkCores;
 
 /// Where a projection's core comes from.

@@ -1,4 +1,4 @@
-//! FacT: tensor-factorised weight increments for parameter-efficient fine-tuning of any ViT.
+//! FacT: tensor-factorised weight increments for parameter-efficient fine-tuning of ViTs.
 //!
 //! FacT (Jie & Deng, "FacT: Factor-Tuning for Lightweight Adaptation on Vision Transformer",
 //! AAAI 2023; code: PETL-ViT `FacT/`) stacks the weight increments ΔW of every adapted
@@ -24,6 +24,20 @@
 //! [`merge`](FactLinear::merge) the increment into the weight for zero-overhead inference.
 //! [`Fact::save_reference`] / [`Fact::load_reference_file`] use MA-SAM's checkpoint keys
 //! (`q_FacTs_###`, `image_encoder.FacTu.weight`, …; see [`ReferenceFormat`]).
+//!
+//! # Models you did not write
+//!
+//! Three pieces cover models whose layers are private (every ViT of candle-transformers):
+//!
+//! - [`backend::FactBackend`], a `VarBuilder` backend that serves the base checkpoint with
+//!   `W + s·ΔW` in the weights a [`backend::ProjectionMap`] selects (ready-made maps for Hugging
+//!   Face ViT, DINOv2/timm and CLIP names), trainable or merged for inference;
+//! - [`gradcheck`], which compares autograd with finite differences on a few entries of each
+//!   factor and says whether a gradient is missing, wrong or right. Run it on any new host
+//!   model: candle 0.11's `softmax_last_dim` and fused LayerNorm record no backward, and none
+//!   of the candle-transformers ViTs measured trains FacT correctly (`docs/fact.md`);
+//! - [`hosts`], twins of such models with backward-capable ops that load the same tensors:
+//!   train there, then serve the merged weights to the stock model.
 //!
 //! # Example: FacT on the fused qkv of a ViT block, one training step
 //!
@@ -55,25 +69,32 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fact;
 pub mod factors;
+pub mod gradcheck;
 pub mod hook;
+pub mod hosts;
 pub mod increment;
 pub mod linear;
+pub mod projection;
 pub mod tk;
 pub mod tt;
 
+pub use backend::{merge_tensors, FactBackend, ProjectionMap, ServeMode};
 pub use checkpoint::{read_tensors, ReferenceFormat};
-pub use config::{FactConfig, FactKind, Projection};
+pub use config::{FactConfig, FactKind};
 pub use error::{FactError, Result};
 pub use fact::Fact;
 pub use factors::SharedFactors;
+pub use gradcheck::{check_factors, check_gradients, GradCheckConfig, GradCheckReport, Verdict};
 pub use hook::FactHook;
 pub use increment::Increment;
 pub use linear::FactLinear;
 pub use masam_nn::FrozenLinear;
+pub use projection::Projection;
 pub use tk::TkCores;
 pub use tt::TtCores;

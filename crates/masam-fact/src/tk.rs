@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use candle_core::{Result as CResult, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::config::{FactConfig, Projection};
+use crate::config::FactConfig;
 use crate::error::Result;
+use crate::projection::Projection;
 
 /// FacT-TK's parameters: the core tensor `FacTc` (r, r, r) and the mixing matrix `FacTp`
 /// (r, n), n = depth × columns per block. Block i's projection p uses the columns

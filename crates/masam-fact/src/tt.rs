@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
-use crate::config::{FactConfig, Projection};
+use crate::config::FactConfig;
 use crate::error::Result;
+use crate::projection::Projection;
 
 /// FacT-TT's per-block cores, `blocks.{i}.{p}_FacTs.weight` under the builder, each in
 /// bias-free linear-weight layout (see [`crate::Increment`]): (r, r) for q, k, v, proj,

@@ -52,8 +52,16 @@ fn tt_fused_qkv_forward_and_gradients() {
     let sq_t = fact.tt_core(block, Projection::Q).unwrap();
     let sv_t = fact.tt_core(block, Projection::V).unwrap();
     let (sq, sv) = (Mat::from_tensor(sq_t), Mat::from_tensor(sv_t));
-    let q = increment(&xm, &u, &v, &sq, 1, 1, 0.5, &cols(&gm, 0, C));
-    let vv = increment(&xm, &u, &v, &sv, 1, 1, 0.5, &cols(&gm, 2 * C, C));
+    let q = increment(
+        &xm,
+        &NaiveParams::new(&u, &v, &sq, 1, 1, 0.5),
+        &cols(&gm, 0, C),
+    );
+    let vv = increment(
+        &xm,
+        &NaiveParams::new(&u, &v, &sv, 1, 1, 0.5),
+        &cols(&gm, 2 * C, C),
+    );
 
     // Forward: qkv + s·[V Σq U x | 0 | V Σv U x].
     let mut expect = linear(&xm, &Mat::from_tensor(&w), Some(&Mat::from_tensor(&b)));
@@ -124,14 +132,14 @@ fn tt_every_projection_matches_formula() {
         let grads = (&out * &g).unwrap().sum_all().unwrap().backward().unwrap();
         let core = fact.tt_core(1, p).unwrap();
         assert_eq!(core.dims(), &[m_out * R, m_in * R], "{p:?} core shape");
+        let (u, v, s) = (
+            Mat::from_tensor(fact.factors().u()),
+            Mat::from_tensor(fact.factors().v()),
+            Mat::from_tensor(core),
+        );
         let nv = increment(
             &Mat::from_tensor(&x),
-            &Mat::from_tensor(fact.factors().u()),
-            &Mat::from_tensor(fact.factors().v()),
-            &Mat::from_tensor(core),
-            m_in,
-            m_out,
-            0.7,
+            &NaiveParams::new(&u, &v, &s, m_in, m_out, 0.7),
             &Mat::from_tensor(&g),
         );
         let checks = [
@@ -232,14 +240,13 @@ fn tk_every_projection_matches_formula() {
         let (s, _t) = tk_core(&cc, &pm, col, p, m);
         let e = rel_err_t(&inc.core().unwrap(), &s);
         assert!(e < 1e-6, "{p:?} core rel err {e}");
+        let (u, v) = (
+            Mat::from_tensor(fact.factors().u()),
+            Mat::from_tensor(fact.factors().v()),
+        );
         let nv = increment(
             &Mat::from_tensor(&x),
-            &Mat::from_tensor(fact.factors().u()),
-            &Mat::from_tensor(fact.factors().v()),
-            &s,
-            m_in,
-            m_out,
-            0.1,
+            &NaiveParams::new(&u, &v, &s, m_in, m_out, 0.1),
             &Mat::from_tensor(&g),
         );
         // dS → dT (inverse of the layout above) → dFacTc, dFacTp.

@@ -79,8 +79,8 @@ fn qkv_with_fixture_weights_matches_formula() {
         let zero_g = Mat::zeros(xm.rows, DIM);
         let sq = Mat::from_tensor(&ad[&format!("q_FacTs_{i:03}")]);
         let sv = Mat::from_tensor(&ad[&format!("v_FacTs_{i:03}")]);
-        let dq = increment(&xm, &u, &v, &sq, 1, 1, scale, &zero_g).out;
-        let dv = increment(&xm, &u, &v, &sv, 1, 1, scale, &zero_g).out;
+        let dq = increment(&xm, &NaiveParams::new(&u, &v, &sq, 1, 1, scale), &zero_g).out;
+        let dv = increment(&xm, &NaiveParams::new(&u, &v, &sv, 1, 1, scale), &zero_g).out;
         let mut expect = linear(&xm, &Mat::from_tensor(&w), Some(&Mat::from_tensor(&b)));
         for n in 0..expect.rows {
             for c in 0..DIM {

@@ -88,18 +88,48 @@ pub struct Naive {
     pub dx: Mat,
 }
 
+/// The parameters of one increment for [`increment`]: shared factors U (r, C) and V (C, r),
+/// core S (m_out·r, m_in·r), input and output chunk counts, and scale s.
+pub struct NaiveParams<'a> {
+    pub u: &'a Mat,
+    pub v: &'a Mat,
+    pub core: &'a Mat,
+    pub m_in: usize,
+    pub m_out: usize,
+    pub scale: f64,
+}
+
+impl<'a> NaiveParams<'a> {
+    pub fn new(
+        u: &'a Mat,
+        v: &'a Mat,
+        core: &'a Mat,
+        m_in: usize,
+        m_out: usize,
+        scale: f64,
+    ) -> Self {
+        Self {
+            u,
+            v,
+            core,
+            m_in,
+            m_out,
+            scale,
+        }
+    }
+}
+
 /// `out[n, j·C + c] = s · Σ_t V[c,t] · h[n, j·r + t]` with
 /// `h[n] = S · concat_k(U · x[n, k·C .. (k+1)·C])`, and the gradients of `Σ g ⊙ out`.
-pub fn increment(
-    x: &Mat,
-    u: &Mat,
-    v: &Mat,
-    s_core: &Mat,
-    m_in: usize,
-    m_out: usize,
-    scale: f64,
-    g: &Mat,
-) -> Naive {
+pub fn increment(x: &Mat, p: &NaiveParams, g: &Mat) -> Naive {
+    let NaiveParams {
+        u,
+        v,
+        core: s_core,
+        m_in,
+        m_out,
+        scale,
+    } = *p;
     let r = u.rows;
     let c = u.cols;
     assert_eq!(x.cols, m_in * c);
