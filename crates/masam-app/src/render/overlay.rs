@@ -1,5 +1,8 @@
 //! Label maps drawn over grey slices: single overlays and image | ground truth | prediction panels.
 //!
+//! Panels are composed in an [`image`] buffer; their title, captions and legend are set in the
+//! embedded font of [`super::text`].
+//!
 //! ```
 //! use masam_app::render::overlay::{overlay_panel, overlay_slice, PanelStyle};
 //! use masam_adapter::volume::ndarray::Array2;
