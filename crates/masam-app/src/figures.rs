@@ -8,7 +8,7 @@ use masam_adapter::volume::Volume;
 use masam_adapter::StepStats;
 
 use crate::render::overlay::{overlay_panel, pick_slices, PanelStyle, Window};
-use crate::render::plot::{ema, LinePlot};
+use crate::render::plot::{ema, LinePlot, Series};
 use crate::Result;
 
 /// What was recorded during training.
@@ -33,9 +33,9 @@ pub struct HeldOut<'a> {
     pub window: (f32, f32),
 }
 
-/// Writes `loss.png` (loss and its moving average per step), `dice.png` (periodic held-out Dice)
-/// and, for the first two held-out volumes, `overlay_case{i}_z{z}.png` panels (image, ground
-/// truth, prediction) into `dir`.
+/// Writes `loss.png` (loss and its moving average per step), `dice.png` (periodic held-out Dice),
+/// each left out when it has no finite value to draw, and, for the first two held-out volumes,
+/// `overlay_case{i}_z{z}.png` panels (image, ground truth, prediction) into `dir`.
 pub fn write_figures(dir: &Path, history: &RunHistory<'_>, held_out: &HeldOut<'_>) -> Result<()> {
     let RunHistory {
         steps: history,
@@ -51,23 +51,28 @@ pub fn write_figures(dir: &Path, history: &RunHistory<'_>, held_out: &HeldOut<'_
         .iter()
         .map(|s| (s.step as f64, s.loss as f64))
         .collect();
-    if !loss.is_empty() {
-        LinePlot::new("training loss (0.2 CE + 0.8 Dice)")
-            .x_label("step")
-            .y_label("loss")
-            .series("loss", loss.clone())
-            .series("moving average", ema(&loss, 0.95))
-            .save_png(dir.join("loss.png"))?;
+    // The raw loss faded under its moving average, as TensorBoard-style smoothing is usually shown.
+    let loss_plot = LinePlot::new("Training loss (0.2 CE + 0.8 Dice)")
+        .x_label("step")
+        .y_label("loss")
+        .add_series(Series::new("loss per step", loss.clone()).alpha(0.35))
+        .series("moving average (β = 0.95)", ema(&loss, 0.95));
+    // A run whose every loss is non-finite has nothing to draw: no loss.png then.
+    if loss_plot.has_data() {
+        loss_plot.save_png(dir.join("loss.png"))?;
     }
-    if !evaluations.is_empty() {
-        LinePlot::new("held-out mean Dice")
-            .x_label("step")
-            .y_label("Dice")
-            .series(
+    let dice_plot = LinePlot::new("Held-out mean Dice")
+        .x_label("step")
+        .y_label("mean Dice")
+        .add_series(
+            Series::new(
                 "mean Dice",
                 evaluations.iter().map(|(s, d)| (*s as f64, *d)),
             )
-            .save_png(dir.join("dice.png"))?;
+            .markers(true),
+        );
+    if dice_plot.has_data() {
+        dice_plot.save_png(dir.join("dice.png"))?;
     }
     let style = PanelStyle {
         window: Window {

@@ -1,24 +1,25 @@
 //! PNG outputs a researcher looks at: training curves and segmentation overlays.
 //!
-//! Everything is rasterised here into [`image`] buffers, with no system fonts and no plotting
-//! crate: [`font`] is an embedded 5×7 bitmap font, [`plot`] draws line plots (loss per step, EMA
-//! loss, Dice per evaluation), [`overlay`] draws label maps over grey slices, and [`palette`] holds
-//! the class colours. PNG files are written atomically by [`save_png`].
+//! [`plot`] draws line plots (loss per step, its moving average, Dice per evaluation) with
+//! [plotters] in the look of matplotlib; [`overlay`] draws label maps over grey slices into
+//! [`image`] buffers; [`palette`] holds the class colours. All text comes from one TrueType font
+//! embedded in the crate ([`text`]), so nothing depends on system fonts. PNG files are written
+//! atomically by [`save_png`].
 //!
 //! ```
 //! use masam_app::render::{plot::LinePlot, save_png};
 //! let loss: Vec<(f64, f64)> = (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect();
-//! let img = LinePlot::new("Training loss").x_label("step").series("loss", loss).render();
+//! let img = LinePlot::new("Training loss").x_label("step").series("loss", loss).render().unwrap();
 //! let dir = std::env::temp_dir().join(format!("masam-render-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! save_png(&img, dir.join("loss.png")).unwrap();
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-pub mod font;
 pub mod overlay;
 pub mod palette;
 pub mod plot;
+pub mod text;
 
 use image::{codecs::png::PngEncoder, ImageBuffer, PixelWithColorType};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,13 @@ pub enum RenderError {
     /// An input value that cannot be rendered (empty image, bad alpha or window...).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A plot has no drawable point (every series is empty, non-finite, or non-positive on a
+    /// log axis).
+    #[error("nothing to plot: no series has a finite point")]
+    Empty,
+    /// plotters failed to draw.
+    #[error("drawing failed: {0}")]
+    Draw(String),
     /// An IO error on a file.
     #[error("{path}: {source}")]
     Io {

@@ -1,5 +1,8 @@
 //! Label maps drawn over grey slices: single overlays and image | ground truth | prediction panels.
 //!
+//! Panels are composed in an [`image`] buffer; their title, captions and legend are set in the
+//! embedded font of [`super::text`].
+//!
 //! ```
 //! use masam_app::render::overlay::{overlay_panel, overlay_slice, PanelStyle};
 //! use masam_adapter::volume::ndarray::Array2;
@@ -13,8 +16,8 @@
 //! assert!(panel.width() >= 3 * 128);
 //! ```
 
-use super::font::{draw_text, text_size};
 use super::palette::{class_colour, class_name};
+use super::text::{draw_text, text_width};
 use super::{RenderError, Result};
 use image::{imageops, Rgb, RgbImage};
 use masam_adapter::volume::ndarray::{Array2, ArrayView2, ArrayView3, Axis};
@@ -131,6 +134,25 @@ pub fn overlay_slice(
     Ok(out)
 }
 
+/// Font size of the panel title, in pixels.
+const TITLE: f64 = 22.0;
+/// Font size of the panel captions.
+const CAPTION: f64 = 17.0;
+/// Font size of the legend entries.
+const LEGEND: f64 = 16.0;
+/// Side of a legend colour swatch.
+const SWATCH: u32 = 13;
+
+/// Rows from the top of a line of text to its baseline (room for capitals and accents).
+fn line_ascent(size: f64) -> u32 {
+    (0.78 * size).ceil() as u32
+}
+
+/// Rows from the baseline to the bottom of a line of text (descenders).
+fn line_descent(size: f64) -> u32 {
+    (super::text::DESCENT * size).ceil() as u32
+}
+
 /// Options of [`overlay_panel`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct PanelStyle {
@@ -207,8 +229,8 @@ pub fn overlay_panel(
     // Column width: the panel, or its caption if wider.
     let pw = panels
         .iter()
-        .map(|p| text_size(p.1, 1).0)
-        .fold(pw, u32::max);
+        .map(|p| text_width(p.1, CAPTION))
+        .try_fold(pw, |m, w| w.map(|w| m.max(w)))?;
     let m = 10;
     let mut present: Vec<u8> = gt
         .iter()
@@ -218,48 +240,76 @@ pub fn overlay_panel(
         .collect();
     present.sort_unstable();
     present.dedup();
-    let entries: Vec<(u8, String)> = match style.legend {
+    let entries: Vec<(u8, String, u32)> = match style.legend {
         true => present
             .iter()
-            .map(|&l| (l, class_name(l, style.class_names.as_deref())))
-            .collect(),
+            .map(|&l| {
+                let name = class_name(l, style.class_names.as_deref());
+                text_width(&name, LEGEND).map(|w| (l, name, w + SWATCH + 6 + 16))
+            })
+            .collect::<Result<_>>()?,
         false => Vec::new(),
     };
-    let entry_w = |e: &(u8, String)| text_size(&e.1, 1).0 + 26;
     let width = (3 * pw + 4 * m)
-        .max(text_size(title, 2).0 + 2 * m)
-        .max(entries.iter().map(entry_w).max().unwrap_or(0) + 2 * m);
-    // Legend layout: entries left to right, wrapping at the canvas width.
-    let legend_y = 46 + ph + m;
+        .max(text_width(title, TITLE)? + 2 * m)
+        .max(entries.iter().map(|e| e.2).max().unwrap_or(0) + 2 * m);
+    // Rows: title, captions, panels, then the legend entries left to right, wrapping at the
+    // canvas width.
+    let title_base = m + line_ascent(TITLE);
+    let caption_base = title_base + line_descent(TITLE) + 8 + line_ascent(CAPTION);
+    let panels_y = caption_base + line_descent(CAPTION) + 4;
+    let row = SWATCH + 8;
+    let legend_y = panels_y + ph + m;
     let (mut lx, mut ly, mut spots) = (m, legend_y, Vec::new());
     for e in &entries {
-        if lx + entry_w(e) > width - m && lx > m {
-            (lx, ly) = (m, ly + 14);
+        if lx + e.2 > width - m && lx > m {
+            (lx, ly) = (m, ly + row);
         }
         spots.push((lx, ly));
-        lx += entry_w(e);
+        lx += e.2;
     }
     let height = if entries.is_empty() {
         legend_y
     } else {
-        ly + 14 + m
+        ly + row + m / 2
     };
-    let black = Rgb([0, 0, 0]);
+    let black = [0, 0, 0];
     let mut out = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    draw_text(&mut out, m as i64, 10, title, black, 2);
-    for (i, (p, caption)) in panels.iter().enumerate() {
+    for (i, (p, _)) in panels.iter().enumerate() {
         let x = m + i as u32 * (pw + m);
-        draw_text(&mut out, x as i64, 34, caption, black, 1);
-        imageops::replace(&mut out, p, x as i64, 46);
+        imageops::replace(&mut out, p, x as i64, panels_y as i64);
     }
-    for ((l, name), (x, y)) in entries.iter().zip(spots) {
+    for ((l, _, _), (x, y)) in entries.iter().zip(&spots) {
         let [r, g, b, _] = class_colour(*l).0;
-        for dy in 0..10 {
-            for dx in 0..10 {
+        for dy in 0..SWATCH {
+            for dx in 0..SWATCH {
                 out.put_pixel(x + dx, y + dy, Rgb([r, g, b]));
             }
         }
-        draw_text(&mut out, x as i64 + 14, y as i64 + 2, name, black, 1);
+    }
+    draw_text(&mut out, m as i32, title_base as i32, title, TITLE, black)?;
+    for (i, (_, caption)) in panels.iter().enumerate() {
+        let x = m + i as u32 * (pw + m);
+        draw_text(
+            &mut out,
+            x as i32,
+            caption_base as i32,
+            caption,
+            CAPTION,
+            black,
+        )?;
+    }
+    for ((_, name, _), (x, y)) in entries.iter().zip(spots) {
+        // Baseline so that the text's capitals centre on the swatch.
+        let base = y as f64 + (SWATCH as f64 + super::text::CAP_HEIGHT * LEGEND) / 2.0;
+        draw_text(
+            &mut out,
+            (x + SWATCH + 6) as i32,
+            base.round() as i32,
+            name,
+            LEGEND,
+            black,
+        )?;
     }
     Ok(out)
 }

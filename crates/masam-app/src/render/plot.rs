@@ -1,44 +1,64 @@
-//! Line plots of training curves (loss per step, EMA-smoothed loss, Dice per evaluation).
+//! Line plots of training curves (loss per step, its moving average, Dice per evaluation), drawn
+//! with [plotters] in the look of a matplotlib figure: white background, centred title, a framed
+//! plot area with outward ticks, tick labels and a light grid, labelled axes, a framed legend in
+//! the emptiest corner, and matplotlib's `tab10` colour cycle ([`TAB10`]). All text uses the
+//! embedded font of [`super::text`].
 //!
-//! Axes get "nice" ticks (steps of 1, 2 or 5 × 10^k) with numeric labels, optionally a log-scaled
-//! y axis. Non-finite points (and non-positive ones on a log axis) are skipped, the line joining
-//! the neighbouring finite points; empty, single-point and constant series render without error.
+//! Axes span the data with 5 % margins and get "nice" ticks (1, 2 or 5 × 10^k). A log-scaled y
+//! axis ([`LinePlot::log_y`]) gets ticks at the powers of ten (labelled `10⁻²`) with a fainter
+//! grid at 2…9 × 10^k, or nice ticks when the data spans less than a decade.
+//!
+//! Edge cases: non-finite points (and non-positive ones on a log axis) are skipped, the line
+//! joining their finite neighbours; a series of up to 40 points gets markers too, so a single
+//! point shows; a constant series gets a y range padded around its value. A plot with no finite
+//! point at all is an error, [`RenderError::Empty`], and [`LinePlot::save_png`] then writes no
+//! file ([`LinePlot::has_data`] tells beforehand).
 //!
 //! ```
-//! use masam_app::render::plot::{ema, LinePlot};
+//! use masam_app::render::plot::{ema, LinePlot, Series};
 //! let loss: Vec<(f64, f64)> = (0..200).map(|i| (i as f64, (-(i as f64) / 50.0).exp())).collect();
 //! let plot = LinePlot::new("Training loss")
 //!     .x_label("step")
 //!     .y_label("loss")
 //!     .log_y(true)
-//!     .series("EMA(0.9)", ema(&loss, 0.9))
-//!     .series("loss", loss);
-//! let img = plot.render();
-//! assert_eq!(img.dimensions(), (800, 500));
+//!     .add_series(Series::new("loss", loss.clone()).alpha(0.35))
+//!     .series("EMA(0.9)", ema(&loss, 0.9));
+//! let img = plot.render().unwrap();
+//! assert_eq!(img.dimensions(), (1000, 600));
 //! ```
 
-use super::font::{draw_text, text_size};
-use super::Result;
-use image::{Rgb, RgbImage};
+use super::text::{draw_error, font, text_width, CAP_HEIGHT};
+use super::{RenderError, Result};
+use image::RgbImage;
+use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
 use std::path::Path;
 
-/// Default series colours, in order of addition (then repeating).
-pub const SERIES_COLOURS: [[u8; 3]; 8] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [23, 190, 207],
+/// matplotlib's default colour cycle (`tab10`); series take them in order of addition.
+pub const TAB10: [[u8; 3]; 10] = [
+    [31, 119, 180],  // tab:blue
+    [255, 127, 14],  // tab:orange
+    [44, 160, 44],   // tab:green
+    [214, 39, 40],   // tab:red
+    [148, 103, 189], // tab:purple
+    [140, 86, 75],   // tab:brown
+    [227, 119, 194], // tab:pink
+    [127, 127, 127], // tab:gray
+    [188, 189, 34],  // tab:olive
+    [23, 190, 207],  // tab:cyan
 ];
 
-const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
-const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
-const GRID: Rgb<u8> = Rgb([228, 228, 228]);
+/// Grid lines at the major ticks.
+const GRID: RGBColor = RGBColor(222, 222, 222);
+/// Grid lines at the minor ticks of a log axis.
+const MINOR_GRID: RGBColor = RGBColor(240, 240, 240);
+/// The legend frame (matplotlib's `0.8` grey).
+const LEGEND_EDGE: RGBColor = RGBColor(204, 204, 204);
+/// Series of at most this many finite points are drawn with markers unless told otherwise.
+const AUTO_MARKERS: usize = 40;
 
-/// A pixel rectangle, `x..=x1`, `y..=y1` inclusive.
+/// A pixel rectangle, `x0..=x1`, `y0..=y1` inclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rect {
     /// Left column.
@@ -51,15 +71,60 @@ pub struct Rect {
     pub y1: u32,
 }
 
-/// One named curve.
+/// One named curve and how it is drawn.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
-    /// Legend name.
+    /// Legend name (an empty name leaves the series out of the legend).
     pub name: String,
     /// (x, y) points in drawing order.
     pub points: Vec<(f64, f64)>,
-    /// Line colour.
-    pub colour: Rgb<u8>,
+    /// Line colour; `None` takes the next colour of [`TAB10`].
+    pub colour: Option<[u8; 3]>,
+    /// Opacity in [0, 1], drawn as the colour blended over the white background.
+    pub alpha: f64,
+    /// Line width in pixels.
+    pub line_width: u32,
+    /// Draw a marker at each point; `None`: only for series of at most 40 finite points.
+    pub markers: Option<bool>,
+}
+
+impl Series {
+    /// An opaque 2-pixel line in the next [`TAB10`] colour.
+    pub fn new(name: impl Into<String>, points: impl IntoIterator<Item = (f64, f64)>) -> Self {
+        Self {
+            name: name.into(),
+            points: points.into_iter().collect(),
+            colour: None,
+            alpha: 1.0,
+            line_width: 2,
+            markers: None,
+        }
+    }
+    /// Sets the colour.
+    pub fn colour(mut self, rgb: [u8; 3]) -> Self {
+        self.colour = Some(rgb);
+        self
+    }
+    /// Sets the opacity (clamped to [0, 1]; NaN is opaque), e.g. 0.3 for a noisy raw curve under
+    /// its smoothed version.
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        self.alpha = if alpha.is_nan() {
+            1.0
+        } else {
+            alpha.clamp(0.0, 1.0)
+        };
+        self
+    }
+    /// Sets the line width in pixels (at least 1).
+    pub fn line_width(mut self, px: u32) -> Self {
+        self.line_width = px.max(1);
+        self
+    }
+    /// Turns the point markers on or off.
+    pub fn markers(mut self, on: bool) -> Self {
+        self.markers = Some(on);
+        self
+    }
 }
 
 /// A line plot with title, axis labels, ticks, grid, legend and optional log-y.
@@ -69,48 +134,82 @@ pub struct LinePlot {
     pub title: String,
     /// Label under the x axis.
     pub x_label: String,
-    /// Label above the y axis.
+    /// Label left of the y axis (rotated).
     pub y_label: String,
-    /// Image width in pixels (at least 200 is used).
+    /// Image width in pixels (at least 320 is used).
     pub width: u32,
-    /// Image height in pixels (at least 150 is used).
+    /// Image height in pixels (at least 240 is used).
     pub height: u32,
     /// Log10-scaled y axis.
     pub log_y: bool,
-    /// Draw the legend (top-right or bottom-left of the plot area, whichever holds fewer points).
+    /// Draw the legend, in the corner of the plot area that covers the fewest data.
     pub legend: bool,
-    /// The curves.
+    /// The curves, drawn in order (the last on top).
     pub series: Vec<Series>,
 }
 
+/// One axis in plot coordinates: data coordinates (log10 of them on a log axis) times `scale`,
+/// a power of two below 1 only when the data span overflows `f64`.
+#[derive(Clone, Debug)]
 struct Axis {
     lo: f64,
     hi: f64,
+    scale: f64,
+    /// Major ticks: position, label.
     ticks: Vec<(f64, String)>,
+    /// Minor ticks (grid only).
+    minor: Vec<f64>,
 }
 
-impl Axis {
-    /// Position of `v` along the axis, 0 at `lo` and 1 at `hi` (overflow-safe).
-    fn frac(&self, v: f64) -> f64 {
-        (v / 2.0 - self.lo / 2.0) / (self.hi / 2.0 - self.lo / 2.0)
+/// plotters sees the axis as a linear `lo..hi` range whose key points are our ticks (bold: the
+/// major ticks, light: the minor ones) and whose labels are ours.
+impl Ranged for Axis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        RangedCoordf64::from(self.lo..self.hi).map(v, limit)
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        match hint.weight().allow_light_points() {
+            true => self.minor.clone(),
+            false => self.ticks.iter().map(|t| t.0).collect(),
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
     }
 }
 
-struct Layout {
-    area: Rect,
-    x: Axis,
-    y: Axis,
+impl ValueFormatter<f64> for Axis {
+    fn format_ext(&self, v: &f64) -> String {
+        self.ticks
+            .iter()
+            .find(|t| t.0 == *v)
+            .map(|t| t.1.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Font sizes in pixels.
+struct Fonts {
+    title: f64,
+    label: f64,
+    tick: f64,
+    legend: f64,
 }
 
 impl LinePlot {
-    /// An empty 800×500 plot with a legend and a linear y axis.
+    /// An empty 1000×600 plot with a legend and a linear y axis.
     pub fn new(title: impl Into<String>) -> Self {
         Self {
             title: title.into(),
             x_label: String::new(),
             y_label: String::new(),
-            width: 800,
-            height: 500,
+            width: 1000,
+            height: 600,
             log_y: false,
             legend: true,
             series: Vec::new(),
@@ -136,31 +235,35 @@ impl LinePlot {
         self.log_y = on;
         self
     }
-    /// Adds a series coloured with the next of [`SERIES_COLOURS`].
+    /// Shows or hides the legend.
+    pub fn legend(mut self, on: bool) -> Self {
+        self.legend = on;
+        self
+    }
+    /// Adds a default-styled series (see [`Series::new`]).
     pub fn series(
-        mut self,
+        self,
         name: impl Into<String>,
         points: impl IntoIterator<Item = (f64, f64)>,
     ) -> Self {
-        let colour = Rgb(SERIES_COLOURS[self.series.len() % SERIES_COLOURS.len()]);
-        self.series.push(Series {
-            name: name.into(),
-            points: points.into_iter().collect(),
-            colour,
-        });
+        self.add_series(Series::new(name, points))
+    }
+    /// Adds a styled series.
+    pub fn add_series(mut self, series: Series) -> Self {
+        self.series.push(series);
         self
     }
 
-    /// The pixel rectangle of the plot area (its frame included) in the rendered image.
-    pub fn plot_area(&self) -> Rect {
-        self.layout().area
+    /// Whether any series has a point that can be drawn (finite, and positive on a log axis).
+    pub fn has_data(&self) -> bool {
+        self.series.iter().any(|s| !self.finite(s).is_empty())
     }
 
     fn size_used(&self) -> (u32, u32) {
-        (self.width.max(200), self.height.max(150))
+        (self.width.max(320), self.height.max(240))
     }
 
-    /// Finite points of every series, y already log10-transformed if `log_y`.
+    /// The drawable points of `s`, y already log10-transformed if `log_y`.
     fn finite(&self, s: &Series) -> Vec<(f64, f64)> {
         let f = |&(x, y): &(f64, f64)| match self.log_y {
             true if y > 0.0 => Some((x, y.log10())),
@@ -174,166 +277,265 @@ impl LinePlot {
             .collect()
     }
 
-    fn layout(&self) -> Layout {
+    fn fonts(&self) -> Fonts {
         let (w, h) = self.size_used();
-        let pts: Vec<(f64, f64)> = self.series.iter().flat_map(|s| self.finite(s)).collect();
-        let x = axis(pts.iter().map(|p| p.0), false, (w / 90).clamp(2, 10));
-        let y = axis(pts.iter().map(|p| p.1), self.log_y, (h / 60).clamp(2, 10));
-        let label_w = y
-            .ticks
-            .iter()
-            .map(|t| text_size(&t.1, 1).0)
-            .max()
-            .unwrap_or(0);
-        let area = Rect {
-            x0: (label_w + 18).min(w / 2),
-            y0: 48,
-            x1: w - 20,
-            y1: h - 40,
-        };
-        Layout { area, x, y }
+        let k = (w as f64 / 1000.0).min(h as f64 / 600.0).clamp(0.6, 1.6);
+        Fonts {
+            title: 24.0 * k,
+            label: 20.0 * k,
+            tick: 17.0 * k,
+            legend: 17.0 * k,
+        }
     }
 
     /// Rasterises the plot.
-    pub fn render(&self) -> RgbImage {
-        let (w, h) = self.size_used();
-        let mut img = RgbImage::from_pixel(w, h, WHITE);
-        let Layout { area: a, x, y } = self.layout();
-        let px = |v: f64| a.x0 as f64 + x.frac(v) * (a.x1 - a.x0) as f64;
-        let py = |v: f64| a.y1 as f64 - y.frac(v) * (a.y1 - a.y0) as f64;
-        // Tick labels that would touch the previous one are left out (their grid lines stay).
-        let mut last = i64::MIN / 2;
-        for (v, label) in &x.ticks {
-            let c = px(*v).round() as u32;
-            fill(&mut img, c, a.y0 + 1, c, a.y1 - 1, GRID);
-            fill(&mut img, c, a.y1, c, a.y1 + 4, BLACK);
-            let left = c as i64 - text_size(label, 1).0 as i64 / 2;
-            if left > last + 6 {
-                last = draw_text(&mut img, left, a.y1 as i64 + 7, label, BLACK, 1);
-            }
-        }
-        let mut last = i64::MAX / 2;
-        for (v, label) in &y.ticks {
-            let r = py(*v).round() as u32;
-            fill(&mut img, a.x0 + 1, r, a.x1 - 1, r, GRID);
-            fill(&mut img, a.x0 - 4, r, a.x0, r, BLACK);
-            // Ticks go upwards: skip a label closer than 16 rows to the last one drawn.
-            if last - r as i64 >= 16 {
-                let tw = text_size(label, 1).0 as i64;
-                draw_text(
-                    &mut img,
-                    a.x0 as i64 - 7 - tw,
-                    r as i64 - 3,
-                    label,
-                    BLACK,
-                    1,
-                );
-                last = r as i64;
-            }
-        }
-        frame(&mut img, a, BLACK);
-        let ts = if text_size(&self.title, 2).0 + 20 <= w {
-            2
-        } else {
-            1
-        };
-        let (tw, th) = text_size(&self.title, ts);
-        let ty = 10 + (14 - th as i64) / 2;
-        draw_text(
-            &mut img,
-            (w as i64 - tw as i64) / 2,
-            ty,
-            &self.title,
-            BLACK,
-            ts,
-        );
-        let tw = text_size(&self.x_label, 1).0 as i64;
-        let xc = (a.x0 + a.x1) as i64 / 2 - tw / 2;
-        draw_text(&mut img, xc, a.y1 as i64 + 22, &self.x_label, BLACK, 1);
-        draw_text(&mut img, 8, a.y0 as i64 - 13, &self.y_label, BLACK, 1);
-
-        let inner = Rect {
-            x0: a.x0 + 1,
-            y0: a.y0 + 1,
-            x1: a.x1 - 1,
-            y1: a.y1 - 1,
-        };
-        let mut all_px = Vec::new();
-        for s in &self.series {
-            let pts: Vec<(i64, i64)> = self
-                .finite(s)
-                .iter()
-                .map(|&(u, v)| (px(u).round() as i64, py(v).round() as i64))
-                .collect();
-            for seg in pts.windows(2) {
-                line(&mut img, seg[0], seg[1], s.colour, inner);
-            }
-            if pts.len() <= 40 {
-                for &(u, v) in &pts {
-                    for d in [(-2, -2), (-2, 0), (0, -2), (0, 0)] {
-                        line(
-                            &mut img,
-                            (u + d.0, v + d.1),
-                            (u + d.0 + 2, v + d.1),
-                            s.colour,
-                            inner,
-                        );
-                    }
-                }
-            }
-            all_px.extend(pts);
-        }
-        if self.legend && !self.series.is_empty() {
-            self.draw_legend(&mut img, a, &all_px);
-        }
-        img
+    ///
+    /// # Errors
+    /// [`RenderError::Empty`] when no series has a drawable point; [`RenderError::Draw`] if
+    /// plotters fails.
+    pub fn render(&self) -> Result<RgbImage> {
+        self.render_with_area().map(|r| r.0)
     }
 
-    fn draw_legend(&self, img: &mut RgbImage, a: Rect, pts: &[(i64, i64)]) {
-        let lw = self
-            .series
-            .iter()
-            .map(|s| text_size(&s.name, 1).0)
-            .max()
-            .unwrap_or(0)
-            + 34;
-        let lh = 12 * self.series.len() as u32 + 6;
-        let top_right = Rect {
-            x0: a.x1.saturating_sub(lw + 6),
-            y0: a.y0 + 6,
-            x1: a.x1 - 6,
-            y1: a.y0 + 6 + lh,
-        };
-        let bottom_left = Rect {
-            x0: a.x0 + 6,
-            y0: a.y1.saturating_sub(lh + 6),
-            x1: a.x0 + 6 + lw,
-            y1: a.y1 - 6,
-        };
-        let inside = |r: Rect| {
-            let hit = |&&(x, y): &&(i64, i64)| {
-                (r.x0 as i64..=r.x1 as i64).contains(&x) && (r.y0 as i64..=r.y1 as i64).contains(&y)
-            };
-            pts.iter().filter(hit).count()
-        };
-        let r = if inside(bottom_left) < inside(top_right) {
-            bottom_left
-        } else {
-            top_right
-        };
-        fill(img, r.x0, r.y0, r.x1, r.y1, WHITE);
-        frame(img, r, Rgb([160, 160, 160]));
-        for (i, s) in self.series.iter().enumerate() {
-            let yc = r.y0 + 9 + 12 * i as u32;
-            fill(img, r.x0 + 5, yc - 1, r.x0 + 23, yc, s.colour);
-            draw_text(img, r.x0 as i64 + 29, yc as i64 - 3, &s.name, BLACK, 1);
+    /// Rasterises the plot and returns the pixel rectangle of its plot area (the frame included).
+    ///
+    /// # Errors
+    /// As [`LinePlot::render`].
+    pub fn render_with_area(&self) -> Result<(RgbImage, Rect)> {
+        let data: Vec<Vec<(f64, f64)>> = self.series.iter().map(|s| self.finite(s)).collect();
+        if data.iter().all(|d| d.is_empty()) {
+            return Err(RenderError::Empty);
         }
+        let (w, h) = self.size_used();
+        let f = self.fonts();
+        let all = || data.iter().flatten();
+        // Tick counts as matplotlib's MaxNLocator: at most 9 intervals, labels 3 (x) or 2 (y)
+        // font sizes apart.
+        let x_target = ((w as f64 * 0.85) / (3.0 * f.tick)).clamp(2.0, 9.0) as usize;
+        let y_target = ((h as f64 * 0.75) / (2.0 * f.tick)).clamp(2.0, 9.0) as usize;
+        let xs: Vec<f64> = all().map(|p| p.0).collect();
+        let ys: Vec<f64> = all().map(|p| p.1).collect();
+        let y = axis(&ys, self.log_y, y_target);
+        let tick_font = font(f.tick)?;
+        let widest = |a: &Axis| -> Result<u32> {
+            a.ticks
+                .iter()
+                .map(|t| text_width(&t.1, f.tick))
+                .try_fold(0, |m, w| w.map(|w| m.max(w)))
+        };
+        // Fewer x ticks while their labels, a space apart, would not fit along the axis.
+        let mut x = axis(&xs, false, x_target);
+        for target in (2..x_target).rev() {
+            let labels = (widest(&x)? as f64 + f.tick) * x.ticks.len() as f64;
+            if labels <= 0.8 * w as f64 {
+                break;
+            }
+            x = axis(&xs, false, target);
+        }
+        let tick_mark = 6;
+        let label_h = (f.label * (CAP_HEIGHT + 0.25)).ceil() as u32;
+        let tick_h = (f.tick * 0.85).ceil() as u32;
+        let y_area = 2 * tick_mark + widest(&y)? + 12 + label_h;
+        let x_area = 2 * tick_mark + tick_h + 12 + label_h;
+        // Room on the right for half the last x tick label.
+        let last_x = x
+            .ticks
+            .last()
+            .map(|t| text_width(&t.1, f.tick))
+            .transpose()?;
+        let right = (last_x.unwrap_or(0) / 2 + 8).max(24);
+
+        let mut buf = vec![255u8; w as usize * h as usize * 3];
+        let area = {
+            let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+            root.fill(&WHITE).map_err(draw_error)?;
+            let mut builder = ChartBuilder::on(&root);
+            builder
+                .margin_top(12)
+                .margin_bottom(10)
+                .margin_left(12)
+                .margin_right(right)
+                .x_label_area_size(x_area)
+                .y_label_area_size(y_area);
+            if !self.title.is_empty() {
+                builder.caption(&self.title, font(f.title)?.color(&BLACK));
+            }
+            let (sx, sy) = (x.scale, y.scale);
+            let mut chart = builder.build_cartesian_2d(x, y).map_err(draw_error)?;
+            let mut mesh = chart.configure_mesh();
+            mesh.bold_line_style(GRID)
+                .light_line_style(MINOR_GRID)
+                .axis_style(BLACK)
+                .set_all_tick_mark_size(tick_mark)
+                .label_style(tick_font.clone().color(&BLACK))
+                .axis_desc_style(font(f.label)?.color(&BLACK));
+            if !self.x_label.is_empty() {
+                mesh.x_desc(&self.x_label);
+            }
+            if !self.y_label.is_empty() {
+                mesh.y_desc(&self.y_label);
+            }
+            mesh.draw().map_err(draw_error)?;
+
+            let legend_line = (2.2 * f.legend).round() as i32;
+            let mut pixels = Vec::new();
+            for (i, (s, pts)) in self.series.iter().zip(&data).enumerate() {
+                let rgb = s.colour.unwrap_or(TAB10[i % TAB10.len()]);
+                // Opacity as a blend over the white background: overlapping segments of a dense,
+                // noisy curve then do not darken where they cross.
+                let [r, g, b] = rgb.map(|c| (255.0 - s.alpha * (255.0 - c as f64)).round() as u8);
+                let colour = RGBColor(r, g, b);
+                let line = colour.stroke_width(s.line_width);
+                let pts: Vec<(f64, f64)> = pts.iter().map(|p| (p.0 * sx, p.1 * sy)).collect();
+                // plotters joins the segments of a wide polyline with mitres, which spike out of
+                // the plot area at the sharp turns of a noisy curve (and to the image corner on a
+                // zero-length segment): draw the segments one by one, one point per pixel.
+                let mut line_pts: Vec<(f64, f64)> = Vec::with_capacity(pts.len());
+                let mut last = None;
+                for p in &pts {
+                    let px = chart.backend_coord(p);
+                    if last != Some(px) {
+                        line_pts.push(*p);
+                        last = Some(px);
+                    }
+                }
+                let markers = s.markers.unwrap_or(pts.len() <= AUTO_MARKERS);
+                let radius = (s.line_width as i32 + 2).max(3);
+                let drawn = chart
+                    .draw_series(
+                        line_pts
+                            .windows(2)
+                            .map(|w| PathElement::new(vec![w[0], w[1]], line)),
+                    )
+                    .map_err(draw_error)?;
+                if !s.name.is_empty() {
+                    drawn.label(&s.name).legend(move |(lx, ly)| {
+                        let mark = match markers {
+                            true => radius,
+                            false => 0,
+                        };
+                        EmptyElement::at((lx, ly))
+                            + PathElement::new(vec![(0, 0), (legend_line, 0)], line)
+                            + Circle::new((legend_line / 2, 0), mark, colour.filled())
+                    });
+                }
+                if markers {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, radius, colour.filled())))
+                        .map_err(draw_error)?;
+                }
+                let px: Vec<(i32, i32)> = pts.iter().map(|p| chart.backend_coord(p)).collect();
+                pixels.extend(sample_path(&px));
+            }
+
+            let (xr, yr) = chart.plotting_area().get_pixel_range();
+            let area = Rect {
+                x0: xr.start.max(0) as u32,
+                y0: yr.start.max(0) as u32,
+                x1: (xr.end - 1).max(0) as u32,
+                y1: (yr.end - 1).max(0) as u32,
+            };
+            let names: Vec<&str> = self
+                .series
+                .iter()
+                .map(|s| s.name.as_str())
+                .filter(|n| !n.is_empty())
+                .collect();
+            if self.legend && !names.is_empty() {
+                let margin = (0.6 * f.legend).round() as i32;
+                let gap = (0.8 * f.legend).round() as i32;
+                let text_w = names
+                    .iter()
+                    .map(|n| text_width(n, f.legend))
+                    .try_fold(0, |m, w| w.map(|w| m.max(w)))?;
+                let lw = text_w as i32 + legend_line + gap + 2 * margin;
+                let lh = ((names.len() - 1) as f64 * 1.25 * f.legend + f.legend / 1.24).ceil()
+                    as i32
+                    + 2 * margin;
+                let pos = best_corner(area, (lw, lh), &pixels);
+                chart
+                    .configure_series_labels()
+                    .position(pos)
+                    .margin(margin as u32)
+                    .legend_area_size((legend_line + gap) as u32)
+                    .border_style(LEGEND_EDGE)
+                    .background_style(WHITE.mix(0.85))
+                    .label_font(font(f.legend)?.color(&BLACK))
+                    .draw()
+                    .map_err(draw_error)?;
+            }
+            // matplotlib frames the plot area on all four sides.
+            root.draw(&Rectangle::new(
+                [
+                    (area.x0 as i32, area.y0 as i32),
+                    (area.x1 as i32, area.y1 as i32),
+                ],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(draw_error)?;
+            root.present().map_err(draw_error)?;
+            area
+        };
+        let img = RgbImage::from_raw(w, h, buf)
+            .ok_or_else(|| RenderError::Draw("plot buffer has the wrong size".into()))?;
+        Ok((img, area))
     }
 
     /// Renders and writes the plot as a PNG, atomically (see [`super::save_png`]).
+    ///
+    /// # Errors
+    /// As [`LinePlot::render`] (no file is written then), or the write fails.
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
-        super::save_png(&self.render(), path)
+        super::save_png(&self.render()?, path)
     }
+}
+
+/// Points along a polyline of pixels, at most 4 pixels apart, to tell where the curves run.
+fn sample_path(px: &[(i32, i32)]) -> Vec<(i32, i32)> {
+    let mut out: Vec<(i32, i32)> = px.first().copied().into_iter().collect();
+    for seg in px.windows(2) {
+        let (a, b) = (seg[0], seg[1]);
+        let (dx, dy) = ((b.0 - a.0) as f64, (b.1 - a.1) as f64);
+        let n = (dx.abs().max(dy.abs()) / 4.0).ceil().clamp(1.0, 1e4) as i32;
+        out.extend((1..=n).map(|k| {
+            let t = k as f64 / n as f64;
+            (a.0 + (dx * t).round() as i32, a.1 + (dy * t).round() as i32)
+        }));
+    }
+    out
+}
+
+/// matplotlib's `loc="best"` over the four corners: the corner whose legend box (5 pixels in from
+/// the plot area's sides, as plotters places it) covers the fewest curve pixels, in the order
+/// upper right, upper left, lower left, lower right on ties.
+fn best_corner(area: Rect, (w, h): (i32, i32), pixels: &[(i32, i32)]) -> SeriesLabelPosition {
+    let (x0, y0, x1, y1) = (
+        area.x0 as i32,
+        area.y0 as i32,
+        area.x1 as i32,
+        area.y1 as i32,
+    );
+    let left = x0 + 5;
+    let right = x1 - 5 - w;
+    let top = y0 + 5;
+    let bottom = y1 - 5 - h;
+    let corners = [
+        (SeriesLabelPosition::UpperRight, right, top),
+        (SeriesLabelPosition::UpperLeft, left, top),
+        (SeriesLabelPosition::LowerLeft, left, bottom),
+        (SeriesLabelPosition::LowerRight, right, bottom),
+    ];
+    let covered = |&(bx, by): &(i32, i32)| {
+        pixels
+            .iter()
+            .filter(|p| (bx..=bx + w).contains(&p.0) && (by..=by + h).contains(&p.1))
+            .count()
+    };
+    corners
+        .into_iter()
+        .min_by_key(|c| covered(&(c.1, c.2)))
+        .map(|c| c.0)
+        .unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
 /// Exponential moving average of the finite y values (debiased as in TensorBoard:
@@ -352,62 +554,16 @@ pub fn ema(points: &[(f64, f64)], beta: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn fill(img: &mut RgbImage, x0: u32, y0: u32, x1: u32, y1: u32, c: Rgb<u8>) {
-    for y in y0..=y1.min(img.height() - 1) {
-        for x in x0..=x1.min(img.width() - 1) {
-            img.put_pixel(x, y, c);
-        }
-    }
-}
-
-fn frame(img: &mut RgbImage, r: Rect, c: Rgb<u8>) {
-    fill(img, r.x0, r.y0, r.x1, r.y0, c);
-    fill(img, r.x0, r.y1, r.x1, r.y1, c);
-    fill(img, r.x0, r.y0, r.x0, r.y1, c);
-    fill(img, r.x1, r.y0, r.x1, r.y1, c);
-}
-
-/// A 2-pixel-wide Bresenham line from `p` to `q`, clipped to `clip`.
-fn line(img: &mut RgbImage, p: (i64, i64), q: (i64, i64), c: Rgb<u8>, clip: Rect) {
-    let (dx, dy) = ((q.0 - p.0).abs(), -(q.1 - p.1).abs());
-    let (sx, sy) = (
-        if p.0 < q.0 { 1 } else { -1 },
-        if p.1 < q.1 { 1 } else { -1 },
-    );
-    let (mut x, mut y, mut err) = (p.0, p.1, dx + dy);
-    loop {
-        for (u, v) in [(x, y), (x + 1, y), (x, y + 1), (x + 1, y + 1)] {
-            if (clip.x0 as i64..=clip.x1 as i64).contains(&u)
-                && (clip.y0 as i64..=clip.y1 as i64).contains(&v)
-            {
-                img.put_pixel(u as u32, v as u32, c);
-            }
-        }
-        if (x, y) == q {
-            break;
-        }
-        let e2 = 2 * err;
-        if e2 >= dy {
-            err += dy;
-            x += sx;
-        }
-        if e2 <= dx {
-            err += dx;
-            y += sy;
-        }
-    }
-}
-
-/// Axis limits (data range padded by 4 %, or a unit range around constant/absent data) and ticks.
-/// On a log axis the values are log10 already; ticks sit at decades when at least two fit, else at
-/// nice linear values.
-fn axis(values: impl Iterator<Item = f64>, log: bool, target: u32) -> Axis {
-    let (mut lo, mut hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    if lo > hi {
-        (lo, hi) = if log { (-1.0, 0.0) } else { (0.0, 1.0) };
-    }
+/// Axis limits (the data range with 5 % margins, or a range around constant data) and ticks.
+/// On a log axis the values are log10 already; ticks sit at decades when at least two fit (with
+/// minor ticks at 2…9 × 10^k when every decade is labelled), else at nice linear values.
+/// `values` is not empty.
+fn axis(values: &[f64], log: bool, target: usize) -> Axis {
+    let (mut lo, mut hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     if hi / 2.0 - lo / 2.0 <= 1e-12 * lo.abs().max(hi.abs()) {
         let pad = if log {
             0.5
@@ -418,45 +574,72 @@ fn axis(values: impl Iterator<Item = f64>, log: bool, target: u32) -> Axis {
         };
         (lo, hi) = (lo - pad, hi + pad);
     } else {
-        let pad = 0.08 * (hi / 2.0 - lo / 2.0);
+        let pad = 0.05 * (hi / 2.0 - lo / 2.0) * 2.0;
         (lo, hi) = ((lo - pad).max(f64::MIN), (hi + pad).min(f64::MAX));
     }
-    // On a log axis lo and hi are exponents (|.| < 400), so this range is short.
-    let decades: Vec<f64> = match log {
-        true => (lo.ceil() as i64..=hi.floor() as i64)
-            .map(|k| k as f64)
-            .collect(),
+    // On a log axis lo and hi are exponents (|.| < 400), so these ranges are short.
+    let decades: Vec<i64> = match log {
+        true => (lo.ceil() as i64..=hi.floor() as i64).collect(),
         false => Vec::new(),
     };
-    let ticks = if decades.len() >= 2 {
-        let step = decades.len().div_ceil(target as usize);
-        decades
+    let (ticks, minor) = if decades.len() >= 2 {
+        let step = decades.len().div_ceil(target);
+        let ticks = decades
             .iter()
             .step_by(step)
-            .map(|&k| (k, fmt_tick(10f64.powf(k), 10f64.powf(k))))
-            .collect()
+            .map(|&k| (k as f64, power_of_ten(k)))
+            .collect();
+        let minor = match step {
+            1 => (lo.floor() as i64..=hi.ceil() as i64)
+                .flat_map(|k| (2..10).map(move |m| k as f64 + (m as f64).log10()))
+                .filter(|v| (lo..=hi).contains(v))
+                .collect(),
+            _ => Vec::new(),
+        };
+        (ticks, minor)
     } else if log {
         let (a, b) = (10f64.powf(lo), 10f64.powf(hi));
-        nice_ticks(a, b, target)
+        let ticks = nice_ticks(a, b, target)
             .into_iter()
             .filter(|t| t.0 > 0.0)
             .map(|(v, s)| (v.log10(), s))
-            .collect()
+            .collect();
+        (ticks, Vec::new())
     } else {
-        nice_ticks(lo, hi, target)
+        (nice_ticks(lo, hi, target), Vec::new())
     };
-    Axis { lo, hi, ticks }
+    // plotters maps with `(v - lo) / (hi - lo)`: keep that span finite.
+    let scale = if (hi - lo).is_finite() { 1.0 } else { 0.25 };
+    Axis {
+        lo: lo * scale,
+        hi: hi * scale,
+        scale,
+        ticks: ticks.into_iter().map(|(v, s)| (v * scale, s)).collect(),
+        minor: minor.into_iter().map(|v| v * scale).collect(),
+    }
 }
 
-/// Multiples of a nice step (1, 2 or 5 × 10^k) inside `[lo, hi]`, about `target` of them.
-fn nice_ticks(lo: f64, hi: f64, target: u32) -> Vec<(f64, String)> {
+/// `10^k` with a superscript exponent, as matplotlib labels log axes: `10⁻²`.
+fn power_of_ten(k: i64) -> String {
+    const SUP: [char; 10] = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
+    let digits: String = k
+        .unsigned_abs()
+        .to_string()
+        .chars()
+        .map(|c| SUP[c.to_digit(10).unwrap_or(0) as usize])
+        .collect();
+    format!("10{}{digits}", if k < 0 { "⁻" } else { "" })
+}
+
+/// Multiples of a nice step (1, 2 or 5 × 10^k) inside `[lo, hi]`, at most about `target` + 1.
+fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<(f64, String)> {
     let raw = (hi / 2.0 - lo / 2.0) / target as f64 * 2.0;
     let mag = 10f64.powi(exp10(raw));
     let step = mag
         * match raw / mag {
-            n if n < 1.5 => 1.0,
-            n if n < 3.0 => 2.0,
-            n if n < 7.0 => 5.0,
+            n if n <= 1.0 => 1.0,
+            n if n <= 2.0 => 2.0,
+            n if n <= 5.0 => 5.0,
             _ => 10.0,
         };
     if !(step > 0.0 && step.is_finite()) {
@@ -466,7 +649,7 @@ fn nice_ticks(lo: f64, hi: f64, target: u32) -> Vec<(f64, String)> {
         (lo / step - 1e-9).ceil() as i64,
         (hi / step + 1e-9).floor() as i64,
     );
-    (a..=b.min(a + 4 * target as i64))
+    (a..=b.min(a + 2 * target as i64))
         .map(|i| i as f64 * step)
         .filter(|v| v.is_finite())
         .map(|v| (v, fmt_tick(v, step)))
