@@ -514,36 +514,26 @@ impl SamCheckpoint {
         VarBuilder::from_tensors(self.tensors.clone(), dtype, device)
     }
 
-    /// Writes all tensors to a safetensors file. The data goes to a temporary file in the same
-    /// folder that is renamed over `path` only once complete, so a failure never leaves a
-    /// half-written file.
+    /// Writes all tensors to a safetensors file with [`save_safetensors_atomic`], so a failure
+    /// never leaves a half-written file.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Candle`].
+    /// [`Error::Fs`].
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         save_safetensors_atomic(&self.tensors, path.as_ref())
     }
 }
 
-/// Writes `tensors` to `path` through a temporary file renamed on success.
+/// Writes `tensors` to a safetensors file at `path` atomically and durably, through
+/// [`masam_fs::atomic_write_path`] (temporary file in the same folder, fsync, rename, fsync of
+/// the folder). A failure never leaves a half-written file at `path`.
+///
+/// # Errors
+/// [`Error::Fs`]: the safetensors encoder's error ([`masam_fs::FsError::Produce`]) or the
+/// file-system error, as its source.
 pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io(std::io::Error::other("no file name")))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = candle_core::safetensors::save(tensors, &tmp)
-        .map_err(Error::from)
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(io));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    masam_fs::atomic_write_path(path, |tmp| candle_core::safetensors::save(tensors, tmp))?;
+    Ok(())
 }
 
 /// A `VarBuilder` backend that creates nothing: it records every requested name and shape and

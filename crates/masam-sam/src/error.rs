@@ -68,6 +68,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file atomically failed (see [`masam_fs::FsError`], which names the file and
+    /// keeps the encoder's or the OS error as its source).
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -11,7 +11,11 @@ pub enum TrainError {
     /// A tensor operation failed inside candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    /// A file could not be read, written, synced or renamed.
+    /// A file could not be written atomically (create, write, sync, rename); names the file and
+    /// keeps the underlying error as its source.
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
+    /// A file could not be read.
     #[error("I/O error on {path}: {source}")]
     Io {
         /// The file or directory involved.

@@ -19,6 +19,10 @@ pub enum VolumeError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file atomically failed, or an input is not a regular file (see
+    /// [`masam_fs::FsError`], which names the file and keeps the OS error as its source).
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// The file is not a NIfTI-1 file or its header is inconsistent (magic, sizeof_hdr, dims).
     #[error("{path}: invalid NIfTI header: {reason}")]
     InvalidHeader {

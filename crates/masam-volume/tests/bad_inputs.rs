@@ -81,6 +81,7 @@ fn named_path(e: &VolumeError) -> Option<&Path> {
         VolumeError::ShapeMismatch { label, .. } | VolumeError::AffineMismatch { label, .. } => {
             label
         }
+        VolumeError::Fs(e) => e.path(),
         _ => return None,
     })
 }
@@ -397,7 +398,11 @@ fn writer_never_leaves_partial_files() {
     let e = NiftiWriter::new()
         .write(d.path("no_such_dir/out.nii"), &v)
         .unwrap_err();
-    assert!(matches!(e, VolumeError::Io { .. }), "{e}");
+    assert!(matches!(e, VolumeError::Fs(_)), "{e}");
+    assert_eq!(
+        named_path(&e),
+        Some(d.path("no_such_dir/out.nii").as_path())
+    );
     // Overwriting keeps the old file until the new one is complete; afterwards only outputs remain.
     NiftiWriter::new().write(&target, &v).unwrap();
     NiftiWriter::new()

@@ -143,11 +143,8 @@ pub fn write_rgb_png(path: impl AsRef<Path>, rgb: &Array3<u8>) -> Result<()> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    crate::io::writer::atomic_write(path, |mut f| {
-        use std::io::Write;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    })
+    masam_fs::atomic_write_bytes(path, &bytes)?;
+    Ok(())
 }
 
 /// Sorted `.png` files of a folder; [`VolumeError::Empty`] when there are none.
