@@ -18,7 +18,7 @@ use candle_core::cuda_backend::cudarc::nvrtc;
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result};
 
-use crate::op::Conv3dGeometry;
+use crate::geometry::Conv3dGeometry;
 
 const MODULE: &str = "masam_conv3d";
 const SRC: &str = include_str!("../kernels/conv3d.cu");

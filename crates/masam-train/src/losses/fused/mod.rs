@@ -23,7 +23,8 @@ use rayon::prelude::*;
 
 use self::cpu::{Geometry, CHUNK};
 use self::op::{label_slice, with_labels, DiceCeOp, LabelSlice};
-use super::dice_ce::{DiceCeLossConfig, DiceCeOutput};
+use super::dice_ce_config::DiceCeLossConfig;
+use super::dice_ce_output::DiceCeOutput;
 use crate::error::{Result, TrainError};
 
 /// (counted pixels, invalid labels) of a label slice.
