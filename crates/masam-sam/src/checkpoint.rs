@@ -151,6 +151,16 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::BadCheckpoint {
         path: path.to_path_buf(),
         reason: reason.into(),
+        source: None,
+    }
+}
+
+/// [`Error::BadCheckpoint`] caused by candle's reader (kept as the source).
+fn unreadable(path: &Path, source: candle_core::Error) -> Error {
+    Error::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason: source.to_string(),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -174,7 +184,7 @@ fn read_magic(path: &Path) -> Result<Vec<u8>> {
 fn guarded<T>(path: &Path, f: impl FnOnce() -> candle_core::Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(bad(path, e.to_string())),
+        Ok(Err(e)) => Err(unreadable(path, e)),
         Err(_) => Err(bad(path, "the reader panicked on malformed data")),
     }
 }
@@ -183,7 +193,7 @@ fn tidy(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<HashMap<String, T
     tensors
         .into_iter()
         .map(|(k, t)| {
-            let t = t.contiguous().map_err(|e| bad(path, e.to_string()))?;
+            let t = t.contiguous().map_err(|e| unreadable(path, e))?;
             Ok((k, t))
         })
         .collect()

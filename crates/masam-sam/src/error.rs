@@ -43,8 +43,12 @@ pub enum Error {
     BadCheckpoint {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
+        /// What went wrong (including the reader's message, if any).
         reason: String,
+        /// The reader's error (a `candle_core::Error`, boxed to keep [`Error`] small), when the
+        /// file was rejected by candle's reader.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// An invalid configuration value.
     #[error("invalid configuration: {0}")]

@@ -279,10 +279,14 @@ fn corrupt_files_are_bad_checkpoints() {
     // Truncated zip.
     let truncated = temp_path("truncated.pth");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(matches!(
-        SamCheckpoint::load(&truncated),
-        Err(Error::BadCheckpoint { .. })
-    ));
+    let e = SamCheckpoint::load(&truncated).unwrap_err();
+    assert!(matches!(e, Error::BadCheckpoint { .. }), "{e}");
+    // The reader's own error is kept as the source.
+    let source = std::error::Error::source(&e).expect("a source");
+    assert!(
+        source.downcast_ref::<candle_core::Error>().is_some(),
+        "{source}"
+    );
     // Legacy (non-zip) torch.save: starts with a pickle protocol marker.
     let legacy = temp_path("legacy.pth");
     std::fs::write(

@@ -66,6 +66,14 @@ pub enum TrainError {
         /// The ignore index in use.
         ignore_index: i64,
     },
+    /// A CPU-only path got a tensor stored on another device.
+    #[error("{what} must be on the CPU, found {device:?}")]
+    NotOnCpu {
+        /// Which tensor.
+        what: &'static str,
+        /// Where it is.
+        device: candle_core::DeviceLocation,
+    },
     /// A configuration value is out of range.
     #[error("invalid config: {0}")]
     InvalidConfig(String),

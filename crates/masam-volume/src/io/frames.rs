@@ -79,14 +79,16 @@ pub fn read_rgb_frame(path: impl AsRef<Path>) -> Result<Array3<u8>> {
         .decode()
         .map_err(|e| VolumeError::Image {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: VolumeError::caused("", &e),
+            source: Some(e.into()),
         })?
         .to_rgb8();
     let (w, h) = img.dimensions();
     Array3::from_shape_vec((h as usize, w as usize, 3), img.into_raw()).map_err(|e| {
         VolumeError::Image {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: VolumeError::caused("", &e),
+            source: Some(e.into()),
         }
     })
 }
@@ -141,7 +143,8 @@ pub fn write_rgb_png(path: impl AsRef<Path>, rgb: &Array3<u8>) -> Result<()> {
     )
     .map_err(|e| VolumeError::Image {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: VolumeError::caused("", &e),
+        source: Some(e.into()),
     })?;
     masam_fs::atomic_write_bytes(path, &bytes)?;
     Ok(())
