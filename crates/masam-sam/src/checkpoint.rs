@@ -646,10 +646,11 @@ pub enum ParamSource {
     },
 }
 
-/// A `VarBuilder` backend with the reference's initialisation semantics (`reference-spec.md`
-/// §1.11): a requested tensor whose name **and** shape match the (converted) checkpoint is taken
-/// from it, anything else is freshly initialised by a [`SeededVarMap`]. Records where every
-/// parameter came from.
+/// A `VarBuilder` backend with the reference's initialisation semantics: the authors' code loads
+/// the SAM checkpoint with a `load_state_dict` that fails but, before raising, has copied every
+/// tensor whose name and shape match. So here a requested tensor whose name **and** shape match
+/// the (converted) checkpoint is taken from it, anything else is freshly initialised by a
+/// [`SeededVarMap`]. Records where every parameter came from.
 ///
 /// ```
 /// use std::collections::HashMap;

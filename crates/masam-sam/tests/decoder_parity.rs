@@ -181,7 +181,8 @@ fn point_and_box_prompts_match_reference() {
 
 #[test]
 fn box_prompted_decoder_matches_bbox_outputs() {
-    // §1.12: one box per slice, tokens per image, image embeddings not repeated.
+    // As in the authors' box-prompt variant: one box per slice, tokens per image, image
+    // embeddings not repeated.
     let (pe, dec) = modules(&weights_vb());
     let out = load("outputs.safetensors");
     let bbox = load("bbox_outputs.safetensors");

@@ -1,8 +1,8 @@
 //! Video frame folders (EndoVis18 layout): RGB frames and colour-coded label PNGs.
 //!
-//! Labels are decoded with the reference's colour map (`reference-spec.md` §2.1): an exact RGB
-//! match gives the class id, anything else is background 0. [`encode_label_frame`] is the exact
-//! inverse for ids present in the map.
+//! Labels are decoded with the colour map of the authors' EndoVis18 preprocessing script (see
+//! [`ColorMap::endovis18`]): an exact RGB match gives the class id, anything else is background
+//! 0. [`encode_label_frame`] is the exact inverse for ids present in the map.
 //!
 //! ```
 //! use masam_volume::io::frames::{decode_label_rgb, encode_label_frame, ColorMap};
