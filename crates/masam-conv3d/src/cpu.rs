@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{gemm_acc, Mat, Taps};
+use crate::gemm::{gemm_acc, Mat, MatMut, Taps};
 use crate::geometry::{Conv3dGeometry, Conv3dKernel};
 use crate::winograd;
 
@@ -285,10 +285,7 @@ fn depth_only_forward(g: &Conv3dGeometry, x: &[f32], taps: &Taps, y: &mut [f32])
                 o,
                 (z1 - z0) * hw,
                 c,
-                yn,
-                z0 * hw,
-                od * hw,
-                1,
+                MatMut::rows(yn, z0 * hw, od * hw),
                 taps.mat(t),
                 rhs,
             );
@@ -325,7 +322,7 @@ fn depth_only_weight_grad(g: &Conv3dGeometry, x: &[f32], gy: &[f32]) -> Vec<f32>
                 rs: 1,
                 cs: d * hw,
             };
-            gemm_acc(o, c, (z1 - z0) * hw, &mut tap, 0, c, 1, lhs, rhs);
+            gemm_acc(o, c, (z1 - z0) * hw, MatMut::rows(&mut tap, 0, c), lhs, rhs);
         }
         for (i, v) in tap.iter().enumerate() {
             gw[i * kd + t] = *v;
@@ -410,7 +407,14 @@ fn general_forward(g: &Conv3dGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
                 rs: cols,
                 cs: 1,
             };
-            gemm_acc(o, cols, rows, yn, z0 * plane, od * plane, 1, lhs, rhs);
+            gemm_acc(
+                o,
+                cols,
+                rows,
+                MatMut::rows(yn, z0 * plane, od * plane),
+                lhs,
+                rhs,
+            );
         }
     }
 }
@@ -445,7 +449,7 @@ fn general_weight_grad(g: &Conv3dGeometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
                 rs: 1,
                 cs: cols,
             };
-            gemm_acc(o, rows, cols, &mut gw, 0, rows, 1, lhs, rhs);
+            gemm_acc(o, rows, cols, MatMut::rows(&mut gw, 0, rows), lhs, rhs);
         }
     }
     gw

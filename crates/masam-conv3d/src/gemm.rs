@@ -22,6 +22,27 @@ pub(crate) struct Mat<'a> {
     pub(crate) cs: usize,
 }
 
+/// A strided mutable matrix view into a slice (the destination of a GEMM), bounds-checked
+/// before use.
+pub(crate) struct MatMut<'a> {
+    pub(crate) data: &'a mut [f32],
+    pub(crate) off: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// Contiguous rows starting at `off`, `rs` apart.
+    pub(crate) fn rows(data: &'a mut [f32], off: usize, rs: usize) -> Self {
+        Self {
+            data,
+            off,
+            rs,
+            cs: 1,
+        }
+    }
+}
+
 fn check_bounds(len: usize, off: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
     let last = off + (rows - 1) * rs + (cols - 1) * cs;
     assert!(
@@ -31,36 +52,27 @@ fn check_bounds(len: usize, off: usize, rows: usize, cols: usize, rs: usize, cs:
 }
 
 /// `dst (m×n) += lhs (m×k) · rhs (k×n)` for strided views, through `gemm`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_acc(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_off: usize,
-    dst_rs: usize,
-    dst_cs: usize,
-    lhs: Mat,
-    rhs: Mat,
-) {
-    gemm_into(m, n, k, dst, dst_off, dst_rs, dst_cs, lhs, rhs, true)
+pub(crate) fn gemm_acc(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
+    gemm_into(m, n, k, dst, lhs, rhs, true)
 }
 
 /// `dst (m×n) (+)= lhs (m×k) · rhs (k×n)` for strided views, through `gemm`; `accumulate =
 /// false` overwrites `dst` (zero when `k == 0`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
-    dst_off: usize,
-    dst_rs: usize,
-    dst_cs: usize,
+    dst: MatMut,
     lhs: Mat,
     rhs: Mat,
     accumulate: bool,
 ) {
+    let MatMut {
+        data: dst,
+        off: dst_off,
+        rs: dst_rs,
+        cs: dst_cs,
+    } = dst;
     if m == 0 || n == 0 {
         return;
     }

@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{gemm_into, Mat, Taps};
+use crate::gemm::{gemm_into, Mat, MatMut, Taps};
 use crate::geometry::Conv3dGeometry;
 
 /// The largest number of points (`α = m + r − 1`) the [`Conv3dKernel::Auto`] selection uses.
@@ -559,7 +559,15 @@ pub(crate) fn forward_within(
                     rs: alpha * k_cols,
                     cs: 1,
                 };
-                gemm_into(o, k_cols, c, mb, i * o * k_cols, k_cols, 1, lhs, rhs, false);
+                gemm_into(
+                    o,
+                    k_cols,
+                    c,
+                    MatMut::rows(mb, i * o * k_cols, k_cols),
+                    lhs,
+                    rhs,
+                    false,
+                );
             }
             // output transform: y[n, :, z0 + k] += Σ_i Aᵀ[k, i] M_i
             let mb = &mbuf.0[..o * alpha * k_cols];
@@ -774,7 +782,15 @@ pub(crate) fn weight_grad_within(
                     rs: 1,
                     cs: alpha * k_cols,
                 };
-                gemm_into(o, c, k_cols, acc, i * o * c, c, 1, lhs, rhs, false);
+                gemm_into(
+                    o,
+                    c,
+                    k_cols,
+                    MatMut::rows(acc, i * o * c, c),
+                    lhs,
+                    rhs,
+                    false,
+                );
             }
             // output transform (f64): gw[:, :, t] += Σ_i Aᵀ[t, i] acc_i
             let acc = &acc[..];
