@@ -420,23 +420,23 @@ impl NiftiReader {
         }
         let _ = all_bytes;
         if header.bitpix as usize != stored.size() * 8 {
-            return Err(VolumeError::InvalidHeader {
-                path: path.to_path_buf(),
-                reason: format!(
+            return Err(VolumeError::invalid_header(
+                path,
+                format!(
                     "bitpix {} does not match datatype {} ({} bits)",
                     header.bitpix,
                     header.datatype,
                     stored.size() * 8
                 ),
-            });
+            ));
         }
         // Skip to the data: vox_offset (from the file start), plus earlier 4D volumes.
         let vox_offset = header.vox_offset;
         if !(vox_offset.is_finite() && vox_offset >= HEADER_SIZE as f32) {
-            return Err(VolumeError::InvalidHeader {
-                path: path.to_path_buf(),
-                reason: format!("vox_offset {vox_offset} is before the end of the header"),
-            });
+            return Err(VolumeError::invalid_header(
+                path,
+                format!("vox_offset {vox_offset} is before the end of the header"),
+            ));
         }
         let skip = (vox_offset as u64 - HEADER_SIZE as u64) + vol_bytes * index as u64;
         let skipped = std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
@@ -500,7 +500,8 @@ impl NiftiReader {
         );
         let data = Array3::from_shape_vec(shape, data).map_err(|e| VolumeError::InvalidHeader {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: VolumeError::caused("voxel data", &e),
+            source: Some(e.into()),
         })?;
         let volume = Volume {
             data,
@@ -570,10 +571,7 @@ fn read_header_from(
             Err(e) => return Err(VolumeError::io(path, e)),
         }
     }
-    let invalid = |reason: String| VolumeError::InvalidHeader {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let invalid = |reason: String| VolumeError::invalid_header(path, reason);
     if got < HEADER_SIZE {
         return Err(invalid(format!(
             "file holds {got} bytes, shorter than the {HEADER_SIZE}-byte header"
@@ -586,7 +584,12 @@ fn read_header_from(
             "sizeof_hdr is {size_le} (expected 348; NIfTI-2 and non-NIfTI files are not supported)"
         )));
     }
-    let header = nifti::NiftiHeader::from_reader(&bytes[..]).map_err(|e| invalid(e.to_string()))?;
+    let header =
+        nifti::NiftiHeader::from_reader(&bytes[..]).map_err(|e| VolumeError::InvalidHeader {
+            path: path.to_path_buf(),
+            reason: VolumeError::caused("", &e),
+            source: Some(e.into()),
+        })?;
     if &header.magic == b"ni1\0" {
         return Err(invalid(
             "magic 'ni1' (separate .hdr/.img pair) is not supported; convert to .nii".into(),
