@@ -40,6 +40,9 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written (atomically: the target is left as it was).
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// A dataset folder without the files its layout needs.
     #[error("{path}: {reason}")]
     Dataset {

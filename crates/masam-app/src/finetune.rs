@@ -91,7 +91,7 @@ pub fn run(
     crate::runtime::tune_allocator();
     std::fs::create_dir_all(&cfg.out_dir).map_err(io_at(&cfg.out_dir))?;
     let config_path = cfg.out_dir.join(crate::run_dir::CONFIG_FILE);
-    std::fs::write(&config_path, toml::to_string_pretty(cfg)?).map_err(io_at(&config_path))?;
+    masam_fs::atomic_write_bytes(&config_path, toml::to_string_pretty(cfg)?.as_bytes())?;
 
     let model = initial_model(cfg)?;
     let data = cfg.data.load()?;
@@ -207,5 +207,5 @@ fn write_loss_csv(path: &std::path::Path, history: &[StepStats]) -> Result<()> {
             s.step, s.lr, s.loss, s.ce, s.dice
         ));
     }
-    std::fs::write(path, csv).map_err(io_at(path))
+    Ok(masam_fs::atomic_write_bytes(path, csv.as_bytes())?)
 }
