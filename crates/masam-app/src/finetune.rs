@@ -12,7 +12,8 @@ use masam_adapter::volume::transforms::SliceStack;
 use masam_adapter::{MaSam, SamCheckpoint, StepStats, Trainer};
 
 use crate::error::io_at;
-use crate::{FinetuneConfig, Result};
+use crate::loss_log::LossLog;
+use crate::{AppError, FinetuneConfig, Result};
 
 /// File name of the resumable training state inside a run folder.
 pub const TRAIN_STATE_FILE: &str = "train_state.safetensors";
@@ -120,6 +121,11 @@ pub fn run(
         4,
         cfg.sampling,
     )?;
+    let mut loss_log = LossLog::open(cfg.out_dir.join("loss.csv"), trainer.current_step())?;
+    let mut last_checkpoint = cfg
+        .resume
+        .then(|| trainer.current_step())
+        .filter(|&s| s > 0);
     let test = data.test;
     let names = data.class_names;
     let start = Instant::now();
@@ -134,12 +140,25 @@ pub fn run(
         let micro: Vec<_> = (0..cfg.trainer.accumulation)
             .map(|_| loader.next_batch().map(|(_, b)| b))
             .collect::<masam_adapter::Result<_>>()?;
-        let s = trainer.step(&micro)?;
+        let s = match trainer.step(&micro) {
+            Ok(s) => s,
+            Err(source @ masam_adapter::Error::NonFinite { .. }) => {
+                loss_log.sync()?;
+                return Err(AppError::Diverged {
+                    source: Box::new(source),
+                    checkpoint: last_checkpoint.map(|step| (ckpt.clone(), step)),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         on_step(&s);
+        loss_log.append(&s)?;
         history.push(s);
         let step = trainer.current_step();
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
             trainer.save(&ckpt)?;
+            loss_log.sync()?;
+            last_checkpoint = Some(step);
         }
         if cfg.eval_every > 0 && !test.is_empty() && step % cfg.eval_every == 0 {
             let mean = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?.mean();
@@ -154,7 +173,10 @@ pub fn run(
     let train_seconds = start.elapsed().as_secs_f64();
     trainer.save(&ckpt)?;
     model.save_trainable(cfg.out_dir.join(crate::run_dir::WEIGHTS_FILE))?;
-    write_loss_csv(&cfg.out_dir.join("loss.csv"), &history)?;
+    loss_log.sync()?;
+    // the whole history, earlier processes of a resumed run included
+    let all_steps = crate::loss_log::read_losses(loss_log.path())?;
+    drop(loss_log);
 
     let (dice, preds) = if test.is_empty() {
         (None, vec![])
@@ -172,7 +194,7 @@ pub fn run(
     crate::figures::write_figures(
         &cfg.out_dir,
         &crate::figures::RunHistory {
-            steps: &history,
+            steps: &all_steps,
             evaluations: &evals,
         },
         &crate::figures::HeldOut {
@@ -196,16 +218,4 @@ pub fn run(
             evaluations: evals,
         },
     ))
-}
-
-/// Writes the per-step losses as CSV (`step,lr,loss,ce,dice`).
-fn write_loss_csv(path: &std::path::Path, history: &[StepStats]) -> Result<()> {
-    let mut csv = String::from("step,lr,loss,ce,dice\n");
-    for s in history {
-        csv.push_str(&format!(
-            "{},{:.6e},{:.6},{:.6},{:.6}\n",
-            s.step, s.lr, s.loss, s.ce, s.dice
-        ));
-    }
-    Ok(masam_fs::atomic_write_bytes(path, csv.as_bytes())?)
 }
