@@ -460,6 +460,19 @@ impl NiftiReader {
         if got as u64 != vol_bytes {
             return Err(truncated(path, got as u64, vol_bytes));
         }
+        if is_gzip(path)? {
+            // the gzip trailer (CRC-32 and length of the whole stream) is only checked at its
+            // end: read the rest, so that a corrupted file is an error and not silent garbage
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| {
+                VolumeError::InvalidHeader {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "the gzip stream is corrupt (checksum or length mismatch): {e}"
+                    ),
+                    source: Some(e.into()),
+                }
+            })?;
+        }
         let (slope, inter) = effective_scaling(header.scl_slope, header.scl_inter);
         let big = header.endianness == nifti::Endianness::Big;
         let size = stored.size();
@@ -540,6 +553,14 @@ fn truncated(path: &Path, got: u64, expected: u64) -> VolumeError {
 }
 
 /// Opens a file, transparently gunzipping when it starts with the gzip magic.
+/// True when the file starts with the gzip magic bytes.
+fn is_gzip(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 2];
+    let mut f = File::open(path).map_err(|e| VolumeError::io(path, e))?;
+    let n = f.read(&mut head).map_err(|e| VolumeError::io(path, e))?;
+    Ok(n == 2 && head == [0x1f, 0x8b])
+}
+
 pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
     let file = File::open(path).map_err(|e| VolumeError::io(path, e))?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
