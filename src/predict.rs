@@ -32,7 +32,7 @@ pub fn predict_volume(
 /// [`predict_volume`], but every window gets the 3D box `box3d` (voxel indices of `image`)
 /// projected onto the model grid as a per-slice 2D box prompt, tiled over the stack as the
 /// reference does. Windows whose slices all miss the box predict background without running the
-/// model.
+/// model. A box that is inverted or reaches outside the volume is an [`Error::Box`].
 pub fn predict_volume_with_box(
     model: &MaSam,
     image: &Volume<f32>,
@@ -41,13 +41,7 @@ pub fn predict_volume_with_box(
     device: &Device,
     box3d: &Box3d,
 ) -> Result<Volume<u8>> {
-    let [z, y, x] = image.shape_zyx();
-    if box3d.z1 >= z || box3d.y1 >= y || box3d.x1 >= x || box3d.z0 > box3d.z1 {
-        return Err(Error::Config(format!(
-            "box {box3d:?} does not fit the volume of shape (z, y, x) = {:?}",
-            [z, y, x]
-        )));
-    }
+    box3d.check(image.shape_zyx())?;
     predict(model, image, stack, batch, device, Some(box3d))
 }
 
