@@ -57,6 +57,12 @@ pub struct FinetuneArgs {
     /// `--features cuda`).
     #[arg(long, value_name = "DEV")]
     pub device: Option<String>,
+    /// Mask decoder: `sam` (SAM's 2 upscaling stages, then bilinear to the input size),
+    /// `progressive` (the reference's 4 transposed-convolution stages) or `fusion` (the
+    /// progressive stages fused with intermediate encoder features, U-shaped) [default:
+    /// progressive, or the config's].
+    #[arg(long, value_name = "KIND", value_parser = ["sam", "progressive", "fusion"])]
+    pub decoder: Option<String>,
     /// Box prompts: `tight` (the 3D box of --box-class in each volume's label), `relaxed` (that
     /// box grown by --box-margin voxels per face) or `none` (prompt-free MA-SAM) [default: none,
     /// or the config's `box_prompt`]. Training boxes are jittered by --box-jitter pixels; held-out
@@ -222,6 +228,12 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         cfg.time_budget_s = Some(m * 60.0);
     }
     cfg.resume = args.resume;
+    if let Some(d) = &args.decoder {
+        let kind: masam_adapter::sam::mask_decoder::DecoderKind = d
+            .parse()
+            .map_err(|e: masam_adapter::sam::Error| CliError::Usage(e.to_string()))?;
+        cfg.model = cfg.model.with_decoder(kind);
+    }
     apply_box_flags(args, &mut cfg)?;
     if let Some(p) = &cfg.sam_checkpoint {
         if !p.is_file() {

@@ -223,3 +223,52 @@ fn box_prompted_finetune_and_predict() {
     assert!(msg.contains("no box for input `case42.nii.gz`"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn every_decoder_trains_and_predicts_from_the_cli() {
+    let dir = temp_dir("decoders");
+    let cfg_path = dir.join("tiny.toml");
+    std::fs::write(&cfg_path, toml::to_string_pretty(&tiny_config()).unwrap()).unwrap();
+    let (image, _) = Phantom::new(phantom()).unwrap().case(7);
+    let img = dir.join("case7.nii.gz");
+    NiftiWriter::new().write(&img, &image).unwrap();
+    for kind in ["sam", "progressive", "fusion"] {
+        let run = dir.join(kind);
+        let out = ok(masam(&[
+            "finetune",
+            "--config",
+            p(&cfg_path),
+            "--out",
+            p(&run),
+            "--decoder",
+            kind,
+        ]));
+        assert!(out.contains("trained 2 steps"), "{kind}: {out}");
+        let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(
+            saved.contains(&format!("kind = \"{kind}\"")),
+            "{kind}: {saved}"
+        );
+        let pred = dir.join(format!("{kind}.nii.gz"));
+        ok(masam(&[
+            "predict",
+            "--run",
+            p(&run),
+            "--input",
+            p(&img),
+            "--output",
+            p(&pred),
+        ]));
+        let back = NiftiReader::new().read::<u8>(&pred).unwrap().volume;
+        assert_eq!(back.shape_zyx(), image.shape_zyx(), "{kind}");
+    }
+    let msg = fails(masam(&[
+        "finetune",
+        "--config",
+        p(&cfg_path),
+        "--decoder",
+        "unet",
+    ]));
+    assert!(msg.contains("sam") && msg.contains("fusion"), "{msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}
