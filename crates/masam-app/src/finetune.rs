@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use masam_adapter::data::{BatchLoader, InMemoryStacks, StackSource};
-use masam_adapter::evaluate::{evaluate, evaluate_with_predictions};
+use masam_adapter::evaluate::evaluate_with_box_prompts;
 use masam_adapter::metrics::MetricReport;
 use masam_adapter::volume::augment::{Recipe, RecipeConfig};
 use masam_adapter::volume::transforms::SliceStack;
@@ -102,11 +102,11 @@ pub fn run(
     } else {
         None
     };
-    let source: Arc<dyn StackSource> = Arc::new(InMemoryStacks::new(
-        data.train,
-        SliceStack::new(scfg)?,
-        recipe,
-    )?);
+    let mut stacks = InMemoryStacks::new(data.train, SliceStack::new(scfg)?, recipe)?;
+    if let Some(bp) = cfg.box_prompt {
+        stacks = stacks.with_box_prompts(bp, cfg.trainer.seed)?;
+    }
+    let source: Arc<dyn StackSource> = Arc::new(stacks);
 
     let mut trainer = Trainer::new(&model, cfg.trainer.clone())?;
     let ckpt = cfg.out_dir.join(TRAIN_STATE_FILE);
@@ -161,7 +161,10 @@ pub fn run(
             last_checkpoint = Some(step);
         }
         if cfg.eval_every > 0 && !test.is_empty() && step % cfg.eval_every == 0 {
-            let mean = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?.mean();
+            let bp = cfg.box_prompt.as_ref();
+            let mean = evaluate_with_box_prompts(&model, &test, &scfg, &names, cfg.eval_batch, bp)?
+                .0
+                .mean();
             evals.push((step, mean));
             if best.is_none_or(|b| mean > b) {
                 best = Some(mean);
@@ -181,8 +184,14 @@ pub fn run(
     let (dice, preds) = if test.is_empty() {
         (None, vec![])
     } else {
-        let (report, preds) =
-            evaluate_with_predictions(&model, &test, &scfg, &names, cfg.eval_batch)?;
+        let (report, preds) = evaluate_with_box_prompts(
+            &model,
+            &test,
+            &scfg,
+            &names,
+            cfg.eval_batch,
+            cfg.box_prompt.as_ref(),
+        )?;
         report.write_csv(cfg.out_dir.join("metrics.csv"))?;
         report.write_json(cfg.out_dir.join("metrics.json"))?;
         (Some(report), preds)
