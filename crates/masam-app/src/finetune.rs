@@ -86,6 +86,18 @@ pub fn initial_model(cfg: &FinetuneConfig) -> Result<MaSam> {
 /// `metrics.csv`/`metrics.json` and the figures of [`crate::figures::write_figures`].
 pub fn run(
     cfg: &FinetuneConfig,
+    on_step: impl FnMut(&StepStats),
+) -> Result<(MaSam, FinetuneReport)> {
+    run_from(cfg, None, on_step)
+}
+
+/// [`run`], starting from the trained tensors of `init` (a `model.safetensors` of a run with the
+/// same model configuration, e.g. a BTCV run fine-tuned further on a few AMOS cases) instead of
+/// the configured initialisation. The file's path is written to the run folder as
+/// `init_from.txt`.
+pub fn run_from(
+    cfg: &FinetuneConfig,
+    init: Option<&std::path::Path>,
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
     crate::runtime::tune_allocator();
@@ -94,7 +106,12 @@ pub fn run(
     std::fs::write(&config_path, toml::to_string_pretty(cfg)?).map_err(io_at(&config_path))?;
 
     let model = initial_model(cfg)?;
-    let data = cfg.data.load()?;
+    if let Some(w) = init {
+        model.load_trainable(w)?;
+        let note = cfg.out_dir.join("init_from.txt");
+        std::fs::write(&note, format!("{}\n", w.display())).map_err(io_at(&note))?;
+    }
+    let data = prepared_data(cfg)?;
     let scfg = cfg.stack_config();
     let recipe = if cfg.augment {
         Some(Recipe::new(RecipeConfig::reference(), cfg.trainer.seed)?)
@@ -196,6 +213,21 @@ pub fn run(
             evaluations: evals,
         },
     ))
+}
+
+/// The run's volumes as the model sees them before stacks are cut: [`DataSource::load`]
+/// (crate::DataSource::load), then the volume-level intensity step of the run
+/// ([`crate::task::prepare_image`]: the MRI percentile normalisation; nothing for CT), the
+/// same step prediction applies.
+///
+/// # Errors
+/// See [`crate::DataSource::load`].
+pub fn prepared_data(cfg: &FinetuneConfig) -> Result<crate::data_source::LoadedData> {
+    let mut data = cfg.data.load()?;
+    for v in data.train.iter_mut().chain(data.test.iter_mut()) {
+        crate::task::prepare_image(&cfg.intensity, &mut v.image);
+    }
+    Ok(data)
 }
 
 /// Writes the per-step losses as CSV (`step,lr,loss,ce,dice`).

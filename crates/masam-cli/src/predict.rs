@@ -286,14 +286,27 @@ impl Predictor {
         })
     }
 
+    /// The image after the run's volume-level intensity step (the MRI percentile
+    /// normalisation of prostate and AMOS MRI runs; unchanged for CT), exactly as training
+    /// prepared its volumes ([`masam_app::finetune::prepared_data`]).
+    pub fn prepare<'a>(&self, image: &'a Volume<f32>) -> std::borrow::Cow<'a, Volume<f32>> {
+        if self.config.intensity.mri_percentile.is_none() {
+            return std::borrow::Cow::Borrowed(image);
+        }
+        let mut v = image.clone();
+        masam_app::task::prepare_image(&self.config.intensity, &mut v);
+        std::borrow::Cow::Owned(v)
+    }
+
     /// Predicts one volume (labels on its grid).
     pub fn predict(&self, image: &Volume<f32>, batch: usize) -> Result<Volume<u8>> {
         if batch == 0 {
             return Err(CliError::Usage("--batch must be at least 1".into()));
         }
+        let image = self.prepare(image);
         Ok(predict_volume(
             &self.model,
-            image,
+            &image,
             &self.stack,
             batch,
             &self.device,
