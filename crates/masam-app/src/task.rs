@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use masam_adapter::sam::ImageEncoderConfig;
 use masam_adapter::volume::dataset::amos::Modality;
+use masam_adapter::volume::dataset::LabelMap;
 use masam_adapter::volume::transforms::IntensityConfig;
 use masam_adapter::volume::Volume;
 use masam_adapter::{Finetune, MaSamConfig};
@@ -165,6 +166,18 @@ impl Task {
             (Task::MsdPancreas, _) => IntensityConfig::pancreas(),
             (Task::Prostate, _) => IntensityConfig::mri(),
             (Task::Endovis18, _) => IntensityConfig::video(),
+        }
+    }
+
+    /// How a stored ground-truth label map of this task becomes the model's classes (BTCV: 13
+    /// merged into 12; prostate: every label > 0 is prostate; AMOS with `btcv_classes`: the
+    /// BTCV numbering of the shared organs).
+    pub fn label_map(self, btcv_classes: bool) -> LabelMap {
+        match self {
+            Task::Btcv => LabelMap::Btcv13To12,
+            Task::Prostate => LabelMap::Binary,
+            Task::Amos if btcv_classes => LabelMap::Table(AMOS_TO_BTCV12.to_vec()),
+            _ => LabelMap::Identity,
         }
     }
 

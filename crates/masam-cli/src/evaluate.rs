@@ -9,6 +9,7 @@ use masam_metrics::{
     Classes, DiceConfig, DiceMetric, Hd95Metric, Metric, MetricReport, SurfaceDiceConfig,
     SurfaceDiceMetric, SurfaceDistanceConfig, SurfaceDistanceMetric,
 };
+use masam_volume::dataset::LabelMap;
 use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiReader};
 use masam_volume::Volume;
 
@@ -36,6 +37,15 @@ pub struct EvaluateArgs {
     /// Where to write dice, hd95, asd and nsd .json/.csv files and metrics.json (all metrics).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// The task of the ground truth (btcv, prostate, endovis18, amos, msd-pancreas): its class
+    /// count and names, and its label mapping applied to the stored ground truth (BTCV 13 → 12,
+    /// prostate labels > 1 → 1).
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+    /// With --task amos: score in BTCV's 12 classes (AMOS labels mapped to the shared organs;
+    /// zero-shot transfer of a BTCV run).
+    #[arg(long, requires = "task")]
+    pub btcv_classes: bool,
 }
 
 /// A prediction and its ground truth.
@@ -58,6 +68,8 @@ pub struct EvalOptions {
     pub names: Option<Vec<String>>,
     /// NSD tolerance (mm).
     pub nsd_tolerance_mm: f64,
+    /// Applied to every stored ground-truth label before scoring.
+    pub gt_map: LabelMap,
 }
 
 impl Default for EvalOptions {
@@ -66,6 +78,7 @@ impl Default for EvalOptions {
             classes: None,
             names: None,
             nsd_tolerance_mm: 1.0,
+            gt_map: LabelMap::Identity,
         }
     }
 }
@@ -201,7 +214,11 @@ pub fn evaluate(
     )?;
     for c in cases {
         let pred = read_labels(&c.pred)?;
-        let gt = read_labels(&c.gt)?;
+        let mut gt = read_labels(&c.gt)?;
+        if opts.gt_map != LabelMap::Identity {
+            gt.data
+                .mapv_inplace(|v| opts.gt_map.apply(v.min(255) as u8) as u16);
+        }
         if pred.shape_zyx() != gt.shape_zyx() {
             return Err(CliError::ShapeMismatch {
                 case: c.name.clone(),
@@ -264,10 +281,30 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
         )));
     }
     let cases = match_cases(&args.pred, &args.gt)?;
-    let opts = EvalOptions {
-        classes: args.classes,
-        names: args.names.clone(),
-        nsd_tolerance_mm: args.nsd_tolerance,
+    let task: Option<masam_app::Task> = args.task.as_deref().map(str::parse).transpose()?;
+    let opts = match task {
+        Some(t) => {
+            let names: Vec<String> = if args.btcv_classes {
+                masam_app::task::BTCV_CLASSES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                t.class_names()
+            };
+            EvalOptions {
+                classes: Some(args.classes.unwrap_or(names.len())),
+                names: args.names.clone().or(Some(names)),
+                nsd_tolerance_mm: args.nsd_tolerance,
+                gt_map: t.label_map(args.btcv_classes),
+            }
+        }
+        None => EvalOptions {
+            classes: args.classes,
+            names: args.names.clone(),
+            nsd_tolerance_mm: args.nsd_tolerance,
+            gt_map: LabelMap::Identity,
+        },
     };
     let pb = progress::bar(cases.len() as u64, "volumes");
     let reports = evaluate(&cases, &opts, |c| {
