@@ -60,9 +60,9 @@ pub const BTCV12_SHARED_WITH_AMOS: [usize; 11] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 11,
 /// The prostate sites of the multi-site MRI collection, in the order of the paper's sites A–F.
 pub const PROSTATE_SITES: [&str; 6] = ["RUNMC", "BMC", "I2CVB", "UCL", "BIDMC", "HK"];
 
-/// EndoVis 2018's 11 foreground classes (label order of its colour palette).
+/// EndoVis 2018's 11 foreground classes, in the order of the reference colour palette
+/// ([`masam_adapter::volume::io::frames::ColorMap::endovis18`]); background tissue is 0.
 pub const ENDOVIS18_CLASSES: [&str; 11] = [
-    "background tissue",
     "instrument shaft",
     "instrument clasper",
     "instrument wrist",
@@ -72,7 +72,8 @@ pub const ENDOVIS18_CLASSES: [&str; 11] = [
     "clamps",
     "suturing needle",
     "suction instrument",
-    "intestine",
+    "small intestine",
+    "ultrasound probe",
 ];
 
 /// One of the paper's datasets.

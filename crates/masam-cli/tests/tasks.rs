@@ -305,3 +305,90 @@ fn task_errors_name_the_expected_layout() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn ablation_flags_compose_with_config_in_either_order() {
+    let dir = temp_dir("ablation");
+    // the paper's recipe on a BTCV folder, written with --print-config
+    let data = dir.join("BTCV");
+    std::fs::create_dir_all(data.join("img")).unwrap();
+    let base = ok(masam(&[
+        "finetune",
+        "--task",
+        "btcv",
+        "--data",
+        p(&data),
+        "--no-sam-weights",
+        "--print-config",
+    ]));
+    let f = dir.join("paper.toml");
+    std::fs::write(&f, base).unwrap();
+    let paper = run_dir::load_config(&f).unwrap();
+    assert_eq!(paper.model.num_classes(), 12);
+    assert!(paper.model.fact.is_some());
+    let flags = [
+        "--fact",
+        "off",
+        "--adapters",
+        "before",
+        "--full-ft",
+        "--backbone",
+        "vit_l",
+        "--print-config",
+    ];
+    let mut a = vec!["finetune", "--config", p(&f)];
+    a.extend_from_slice(&flags);
+    let mut b = vec!["finetune"];
+    b.extend_from_slice(&flags);
+    b.extend_from_slice(&["--config", p(&f)]);
+    let (ta, tb) = (ok(masam(&a)), ok(masam(&b)));
+    assert_eq!(ta, tb);
+    let fa = dir.join("a.toml");
+    std::fs::write(&fa, ta).unwrap();
+    let cfg = run_dir::load_config(&fa).unwrap();
+    assert!(cfg.model.fact.is_none());
+    assert_eq!(
+        cfg.model.adapter_placement,
+        masam_adapter::AdapterPlacement::Before
+    );
+    assert_eq!(cfg.model.finetune, masam_adapter::Finetune::Full);
+    // --backbone keeps the rest: image size, classes, slices, the task's intensity
+    assert_eq!(cfg.model.sam.encoder.embed_dim, 1024);
+    assert_eq!(cfg.model.adapter.unwrap().dim, 1024);
+    assert_eq!(cfg.model.sam.encoder.img_size, 512);
+    assert_eq!(cfg.model.num_classes(), 12);
+    assert_eq!(cfg.intensity, paper.intensity);
+    assert_eq!(cfg.data, paper.data);
+    // rank on FacT, and bad values are usage errors
+    let r = ok(masam(&[
+        "finetune",
+        "--config",
+        p(&f),
+        "--rank",
+        "8",
+        "--print-config",
+    ]));
+    let fr = dir.join("r.toml");
+    std::fs::write(&fr, r).unwrap();
+    let cfg = run_dir::load_config(&fr).unwrap();
+    assert_eq!(cfg.model.fact.unwrap().rank, 8);
+    let msg = fails(masam(&[
+        "finetune",
+        "--config",
+        p(&f),
+        "--adapters",
+        "middle",
+    ]));
+    assert!(msg.contains("none, before, after or both"), "{msg}");
+    let msg = fails(masam(&[
+        "finetune",
+        "--config",
+        p(&f),
+        "--fact",
+        "off",
+        "--rank",
+        "4",
+    ]));
+    assert!(msg.contains("--fact on"), "{msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}
