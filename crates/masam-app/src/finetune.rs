@@ -111,18 +111,31 @@ pub fn run_from(
         let note = cfg.out_dir.join("init_from.txt");
         std::fs::write(&note, format!("{}\n", w.display())).map_err(io_at(&note))?;
     }
-    let data = prepared_data(cfg)?;
     let scfg = cfg.stack_config();
-    let recipe = if cfg.augment {
-        Some(Recipe::new(RecipeConfig::reference(), cfg.trainer.seed)?)
-    } else {
-        None
+    let (source, data, videos): (Arc<dyn StackSource>, _, _) = match &cfg.data {
+        crate::DataSource::Endovis18 { root } => {
+            let (train, test) = crate::video::endovis_split(root)?;
+            let src = crate::video::VideoStacks::new(train, SliceStack::new(scfg.clone())?)?;
+            let names = crate::Task::Endovis18.class_names();
+            let empty = crate::data_source::LoadedData {
+                train: vec![],
+                test: vec![],
+                class_names: names,
+            };
+            (Arc::new(src), empty, test)
+        }
+        _ => {
+            let mut data = prepared_data(cfg)?;
+            let recipe = if cfg.augment {
+                Some(Recipe::new(RecipeConfig::reference(), cfg.trainer.seed)?)
+            } else {
+                None
+            };
+            let train = std::mem::take(&mut data.train);
+            let src = InMemoryStacks::new(train, SliceStack::new(scfg.clone())?, recipe)?;
+            (Arc::new(src), data, vec![])
+        }
     };
-    let source: Arc<dyn StackSource> = Arc::new(InMemoryStacks::new(
-        data.train,
-        SliceStack::new(scfg)?,
-        recipe,
-    )?);
 
     let mut trainer = Trainer::new(&model, cfg.trainer.clone())?;
     let ckpt = cfg.out_dir.join(TRAIN_STATE_FILE);
@@ -173,6 +186,9 @@ pub fn run_from(
     model.save_trainable(cfg.out_dir.join(crate::run_dir::WEIGHTS_FILE))?;
     write_loss_csv(&cfg.out_dir.join("loss.csv"), &history)?;
 
+    if !videos.is_empty() {
+        write_video_scores(cfg, &model, &videos, &names)?;
+    }
     let (dice, preds) = if test.is_empty() {
         (None, vec![])
     } else {
@@ -228,6 +244,30 @@ pub fn prepared_data(cfg: &FinetuneConfig) -> Result<crate::data_source::LoadedD
         crate::task::prepare_image(&cfg.intensity, &mut v.image);
     }
     Ok(data)
+}
+
+/// Scores the held-out videos (per-class Dice and IoU per sequence) into
+/// `metrics_video.csv`.
+fn write_video_scores(
+    cfg: &FinetuneConfig,
+    model: &MaSam,
+    videos: &[crate::video::Video],
+    names: &[String],
+) -> Result<()> {
+    let dev = crate::device::parse_device(&cfg.device)?;
+    let stack = SliceStack::new(cfg.stack_config())?;
+    let mut rows = vec![];
+    for v in videos {
+        let Some(gt) = &v.labels else { continue };
+        let pred = crate::video::predict_frames(model, &v.frames, &stack, cfg.eval_batch, &dev)?;
+        let mut s = crate::video::VideoScores::new(names.len());
+        for (p, g) in pred.iter().zip(gt) {
+            s.add(p, g)?;
+        }
+        rows.push((v.name.clone(), s));
+    }
+    let path = cfg.out_dir.join("metrics_video.csv");
+    std::fs::write(&path, crate::video::scores_csv(&rows, names)).map_err(io_at(&path))
 }
 
 /// Writes the per-step losses as CSV (`step,lr,loss,ce,dice`).

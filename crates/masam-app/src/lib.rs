@@ -14,6 +14,7 @@
 //! | [`render`] | the drawing behind the figures |
 //! | [`device`] | device names (`cpu`, `cuda:1`) from configs and flags |
 //! | [`task`] | the paper's datasets ([`Task`]): layout, classes, label mapping, intensity, split |
+//! | [`video`] | RGB video tasks: frame stacks, per-frame prediction, per-class Dice and IoU |
 //! | [`runtime`] | process settings for fast CPU training |
 //! | [`reference_config`] | the `config.json` of reference fixture sets (parity checks) |
 //!
@@ -37,6 +38,7 @@ pub mod run_config;
 pub mod run_dir;
 pub mod runtime;
 pub mod task;
+pub mod video;
 
 pub use data_source::DataSource;
 pub use error::{AppError, Result};

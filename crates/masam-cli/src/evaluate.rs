@@ -280,9 +280,13 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
             args.nsd_tolerance
         )));
     }
-    let cases = match_cases(&args.pred, &args.gt)?;
     let task: Option<masam_app::Task> = args.task.as_deref().map(str::parse).transpose()?;
-    let opts = match task {
+    if task == Some(masam_app::Task::Endovis18) {
+        return evaluate_video(args);
+    }
+    let cases = match_cases(&args.pred, &args.gt)?;
+    let _task: Option<masam_app::Task> = args.task.as_deref().map(str::parse).transpose()?;
+    let opts = match _task {
         Some(t) => {
             let names: Vec<String> = if args.btcv_classes {
                 masam_app::task::BTCV_CLASSES
@@ -323,4 +327,78 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
         args.out.display()
     );
     Ok(reports)
+}
+
+/// `masam evaluate --task endovis18`: `--pred` holds class-id PNGs (`masam predict` of a video
+/// run), `--gt` the colour-coded label PNGs of the same names (a sequence's `labels/` folder, or
+/// the sequence folder itself); per-class Dice and IoU pooled over the frames, their means
+/// (mean Dice, mIoU), written to `<out>/video_metrics.csv`.
+///
+/// # Errors
+/// Missing folders or frames, frames of different sizes.
+pub fn evaluate_video(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
+    use masam_app::video;
+    let gt_dir = if args.gt.join("labels").is_dir() {
+        args.gt.join("labels")
+    } else {
+        args.gt.clone()
+    };
+    let cmap = video::palette(&gt_dir)?;
+    let gts = masam_volume::io::frames::list_frames(&gt_dir)?;
+    let names: Vec<String> = args
+        .names
+        .clone()
+        .unwrap_or_else(|| masam_app::Task::Endovis18.class_names());
+    let k = args.classes.unwrap_or(names.len());
+    let mut scores = video::VideoScores::new(k);
+    let mut missing = vec![];
+    for g in &gts {
+        let name = g.file_name().unwrap_or_default();
+        let p = args.pred.join(name);
+        if !p.is_file() {
+            missing.push(name.to_string_lossy().into_owned());
+            continue;
+        }
+        let gt = masam_volume::io::frames::read_label_frame(g, &cmap)?;
+        scores.add(&video::read_id_png(&p)?, &gt)?;
+    }
+    if !missing.is_empty() {
+        return Err(CliError::MissingPrediction {
+            names: missing,
+            pred_dir: args.pred.clone(),
+        });
+    }
+    let case = args
+        .gt
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "video".into());
+    let names: Vec<String> = (0..k)
+        .map(|i| {
+            names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class {}", i + 1))
+        })
+        .collect();
+    let rows = vec![(case, scores.clone())];
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::io(&args.out, e))?;
+    let csv = args.out.join("video_metrics.csv");
+    std::fs::write(&csv, video::scores_csv(&rows, &names)).map_err(|e| CliError::io(&csv, e))?;
+    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
+    for (i, n) in names.iter().enumerate() {
+        println!(
+            "{n:<22} dice {}  iou {}",
+            fmt(scores.dice()[i]),
+            fmt(scores.iou()[i])
+        );
+    }
+    println!(
+        "mean Dice {}  mIoU {} over {} frame(s); wrote {}",
+        fmt(video::mean_defined(&scores.dice())),
+        fmt(video::mean_defined(&scores.iou())),
+        gts.len(),
+        csv.display()
+    );
+    Ok(vec![])
 }

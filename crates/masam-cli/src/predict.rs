@@ -51,6 +51,10 @@ pub struct PredictArgs {
     /// `--features cuda`).
     #[arg(long, value_name = "DEV", default_value = "cpu")]
     pub device: String,
+    /// Video runs (EndoVis18): write colour-coded label PNGs (the dataset's palette) instead of
+    /// class ids.
+    #[arg(long)]
+    pub color: bool,
 }
 
 /// One volume to predict.
@@ -327,14 +331,6 @@ impl Predictor {
 /// # Errors
 /// Missing or unreadable run/config/weights/input, or a failed prediction or write.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let jobs = plan(&args.input, &args.output)?;
-    if jobs.is_empty() {
-        return Err(CliError::NoInputs {
-            what: "NIfTI files",
-            dir: args.input.clone(),
-            hint: String::new(),
-        });
-    }
     let sam = args.sam_checkpoint.as_deref();
     let device = masam_app::device::parse_device(&args.device)?;
     let predictor = match (&args.run, &args.config, &args.weights) {
@@ -348,6 +344,20 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             ))
         }
     };
+    if matches!(
+        predictor.config.data,
+        masam_app::DataSource::Endovis18 { .. }
+    ) {
+        return predict_video(&predictor, args);
+    }
+    let jobs = plan(&args.input, &args.output)?;
+    if jobs.is_empty() {
+        return Err(CliError::NoInputs {
+            what: "NIfTI files",
+            dir: args.input.clone(),
+            hint: String::new(),
+        });
+    }
     tracing::info!(
         volumes = jobs.len(),
         classes = predictor.model.config.num_classes(),
@@ -374,6 +384,56 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     println!(
         "wrote {} prediction(s) to {}",
         jobs.len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `masam predict` for a video run: `--input` is a sequence folder (`seq_N/` with
+/// `left_frames/`) or a folder of RGB frames; one label PNG per frame, same file name, in the
+/// `--output` folder (class ids, or colours with `--color`).
+///
+/// # Errors
+/// No frames; unreadable frames; write failures.
+pub fn predict_video(predictor: &Predictor, args: &PredictArgs) -> Result<()> {
+    let seq = &args.input;
+    let frames_dir = if seq.join("left_frames").is_dir() {
+        seq.join("left_frames")
+    } else {
+        seq.clone()
+    };
+    let files = masam_volume::io::frames::list_frames(&frames_dir)?;
+    let frames = files
+        .iter()
+        .map(masam_volume::io::frames::read_rgb_frame)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if args.output == frames_dir {
+        return Err(CliError::Usage(
+            "--output is the frames folder: choose another folder, predictions would \
+             overwrite the input"
+                .into(),
+        ));
+    }
+    std::fs::create_dir_all(&args.output).map_err(|e| CliError::io(&args.output, e))?;
+    let labels = masam_app::video::predict_frames(
+        &predictor.model,
+        &frames,
+        &predictor.stack,
+        args.batch.max(1),
+        &predictor.device,
+    )?;
+    let cmap = if args.color {
+        Some(masam_app::video::palette(seq)?)
+    } else {
+        None
+    };
+    for (f, l) in files.iter().zip(&labels) {
+        let out = args.output.join(f.file_name().unwrap_or_default());
+        masam_app::video::write_label_png(&out, l, cmap.as_ref())?;
+    }
+    println!(
+        "wrote {} label frame(s) to {}",
+        labels.len(),
         args.output.display()
     );
     Ok(())

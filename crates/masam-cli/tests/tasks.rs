@@ -392,3 +392,143 @@ fn ablation_flags_compose_with_config_in_either_order() {
     assert!(msg.contains("--fact on"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An EndoVis18 sequence of 6 RGB frames (24 × 40) with colour-coded labels: an instrument
+/// shaft (green) and a kidney (orange-red) moving across the frames.
+fn write_sequence(dir: &Path, shift: usize) {
+    use masam_volume::io::frames::write_rgb_png;
+    for sub in ["left_frames", "labels"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for t in 0..6 {
+        let x0 = 4 + (t + shift) % 8;
+        let mut img = Array3::<u8>::from_elem((24, 40, 3), 30);
+        let mut lab = Array3::<u8>::zeros((24, 40, 3));
+        for y in 4..20 {
+            for x in 0..40 {
+                let (c, l) = if (x0..x0 + 8).contains(&x) && y < 12 {
+                    ([200, 200, 210], [0, 255, 0])
+                } else if (20..34).contains(&x) && y >= 12 {
+                    ([160, 40, 40], [255, 55, 0])
+                } else {
+                    continue;
+                };
+                for ch in 0..3 {
+                    img[[y, x, ch]] = c[ch];
+                    lab[[y, x, ch]] = l[ch];
+                }
+            }
+        }
+        let name = format!("frame{t:03}.png");
+        write_rgb_png(dir.join("left_frames").join(&name), &img).unwrap();
+        write_rgb_png(dir.join("labels").join(&name), &lab).unwrap();
+    }
+    stray(&dir.join("left_frames").join("frame000.png"));
+}
+
+#[test]
+fn endovis18_rgb_frames_smoke_run() {
+    let dir = temp_dir("endovis");
+    let data = dir.join("EndoVis18");
+    write_sequence(&data.join("train").join("seq_1"), 0);
+    write_sequence(&data.join("train").join("seq_2"), 3);
+    write_sequence(&data.join("test").join("seq_1"), 5);
+    std::fs::write(
+        data.join("labels.json"),
+        r#"[{"name":"background-tissue","color":[0,0,0],"classid":0},
+            {"name":"instrument-shaft","color":[0,255,0],"classid":1},
+            {"name":"kidney-parenchyma","color":[255,55,0],"classid":4}]"#,
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let out = ok(masam(&[
+        "finetune",
+        "--task",
+        "endovis18",
+        "--data",
+        p(&data),
+        "--backbone",
+        "tiny",
+        "--steps",
+        "2",
+        "--out",
+        p(&run),
+    ]));
+    assert!(out.contains("trained 2 steps"), "{out}");
+    let cfg = run_dir::load_config(run.join("config.toml")).unwrap();
+    assert_eq!(cfg.model.num_classes(), 11);
+    let csv = std::fs::read_to_string(run.join("metrics_video.csv")).unwrap();
+    assert!(csv.starts_with("case,metric,instrument shaft"), "{csv}");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+
+    let seq = data.join("test").join("seq_1");
+    let pred = dir.join("pred");
+    ok(masam(&[
+        "predict",
+        "--run",
+        p(&run),
+        "--input",
+        p(&seq),
+        "--output",
+        p(&pred),
+    ]));
+    let frames: Vec<_> = std::fs::read_dir(&pred).unwrap().collect();
+    assert_eq!(frames.len(), 6);
+    let ids = masam_app::video::read_id_png(&pred.join("frame003.png")).unwrap();
+    assert_eq!(ids.dim(), (24, 40));
+    assert!(ids.iter().all(|&v| v <= 11));
+    let colour = dir.join("colour");
+    ok(masam(&[
+        "predict",
+        "--run",
+        p(&run),
+        "--input",
+        p(&seq),
+        "--output",
+        p(&colour),
+        "--color",
+    ]));
+    let rgb = masam_volume::io::frames::read_rgb_frame(colour.join("frame003.png")).unwrap();
+    assert_eq!(rgb.dim(), (24, 40, 3));
+
+    let stdout = ok(masam(&[
+        "evaluate",
+        "--task",
+        "endovis18",
+        "--pred",
+        p(&pred),
+        "--gt",
+        p(&seq),
+        "--out",
+        p(&dir.join("metrics")),
+    ]));
+    assert!(stdout.contains("mIoU"), "{stdout}");
+    let csv = std::fs::read_to_string(dir.join("metrics").join("video_metrics.csv")).unwrap();
+    assert!(
+        csv.contains("seq_1,dice,") && csv.contains("seq_1,iou,"),
+        "{csv}"
+    );
+    // a perfect prediction scores 1 on the classes present
+    let perfect = dir.join("perfect");
+    std::fs::create_dir_all(&perfect).unwrap();
+    let cmap = masam_app::video::palette(&seq).unwrap();
+    for t in 0..6 {
+        let name = format!("frame{t:03}.png");
+        let gt = masam_volume::io::frames::read_label_frame(seq.join("labels").join(&name), &cmap)
+            .unwrap();
+        masam_app::video::write_label_png(&perfect.join(&name), &gt, None).unwrap();
+    }
+    let stdout = ok(masam(&[
+        "evaluate",
+        "--task",
+        "endovis18",
+        "--pred",
+        p(&perfect),
+        "--gt",
+        p(&seq),
+        "--out",
+        p(&dir.join("m2")),
+    ]));
+    assert!(stdout.contains("mean Dice 1.0000  mIoU 1.0000"), "{stdout}");
+    std::fs::remove_dir_all(&dir).ok();
+}
