@@ -115,7 +115,7 @@ pub fn run_from(
     let (source, data, videos): (Arc<dyn StackSource>, _, _) = match &cfg.data {
         crate::DataSource::Endovis18 { root } => {
             let (train, test) = crate::video::endovis_split(root)?;
-            let src = crate::video::VideoStacks::new(train, SliceStack::new(scfg.clone())?)?;
+            let src = crate::video::VideoStacks::new(train, SliceStack::new(scfg)?)?;
             let names = crate::Task::Endovis18.class_names();
             let empty = crate::data_source::LoadedData {
                 train: vec![],
@@ -132,7 +132,7 @@ pub fn run_from(
                 None
             };
             let train = std::mem::take(&mut data.train);
-            let src = InMemoryStacks::new(train, SliceStack::new(scfg.clone())?, recipe)?;
+            let src = InMemoryStacks::new(train, SliceStack::new(scfg)?, recipe)?;
             (Arc::new(src), data, vec![])
         }
     };

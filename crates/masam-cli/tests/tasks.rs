@@ -208,7 +208,7 @@ fn prostate_cross_site_and_predict_uses_the_training_normalisation() {
     assert!(raw.data.iter().any(|&v| v > 1.0));
     assert!(predicted.data.iter().all(|&v| (0.0..=1.0).contains(&v)));
     let stack = |v: &Volume<f32>| predictor.stack.image_stack(v, 8).unwrap();
-    assert_eq!(stack(&*predicted), stack(trained));
+    assert_eq!(stack(&predicted), stack(trained));
     std::fs::remove_dir_all(&dir).ok();
 }
 
