@@ -46,6 +46,9 @@ pub struct EvaluateArgs {
     /// zero-shot transfer of a BTCV run).
     #[arg(long, requires = "task")]
     pub btcv_classes: bool,
+    /// With --task amos: score only the CT (case ids below 500) or only the MRI cases.
+    #[arg(long, value_name = "ct|mri", requires = "task")]
+    pub modality: Option<String>,
 }
 
 /// A prediction and its ground truth.
@@ -98,7 +101,11 @@ fn nifti_by_stem(dir: &Path, what: &'static str) -> Result<BTreeMap<String, Path
     let mut out = BTreeMap::new();
     for entry in rd {
         let p = entry.map_err(|e| CliError::io(dir, e))?.path();
-        if p.is_file() && is_nifti_path(&p) {
+        // macOS archives leave a `._name` resource fork beside every file
+        let fork = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("._"));
+        if p.is_file() && is_nifti_path(&p) && !fork {
             out.insert(stem_of(&p), p);
         }
     }
@@ -284,7 +291,26 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
     if task == Some(masam_app::Task::Endovis18) {
         return evaluate_video(args);
     }
-    let cases = match_cases(&args.pred, &args.gt)?;
+    let mut cases = match_cases(&args.pred, &args.gt)?;
+    if let Some(m) = &args.modality {
+        let mri = match m.to_ascii_lowercase().as_str() {
+            "ct" => false,
+            "mri" | "mr" => true,
+            _ => return Err(CliError::Usage(format!("--modality {m}: give ct or mri"))),
+        };
+        cases.retain(|c| {
+            masam_volume::dataset::numeric_id(&c.name)
+                .and_then(|id| id.parse::<u32>().ok())
+                .is_some_and(|n| (n >= 500) == mri)
+        });
+        if cases.is_empty() {
+            return Err(CliError::NoInputs {
+                what: "cases of that modality (AMOS: ids below 500 are CT, from 500 on MRI)",
+                dir: args.pred.clone(),
+                hint: String::new(),
+            });
+        }
+    }
     let _task: Option<masam_app::Task> = args.task.as_deref().map(str::parse).transpose()?;
     let opts = match _task {
         Some(t) => {

@@ -90,7 +90,11 @@ fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
     for entry in rd {
         let p = entry.map_err(|e| CliError::io(dir, e))?.path();
-        if p.is_file() && is_nifti_path(&p) {
+        // macOS archives leave a `._name` resource fork beside every file
+        let fork = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("._"));
+        if p.is_file() && is_nifti_path(&p) && !fork {
             files.push(p);
         }
     }
@@ -331,6 +335,14 @@ impl Predictor {
 /// # Errors
 /// Missing or unreadable run/config/weights/input, or a failed prediction or write.
 pub fn run(args: &PredictArgs) -> Result<()> {
+    if !args.input.exists() {
+        return Err(CliError::not_found_hint(
+            "input",
+            &args.input,
+            "pass a .nii/.nii.gz file, a DICOM series folder or a folder of NIfTI files (video \
+             runs: a sequence folder or a folder of PNG frames)",
+        ));
+    }
     let sam = args.sam_checkpoint.as_deref();
     let device = masam_app::device::parse_device(&args.device)?;
     let predictor = match (&args.run, &args.config, &args.weights) {

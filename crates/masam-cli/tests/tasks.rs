@@ -274,6 +274,24 @@ fn amos_ct_and_mri_are_told_apart_by_case_id() {
     let loaded = cfg.data.load().unwrap();
     // only the MRI case trains; the MRI validation case is held out
     assert_eq!((loaded.train.len(), loaded.test.len()), (1, 1));
+    // the CT / MRI columns of an evaluation
+    let eval = |m: &str| {
+        masam(&[
+            "evaluate",
+            "--task",
+            "amos",
+            "--modality",
+            m,
+            "--pred",
+            p(&dir.join("pred")),
+            "--gt",
+            p(&dir.join("gt")),
+            "--out",
+            p(&dir.join(format!("metrics-{m}"))),
+        ])
+    };
+    assert!(ok(eval("mri")).contains("amos_0580"));
+    assert!(fails(eval("ct")).contains("ids below 500 are CT"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
