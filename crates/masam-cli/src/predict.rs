@@ -23,7 +23,7 @@ pub struct PredictArgs {
     #[arg(
         long,
         value_name = "DIR",
-        required_unless_present = "config",
+        required_unless_present_any = ["config", "backbone"],
         conflicts_with = "config"
     )]
     pub run: Option<PathBuf>,
@@ -51,6 +51,19 @@ pub struct PredictArgs {
     /// `--features cuda`).
     #[arg(long, value_name = "DEV", default_value = "cpu")]
     pub device: String,
+    /// The authors' released MA-SAM checkpoint: with --backbone vit_b|vit_l|vit_h (instead of
+    /// --run/--config), --weights is their `.pth` (trainable tensors only) and --sam-checkpoint
+    /// the official SAM weights of the frozen encoder; the model is the paper's at 512 px
+    /// (`tiny`: the model of the reference test fixtures).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["run", "config"], requires_all = ["weights", "sam_checkpoint"])]
+    pub backbone: Option<String>,
+    /// With --backbone: foreground classes of the checkpoint [default: the task's, else 12].
+    #[arg(long, value_name = "K")]
+    pub classes: Option<usize>,
+    /// With --backbone: the task whose preprocessing (intensity, orientation) to apply
+    /// [default: btcv].
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
     /// Video runs (EndoVis18): write colour-coded label PNGs (the dataset's palette) instead of
     /// class ids.
     #[arg(long)]
@@ -283,6 +296,44 @@ impl Predictor {
         Self::new(cfg, model, device.clone())
     }
 
+    /// The authors' released checkpoint (`weights`, reference format) on the official SAM
+    /// weights of `args.sam_checkpoint`: the paper's model on `args.backbone` at 512 px with
+    /// `args.classes` (default: the task's) and the task's preprocessing.
+    pub fn from_reference(args: &PredictArgs, weights: &Path, device: &Device) -> Result<Self> {
+        let task: masam_app::Task = args.task.as_deref().unwrap_or("btcv").parse()?;
+        let backbone =
+            masam_adapter::ImageEncoderConfig::preset(args.backbone.as_deref().unwrap_or("vit_b"))?;
+        let sam = args.sam_checkpoint.as_deref().ok_or_else(|| {
+            CliError::Usage("--backbone needs --sam-checkpoint (the official SAM weights)".into())
+        })?;
+        for (what, p) in [("MA-SAM checkpoint", weights), ("SAM checkpoint", sam)] {
+            if !p.is_file() {
+                return Err(CliError::not_found(what, p));
+            }
+        }
+        let k = args.classes.unwrap_or(task.num_classes());
+        let data = masam_app::DataSource::Files {
+            train: vec![],
+            test: vec![],
+        };
+        let mut cfg =
+            FinetuneConfig::paper(data, backbone, k, 0, "unused".into()).with_sam_checkpoint(sam);
+        cfg.intensity = task.intensity(Default::default());
+        if args.backbone.as_deref() == Some("tiny") {
+            // the model of the reference fixtures (64 px, rank 4, 16 adapter channels)
+            cfg.model = masam_adapter::MaSamConfig::tiny();
+            cfg.model.sam.decoder.num_multimask_outputs = k;
+        }
+        let model = masam_adapter::MaSam::from_sam_checkpoint(
+            &cfg.model,
+            &masam_adapter::SamCheckpoint::load(sam)?,
+            cfg.trainer.seed,
+            device,
+        )?;
+        model.load_reference(weights)?;
+        Self::new(cfg, model, device.clone())
+    }
+
     /// Wraps a model (e.g. one just trained) with its run's preprocessing.
     pub fn new(config: FinetuneConfig, model: MaSam, device: Device) -> Result<Self> {
         let stack = SliceStack::new(config.stack_config())?;
@@ -348,6 +399,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let predictor = match (&args.run, &args.config, &args.weights) {
         (Some(dir), _, w) => Predictor::from_run(dir, w.as_deref(), sam, &device)?,
         (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam, &device)?,
+        (None, None, Some(w)) if args.backbone.is_some() => {
+            Predictor::from_reference(args, w, &device)?
+        }
         _ => {
             return Err(CliError::Usage(
                 "give the trained model: --run <run folder>, or --config <config.toml> \

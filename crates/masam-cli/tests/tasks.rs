@@ -550,3 +550,48 @@ fn endovis18_rgb_frames_smoke_run() {
     assert!(stdout.contains("mean Dice 1.0000  mIoU 1.0000"), "{stdout}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn predict_with_the_authors_checkpoint_format() {
+    let dir = temp_dir("reference");
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference-tiny");
+    let (img, lab) = (dir.join("img.nii.gz"), dir.join("lab.nii.gz"));
+    write_case(&img, &lab, 0, 3, -100.0, 200.0);
+    let out = dir.join("pred.nii.gz");
+    ok(masam(&[
+        "predict",
+        "--weights",
+        p(&fx.join("masam_adapter.pth")),
+        "--backbone",
+        "tiny",
+        "--classes",
+        "3",
+        "--sam-checkpoint",
+        p(&fx.join("sam_base.pth")),
+        "--input",
+        p(&img),
+        "--output",
+        p(&out),
+    ]));
+    let pred = NiftiReader::new().read::<u8>(&out).unwrap();
+    assert_eq!(pred.volume.shape_zyx(), [16, 32, 32]);
+    assert!(pred.volume.data.iter().all(|&v| v <= 3));
+    // a class count that does not match the checkpoint is refused, not a panic
+    let msg = fails(masam(&[
+        "predict",
+        "--weights",
+        p(&fx.join("masam_adapter.pth")),
+        "--backbone",
+        "tiny",
+        "--classes",
+        "5",
+        "--sam-checkpoint",
+        p(&fx.join("sam_base.pth")),
+        "--input",
+        p(&img),
+        "--output",
+        p(&out),
+    ]));
+    assert!(msg.contains("error:") && !msg.contains("panicked"), "{msg}");
+    std::fs::remove_dir_all(&dir).ok();
+}
