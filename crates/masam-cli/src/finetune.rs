@@ -21,7 +21,8 @@ pub struct FinetuneArgs {
     /// Flags given as well override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Training data folder: a BTCV folder (`img/imgXXXX.nii.gz` + `label/labelXXXX.nii.gz`,
+    /// Training data folder: with --task, that task's download as it unpacks (docs/tasks/);
+    /// without, a BTCV folder (`img/imgXXXX.nii.gz` + `label/labelXXXX.nii.gz`,
     /// cases 0035-0040 held out) or an nnU-Net-style folder (`imagesTr/` + `labelsTr/` with
     /// same-named files, optional `imagesTs/` + `labelsTs/` held out).
     #[arg(long, value_name = "DIR", conflicts_with = "phantom")]
@@ -424,8 +425,9 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             "# masam finetune configuration (FinetuneConfig). Edit it, then run\n\
              #   masam finetune --config <this file>\n\
              # Flags given with --config override these values. Sections: [model] (MA-SAM),\n\
-             # [trainer] (optimiser, schedule, loss, seed), [data] (kind = \"phantom\", \"btcv\"\n\
-             # or \"files\"), [intensity] (the window and normalisation of every stack).\n"
+             # [trainer] (optimiser, schedule, loss, seed), [data] (kind = \"phantom\", \"btcv\",\n\
+             # \"prostate\", \"amos\", \"msd_pancreas\", \"endovis18\" or \"files\"), [intensity]\n\
+             # (the window and normalisation of every stack).\n"
         );
         print!("{text}");
         return Ok(());
