@@ -174,7 +174,13 @@ impl DataSource {
                 protocol,
             } => {
                 let (train, test) = prostate_split(root, site.as_deref(), *protocol)?;
-                loaded(root, train, test, &LabelMap::Binary, Task::Prostate.class_names())
+                loaded(
+                    root,
+                    train,
+                    test,
+                    &LabelMap::Binary,
+                    Task::Prostate.class_names(),
+                )
             }
             DataSource::Amos {
                 root,
@@ -218,7 +224,8 @@ impl DataSource {
             }
             DataSource::Endovis18 { root } => Err(AppError::Dataset {
                 path: root.clone(),
-                reason: "EndoVis18 trains on 5-frame RGB stacks, which the library's volume                          batch path does not carry yet; the grey-volume trainer cannot use it"
+                reason: "EndoVis18 is video, not volumes: read it with video::endovis_split (the \
+                 fine-tuning run does)"
                     .into(),
             }),
             DataSource::Files { train, test } => {
@@ -336,7 +343,8 @@ pub fn prostate_split(
         if protocol == Protocol::CrossSite {
             return Err(AppError::Dataset {
                 path: root.to_path_buf(),
-                reason: "the cross-site protocol needs the folder of the six sites                          (RUNMC, BMC, I2CVB, UCL, BIDMC, HK), not one site"
+                reason: "the cross-site protocol needs the folder of the six sites \
+                 (RUNMC, BMC, I2CVB, UCL, BIDMC, HK), not one site"
                     .into(),
             });
         }
@@ -378,7 +386,8 @@ pub fn prostate_split(
             Ok((train, test))
         }
         (Protocol::CrossSite, None) => Err(AppError::Config(
-            "the cross-site protocol trains on one site: give the site (RUNMC, BMC, I2CVB,              UCL, BIDMC or HK)"
+            "the cross-site protocol trains on one site: give the site (RUNMC, BMC, I2CVB, \
+             UCL, BIDMC or HK)"
                 .into(),
         )),
     }

@@ -299,9 +299,16 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
                 if args.no_sam_weights {
                     cfg.model.finetune = Finetune::Full;
                 }
-                if !tiny && !args.no_sam_weights && !args.full_ft && args.sam_checkpoint.is_none() {
+                if !tiny
+                    && !args.no_sam_weights
+                    && !args.full_ft
+                    && args.sam_checkpoint.is_none()
+                    && args.init_from.is_none()
+                {
                     return Err(CliError::Usage(format!(
-                        "--task {t} trains the paper's recipe on a frozen SAM backbone: pass                          --sam-checkpoint sam_vit_b_01ec64.pth (the official SAM ViT-B weights);                          to check the data on a CPU first, use --backbone tiny --steps 3"
+                        "--task {t} trains the paper's recipe on a frozen SAM backbone: pass \
+                         --sam-checkpoint sam_vit_b_01ec64.pth (the official SAM ViT-B weights); \
+                         to check the data on a CPU first, use --backbone tiny --steps 3"
                     )));
                 }
                 cfg

@@ -595,3 +595,63 @@ fn predict_with_the_authors_checkpoint_format() {
     assert!(msg.contains("error:") && !msg.contains("panicked"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn amos_few_shot_continues_a_btcv_run_in_btcv_classes() {
+    let dir = temp_dir("fewshot");
+    let btcv = dir.join("BTCV");
+    for (i, id) in ["0001", "0035"].iter().enumerate() {
+        write_case(
+            &btcv.join("img").join(format!("img{id}.nii.gz")),
+            &btcv.join("label").join(format!("label{id}.nii.gz")),
+            i,
+            13,
+            -100.0,
+            200.0,
+        );
+    }
+    let amos = dir.join("amos22");
+    for (split, id) in [("Tr", 1), ("Tr", 2), ("Va", 3)] {
+        let name = format!("amos_{id:04}.nii.gz");
+        write_case(
+            &amos.join(format!("images{split}")).join(&name),
+            &amos.join(format!("labels{split}")).join(&name),
+            id,
+            15,
+            -100.0,
+            200.0,
+        );
+    }
+    let (run, few) = (dir.join("btcv-run"), dir.join("amos-5shot"));
+    let base = ["finetune", "--backbone", "tiny", "--steps", "2", "--data"];
+    let mut a = base.to_vec();
+    a.extend_from_slice(&[p(&btcv), "--task", "btcv", "--out", p(&run)]);
+    ok(masam(&a));
+    let mut b = base.to_vec();
+    b.extend_from_slice(&[
+        p(&amos),
+        "--task",
+        "amos",
+        "--init-from",
+        p(&run),
+        "--shots",
+        "1",
+        "--out",
+        p(&few),
+    ]);
+    assert!(ok(masam(&b)).contains("trained 2 steps"));
+    assert!(few.join("init_from.txt").is_file());
+    let cfg = run_dir::load_config(few.join("config.toml")).unwrap();
+    let src = run_dir::load_config(run.join("config.toml")).unwrap();
+    assert_eq!(cfg.model, src.model);
+    assert_eq!(cfg.model.num_classes(), 12);
+    let data = cfg.data.load().unwrap();
+    assert_eq!((data.train.len(), data.test.len()), (1, 1));
+    // AMOS 10 (pancreas) → BTCV 11, both adrenals (11, 12) → 12, duodenum and beyond → 0
+    let labels: std::collections::BTreeSet<u8> = data.train[0].label.data.iter().copied().collect();
+    assert_eq!(
+        labels.into_iter().collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
