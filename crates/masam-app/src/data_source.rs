@@ -3,10 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use masam_adapter::data::LabelledVolume;
-use masam_adapter::volume::dataset::{btcv, split, LabelMap};
+use masam_adapter::volume::dataset::amos::{self, Modality};
+use masam_adapter::volume::dataset::{btcv, msd, prostate, split, CaseFiles, LabelMap};
 use masam_adapter::volume::phantom::{Organ, Phantom, PhantomConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::task::{
+    prostate_site, prostate_site_letter, site_of_folder, Protocol, Task, AMOS_TO_BTCV12,
+    BTCV_CLASSES, PROSTATE_SITES,
+};
 use crate::{AppError, Result};
 
 /// Where the training and held-out volumes come from.
@@ -32,6 +37,47 @@ pub enum DataSource {
     /// (held out: 0035–0040), label 13 merged into 12.
     Btcv {
         /// The folder.
+        root: PathBuf,
+    },
+    /// Multi-site prostate MRI ([`Task::Prostate`]): a site folder or the folder of the six
+    /// sites; labels > 1 become 1; the reference's per-site test lists.
+    Prostate {
+        /// The site folder, or the folder of the sites.
+        root: PathBuf,
+        /// The site (canonical name); `None`: the folder's own site, or all sites.
+        #[serde(default)]
+        site: Option<String>,
+        /// Per-site or cross-site evaluation.
+        #[serde(default)]
+        protocol: Protocol,
+    },
+    /// AMOS 2022 ([`Task::Amos`]): `imagesTr`/`labelsTr` train, `imagesVa`/`labelsVa` test, of
+    /// one modality.
+    Amos {
+        /// The AMOS folder.
+        root: PathBuf,
+        /// CT (ids below 500) or MRI.
+        modality: Modality,
+        /// Train on the first N training cases only (few-shot).
+        #[serde(default)]
+        shots: Option<usize>,
+        /// Labels mapped to BTCV's 12 classes (transfer from a BTCV run).
+        #[serde(default)]
+        btcv_classes: bool,
+    },
+    /// Decathlon Task07_Pancreas ([`Task::MsdPancreas`]): the labelled cases of `dataset.json`,
+    /// split 70/10/20 with a fixed seed (the reference's split file is not distributed); the
+    /// validation part is not used.
+    MsdPancreas {
+        /// The Task07_Pancreas folder.
+        root: PathBuf,
+        /// Split seed.
+        #[serde(default)]
+        seed: u64,
+    },
+    /// EndoVis 2018 ([`Task::Endovis18`]): RGB video frames with colour-coded labels.
+    Endovis18 {
+        /// The folder holding `train/` and `test/`.
         root: PathBuf,
     },
     /// Explicit (image, label) NIfTI or DICOM pairs; labels are class ids 0..=num_classes.
@@ -119,9 +165,69 @@ impl DataSource {
                 Ok(LoadedData {
                     train: load(train_files)?,
                     test: load(test_files)?,
-                    class_names: vec![],
+                    class_names: BTCV_CLASSES.iter().map(|s| s.to_string()).collect(),
                 })
             }
+            DataSource::Prostate {
+                root,
+                site,
+                protocol,
+            } => {
+                let (train, test) = prostate_split(root, site.as_deref(), *protocol)?;
+                loaded(
+                    root,
+                    train,
+                    test,
+                    &LabelMap::Binary,
+                    Task::Prostate.class_names(),
+                )
+            }
+            DataSource::Amos {
+                root,
+                modality,
+                shots,
+                btcv_classes,
+            } => {
+                let mut train = amos::cases(root, amos::Split::Train, *modality)?;
+                train.retain(|c| c.label.is_some());
+                if let Some(n) = shots {
+                    train.truncate(*n);
+                }
+                let test = if root.join("labelsVa").is_dir() {
+                    amos::cases(root, amos::Split::Validation, *modality)?
+                        .into_iter()
+                        .filter(|c| c.label.is_some())
+                        .collect()
+                } else {
+                    vec![]
+                };
+                let (map, names) = if *btcv_classes {
+                    (
+                        LabelMap::Table(AMOS_TO_BTCV12.to_vec()),
+                        BTCV_CLASSES.iter().map(|s| s.to_string()).collect(),
+                    )
+                } else {
+                    (LabelMap::Identity, Task::Amos.class_names())
+                };
+                loaded(root, train, test, &map, names)
+            }
+            DataSource::MsdPancreas { root, seed } => {
+                let (labelled, _unlabelled) = msd::cases(root)?;
+                let (train, _val, test) = split::seeded_split(&labelled, 0.1, 0.2, *seed)?;
+                loaded(
+                    root,
+                    train,
+                    test,
+                    &LabelMap::Identity,
+                    Task::MsdPancreas.class_names(),
+                )
+            }
+            DataSource::Endovis18 { root } => Err(AppError::Dataset {
+                path: root.clone(),
+                reason: "EndoVis18 is video, not volumes: read it with video::endovis_split (the \
+                 fine-tuning run does)"
+                    .into(),
+            }),
             DataSource::Files { train, test } => {
                 let load = |pairs: &[(PathBuf, PathBuf)]| -> Result<Vec<LabelledVolume>> {
                     pairs.iter().map(|(i, l)| load_pair(i, l)).collect()
@@ -166,4 +272,123 @@ pub fn load_pair_mapped(image: &Path, label: &Path, map: &LabelMap) -> Result<La
         image: img,
         label: lab,
     })
+}
+
+/// Loads labelled cases with `map`; an empty training set is a [`AppError::Dataset`].
+fn loaded(
+    root: &Path,
+    train: Vec<CaseFiles>,
+    test: Vec<CaseFiles>,
+    map: &LabelMap,
+    class_names: Vec<String>,
+) -> Result<LoadedData> {
+    if train.is_empty() {
+        return Err(AppError::Dataset {
+            path: root.to_path_buf(),
+            reason: "no labelled training cases".into(),
+        });
+    }
+    let load = |files: Vec<CaseFiles>| -> Result<Vec<LabelledVolume>> {
+        files
+            .into_iter()
+            .filter_map(|c| c.label.map(|l| (c.image, l)))
+            .map(|(i, l)| load_pair_mapped(&i, &l, map))
+            .collect()
+    };
+    Ok(LoadedData {
+        train: load(train)?,
+        test: load(test)?,
+        class_names,
+    })
+}
+
+/// A site's cases split by the reference's test list of its letter (a 20 % seeded split for a
+/// folder that is not one of the six sites).
+fn site_split(dir: &Path, site: Option<&str>) -> Result<(Vec<CaseFiles>, Vec<CaseFiles>)> {
+    let cases = prostate::cases(dir)?;
+    match site
+        .and_then(prostate_site_letter)
+        .and_then(split::prostate_test_ids)
+    {
+        Some(ids) => Ok(split::split_by_ids(&cases, ids)),
+        None => {
+            let (train, _, test) = split::seeded_split(&cases, 0.0, 0.2, 0)?;
+            Ok((train, test))
+        }
+    }
+}
+
+/// The (train, test) cases of the prostate collection at `root` (a site folder or the folder of
+/// the sites) for `site` and `protocol`.
+///
+/// # Errors
+/// Unreadable folders, an unknown site, a missing site folder, cross-site without a site.
+pub fn prostate_split(
+    root: &Path,
+    site: Option<&str>,
+    protocol: Protocol,
+) -> Result<(Vec<CaseFiles>, Vec<CaseFiles>)> {
+    let site = match site {
+        Some(s) => Some(prostate_site(s).ok_or_else(|| {
+            AppError::Config(format!(
+                "unknown prostate site `{s}` (sites: {} or A-F)",
+                PROSTATE_SITES.join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let parent_layout = PROSTATE_SITES.iter().any(|s| root.join(s).is_dir());
+    if !parent_layout {
+        // one site folder: the cross-site protocol needs the others
+        if protocol == Protocol::CrossSite {
+            return Err(AppError::Dataset {
+                path: root.to_path_buf(),
+                reason: "the cross-site protocol needs the folder of the six sites \
+                 (RUNMC, BMC, I2CVB, UCL, BIDMC, HK), not one site"
+                    .into(),
+            });
+        }
+        return site_split(root, site.or_else(|| site_of_folder(root)));
+    }
+    let present: Vec<&str> = PROSTATE_SITES
+        .iter()
+        .copied()
+        .filter(|s| root.join(s).is_dir())
+        .collect();
+    let site_dir = |s: &str| -> Result<PathBuf> {
+        let d = root.join(s);
+        if d.is_dir() {
+            Ok(d)
+        } else {
+            Err(AppError::Dataset {
+                path: d,
+                reason: format!("site folder {s} missing"),
+            })
+        }
+    };
+    match (protocol, site) {
+        (Protocol::PerSite, Some(s)) => site_split(&site_dir(s)?, Some(s)),
+        (Protocol::PerSite, None) => {
+            let (mut train, mut test) = (vec![], vec![]);
+            for s in present {
+                let (a, b) = site_split(&root.join(s), Some(s))?;
+                train.extend(a);
+                test.extend(b);
+            }
+            Ok((train, test))
+        }
+        (Protocol::CrossSite, Some(s)) => {
+            let (train, _) = site_split(&site_dir(s)?, Some(s))?;
+            let mut test = vec![];
+            for o in present.into_iter().filter(|o| *o != s) {
+                test.extend(site_split(&root.join(o), Some(o))?.1);
+            }
+            Ok((train, test))
+        }
+        (Protocol::CrossSite, None) => Err(AppError::Config(
+            "the cross-site protocol trains on one site: give the site (RUNMC, BMC, I2CVB, \
+             UCL, BIDMC or HK)"
+                .into(),
+        )),
+    }
 }

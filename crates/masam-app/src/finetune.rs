@@ -87,6 +87,18 @@ pub fn initial_model(cfg: &FinetuneConfig) -> Result<MaSam> {
 /// `metrics.csv`/`metrics.json` and the figures of [`crate::figures::write_figures`].
 pub fn run(
     cfg: &FinetuneConfig,
+    on_step: impl FnMut(&StepStats),
+) -> Result<(MaSam, FinetuneReport)> {
+    run_from(cfg, None, on_step)
+}
+
+/// [`run`], starting from the trained tensors of `init` (a `model.safetensors` of a run with the
+/// same model configuration, e.g. a BTCV run fine-tuned further on a few AMOS cases) instead of
+/// the configured initialisation. The file's path is written to the run folder as
+/// `init_from.txt`.
+pub fn run_from(
+    cfg: &FinetuneConfig,
+    init: Option<&std::path::Path>,
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
     crate::runtime::tune_allocator();
@@ -95,18 +107,39 @@ pub fn run(
     masam_fs::atomic_write_bytes(&config_path, toml::to_string_pretty(cfg)?.as_bytes())?;
 
     let model = initial_model(cfg)?;
-    let data = cfg.data.load()?;
-    let scfg = cfg.stack_config();
-    let recipe = if cfg.augment {
-        Some(Recipe::new(RecipeConfig::reference(), cfg.trainer.seed)?)
-    } else {
-        None
-    };
-    let mut stacks = InMemoryStacks::new(data.train, SliceStack::new(scfg)?, recipe)?;
-    if let Some(bp) = cfg.box_prompt {
-        stacks = stacks.with_box_prompts(bp, cfg.trainer.seed)?;
+    if let Some(w) = init {
+        model.load_trainable(w)?;
+        let note = cfg.out_dir.join("init_from.txt");
+        std::fs::write(&note, format!("{}\n", w.display())).map_err(io_at(&note))?;
     }
-    let source: Arc<dyn StackSource> = Arc::new(stacks);
+    let scfg = cfg.stack_config();
+    let (source, data, videos): (Arc<dyn StackSource>, _, _) = match &cfg.data {
+        crate::DataSource::Endovis18 { root } => {
+            let (train, test) = crate::video::endovis_split(root)?;
+            let src = crate::video::VideoStacks::new(train, SliceStack::new(scfg)?)?;
+            let names = crate::Task::Endovis18.class_names();
+            let empty = crate::data_source::LoadedData {
+                train: vec![],
+                test: vec![],
+                class_names: names,
+            };
+            (Arc::new(src), empty, test)
+        }
+        _ => {
+            let mut data = prepared_data(cfg)?;
+            let recipe = if cfg.augment {
+                Some(Recipe::new(RecipeConfig::reference(), cfg.trainer.seed)?)
+            } else {
+                None
+            };
+            let train = std::mem::take(&mut data.train);
+            let mut src = InMemoryStacks::new(train, SliceStack::new(scfg)?, recipe)?;
+            if let Some(bp) = cfg.box_prompt {
+                src = src.with_box_prompts(bp, cfg.trainer.seed)?;
+            }
+            (Arc::new(src), data, vec![])
+        }
+    };
 
     let mut trainer = Trainer::new(&model, cfg.trainer.clone())?;
     let ckpt = cfg.out_dir.join(TRAIN_STATE_FILE);
@@ -181,6 +214,9 @@ pub fn run(
     let all_steps = crate::loss_log::read_losses(loss_log.path())?;
     drop(loss_log);
 
+    if !videos.is_empty() {
+        write_video_scores(cfg, &model, &videos, &names)?;
+    }
     let (dice, preds) = if test.is_empty() {
         (None, vec![])
     } else {
@@ -227,4 +263,46 @@ pub fn run(
             evaluations: evals,
         },
     ))
+}
+
+/// The run's volumes as the model sees them before stacks are cut: [`DataSource::load`]
+/// (crate::DataSource::load), then the volume-level intensity step of the run
+/// ([`crate::task::prepare_image`]: the MRI percentile normalisation; nothing for CT), the
+/// same step prediction applies.
+///
+/// # Errors
+/// See [`crate::DataSource::load`].
+pub fn prepared_data(cfg: &FinetuneConfig) -> Result<crate::data_source::LoadedData> {
+    let mut data = cfg.data.load()?;
+    for v in data.train.iter_mut().chain(data.test.iter_mut()) {
+        crate::task::prepare_image(&cfg.intensity, &mut v.image);
+    }
+    Ok(data)
+}
+
+/// Scores the held-out videos (per-class Dice and IoU per sequence) into
+/// `metrics_video.csv`.
+fn write_video_scores(
+    cfg: &FinetuneConfig,
+    model: &MaSam,
+    videos: &[crate::video::Video],
+    names: &[String],
+) -> Result<()> {
+    let dev = crate::device::parse_device(&cfg.device)?;
+    let stack = SliceStack::new(cfg.stack_config())?;
+    let mut rows = vec![];
+    for v in videos {
+        let Some(gt) = &v.labels else { continue };
+        let pred = crate::video::predict_frames(model, &v.frames, &stack, cfg.eval_batch, &dev)?;
+        let mut s = crate::video::VideoScores::new(names.len());
+        for (p, g) in pred.iter().zip(gt) {
+            s.add(p, g)?;
+        }
+        rows.push((v.name.clone(), s));
+    }
+    let path = cfg.out_dir.join("metrics_video.csv");
+    Ok(masam_fs::atomic_write_bytes(
+        &path,
+        crate::video::scores_csv(&rows, names).as_bytes(),
+    )?)
 }

@@ -14,6 +14,8 @@
 //! | [`figures`] | the run's PNG figures (loss and Dice curves, overlays) |
 //! | [`render`] | the drawing behind the figures |
 //! | [`device`] | device names (`cpu`, `cuda:1`) from configs and flags |
+//! | [`task`] | the paper's datasets ([`Task`]): layout, classes, label mapping, intensity, split |
+//! | [`video`] | RGB video tasks: frame stacks, per-frame prediction, per-class Dice and IoU |
 //! | [`runtime`] | process settings for fast CPU training |
 //! | [`reference_config`] | the `config.json` of reference fixture sets (parity checks) |
 //!
@@ -37,9 +39,12 @@ pub mod render;
 pub mod run_config;
 pub mod run_dir;
 pub mod runtime;
+pub mod task;
+pub mod video;
 
 pub use data_source::DataSource;
 pub use error::{AppError, Result};
 pub use finetune::FinetuneReport;
 pub use run_config::FinetuneConfig;
 pub use run_dir::RunDir;
+pub use task::{Protocol, Task, TaskOptions};

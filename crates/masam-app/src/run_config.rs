@@ -186,12 +186,16 @@ impl FinetuneConfig {
     }
 
     /// The stack settings matching `model` and the data source (phantom volumes are generated in the
-    /// model's orientation; files get the reference orientation).
+    /// model's orientation, video frames are images already; files get the reference
+    /// orientation).
     pub fn stack_config(&self) -> StackConfig {
         let img = self.model.sam.encoder.img_size;
         StackConfig {
             out_size: Some((img, img)),
-            orient: !matches!(self.data, DataSource::Phantom { .. }),
+            orient: !matches!(
+                self.data,
+                DataSource::Phantom { .. } | DataSource::Endovis18 { .. }
+            ),
             intensity: self.intensity,
             ..StackConfig::default()
         }

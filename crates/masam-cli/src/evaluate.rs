@@ -9,6 +9,7 @@ use masam_metrics::{
     Classes, DiceConfig, DiceMetric, Hd95Metric, Metric, MetricReport, SurfaceDiceConfig,
     SurfaceDiceMetric, SurfaceDistanceConfig, SurfaceDistanceMetric,
 };
+use masam_volume::dataset::LabelMap;
 use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiReader};
 use masam_volume::Volume;
 
@@ -36,6 +37,18 @@ pub struct EvaluateArgs {
     /// Where to write dice, hd95, asd and nsd .json/.csv files and metrics.json (all metrics).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// The task of the ground truth (btcv, prostate, endovis18, amos, msd-pancreas): its class
+    /// count and names, and its label mapping applied to the stored ground truth (BTCV 13 → 12,
+    /// prostate labels > 1 → 1).
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+    /// With --task amos: score in BTCV's 12 classes (AMOS labels mapped to the shared organs;
+    /// zero-shot transfer of a BTCV run).
+    #[arg(long, requires = "task")]
+    pub btcv_classes: bool,
+    /// With --task amos: score only the CT (case ids below 500) or only the MRI cases.
+    #[arg(long, value_name = "ct|mri", requires = "task")]
+    pub modality: Option<String>,
 }
 
 /// A prediction and its ground truth.
@@ -58,6 +71,8 @@ pub struct EvalOptions {
     pub names: Option<Vec<String>>,
     /// NSD tolerance (mm).
     pub nsd_tolerance_mm: f64,
+    /// Applied to every stored ground-truth label before scoring.
+    pub gt_map: LabelMap,
 }
 
 impl Default for EvalOptions {
@@ -66,6 +81,7 @@ impl Default for EvalOptions {
             classes: None,
             names: None,
             nsd_tolerance_mm: 1.0,
+            gt_map: LabelMap::Identity,
         }
     }
 }
@@ -85,7 +101,11 @@ fn nifti_by_stem(dir: &Path, what: &'static str) -> Result<BTreeMap<String, Path
     let mut out = BTreeMap::new();
     for entry in rd {
         let p = entry.map_err(|e| CliError::io(dir, e))?.path();
-        if p.is_file() && is_nifti_path(&p) {
+        // macOS archives leave a `._name` resource fork beside every file
+        let fork = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("._"));
+        if p.is_file() && is_nifti_path(&p) && !fork {
             out.insert(stem_of(&p), p);
         }
     }
@@ -201,7 +221,11 @@ pub fn evaluate(
     )?;
     for c in cases {
         let pred = read_labels(&c.pred)?;
-        let gt = read_labels(&c.gt)?;
+        let mut gt = read_labels(&c.gt)?;
+        if opts.gt_map != LabelMap::Identity {
+            gt.data
+                .mapv_inplace(|v| opts.gt_map.apply(v.min(255) as u8) as u16);
+        }
         if pred.shape_zyx() != gt.shape_zyx() {
             return Err(CliError::ShapeMismatch {
                 case: c.name.clone(),
@@ -263,11 +287,54 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
             args.nsd_tolerance
         )));
     }
-    let cases = match_cases(&args.pred, &args.gt)?;
-    let opts = EvalOptions {
-        classes: args.classes,
-        names: args.names.clone(),
-        nsd_tolerance_mm: args.nsd_tolerance,
+    let task: Option<masam_app::Task> = args.task.as_deref().map(str::parse).transpose()?;
+    if task == Some(masam_app::Task::Endovis18) {
+        return evaluate_video(args);
+    }
+    let mut cases = match_cases(&args.pred, &args.gt)?;
+    if let Some(m) = &args.modality {
+        let mri = match m.to_ascii_lowercase().as_str() {
+            "ct" => false,
+            "mri" | "mr" => true,
+            _ => return Err(CliError::Usage(format!("--modality {m}: give ct or mri"))),
+        };
+        cases.retain(|c| {
+            masam_volume::dataset::numeric_id(&c.name)
+                .and_then(|id| id.parse::<u32>().ok())
+                .is_some_and(|n| (n >= 500) == mri)
+        });
+        if cases.is_empty() {
+            return Err(CliError::NoInputs {
+                what: "cases of that modality (AMOS: ids below 500 are CT, from 500 on MRI)",
+                dir: args.pred.clone(),
+                hint: String::new(),
+            });
+        }
+    }
+    let _task: Option<masam_app::Task> = args.task.as_deref().map(str::parse).transpose()?;
+    let opts = match _task {
+        Some(t) => {
+            let names: Vec<String> = if args.btcv_classes {
+                masam_app::task::BTCV_CLASSES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                t.class_names()
+            };
+            EvalOptions {
+                classes: Some(args.classes.unwrap_or(names.len())),
+                names: args.names.clone().or(Some(names)),
+                nsd_tolerance_mm: args.nsd_tolerance,
+                gt_map: t.label_map(args.btcv_classes),
+            }
+        }
+        None => EvalOptions {
+            classes: args.classes,
+            names: args.names.clone(),
+            nsd_tolerance_mm: args.nsd_tolerance,
+            gt_map: LabelMap::Identity,
+        },
     };
     let pb = progress::bar(cases.len() as u64, "volumes");
     let reports = evaluate(&cases, &opts, |c| {
@@ -286,4 +353,78 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
         args.out.display()
     );
     Ok(reports)
+}
+
+/// `masam evaluate --task endovis18`: `--pred` holds class-id PNGs (`masam predict` of a video
+/// run), `--gt` the colour-coded label PNGs of the same names (a sequence's `labels/` folder, or
+/// the sequence folder itself); per-class Dice and IoU pooled over the frames, their means
+/// (mean Dice, mIoU), written to `<out>/video_metrics.csv`.
+///
+/// # Errors
+/// Missing folders or frames, frames of different sizes.
+pub fn evaluate_video(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
+    use masam_app::video;
+    let gt_dir = if args.gt.join("labels").is_dir() {
+        args.gt.join("labels")
+    } else {
+        args.gt.clone()
+    };
+    let cmap = video::palette(&gt_dir)?;
+    let gts = masam_volume::io::frames::list_frames(&gt_dir)?;
+    let names: Vec<String> = args
+        .names
+        .clone()
+        .unwrap_or_else(|| masam_app::Task::Endovis18.class_names());
+    let k = args.classes.unwrap_or(names.len());
+    let mut scores = video::VideoScores::new(k);
+    let mut missing = vec![];
+    for g in &gts {
+        let name = g.file_name().unwrap_or_default();
+        let p = args.pred.join(name);
+        if !p.is_file() {
+            missing.push(name.to_string_lossy().into_owned());
+            continue;
+        }
+        let gt = masam_volume::io::frames::read_label_frame(g, &cmap)?;
+        scores.add(&video::read_id_png(&p)?, &gt)?;
+    }
+    if !missing.is_empty() {
+        return Err(CliError::MissingPrediction {
+            names: missing,
+            pred_dir: args.pred.clone(),
+        });
+    }
+    let case = args
+        .gt
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "video".into());
+    let names: Vec<String> = (0..k)
+        .map(|i| {
+            names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class {}", i + 1))
+        })
+        .collect();
+    let rows = vec![(case, scores.clone())];
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::io(&args.out, e))?;
+    let csv = args.out.join("video_metrics.csv");
+    std::fs::write(&csv, video::scores_csv(&rows, &names)).map_err(|e| CliError::io(&csv, e))?;
+    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
+    for (i, n) in names.iter().enumerate() {
+        println!(
+            "{n:<22} dice {}  iou {}",
+            fmt(scores.dice()[i]),
+            fmt(scores.iou()[i])
+        );
+    }
+    println!(
+        "mean Dice {}  mIoU {} over {} frame(s); wrote {}",
+        fmt(video::mean_defined(&scores.dice())),
+        fmt(video::mean_defined(&scores.iou())),
+        gts.len(),
+        csv.display()
+    );
+    Ok(vec![])
 }

@@ -5,8 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use masam_adapter::{Finetune, ImageEncoderConfig};
-use masam_app::{finetune, run_dir, DataSource, FinetuneConfig};
+use masam_adapter::conv3d::Adapter3dConfig;
+use masam_adapter::fact::FactConfig;
+use masam_adapter::volume::dataset::amos::Modality;
+use masam_adapter::{AdapterPlacement, Finetune, ImageEncoderConfig};
+use masam_app::{finetune, run_dir, DataSource, FinetuneConfig, Protocol, Task, TaskOptions};
 
 use crate::error::{CliError, Result};
 use crate::progress;
@@ -18,7 +21,8 @@ pub struct FinetuneArgs {
     /// Flags given as well override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Training data folder: a BTCV folder (`img/imgXXXX.nii.gz` + `label/labelXXXX.nii.gz`,
+    /// Training data folder: with --task, that task's download as it unpacks (docs/tasks/);
+    /// without, a BTCV folder (`img/imgXXXX.nii.gz` + `label/labelXXXX.nii.gz`,
     /// cases 0035-0040 held out) or an nnU-Net-style folder (`imagesTr/` + `labelsTr/` with
     /// same-named files, optional `imagesTs/` + `labelsTs/` held out).
     #[arg(long, value_name = "DIR", conflicts_with = "phantom")]
@@ -82,6 +86,142 @@ pub struct FinetuneArgs {
     /// pass it back with --config.
     #[arg(long)]
     pub print_config: bool,
+    /// The paper's task whose official download --data is: btcv, prostate, endovis18, amos or
+    /// msd-pancreas (classes, label mapping, intensity and split follow the task). With
+    /// `--backbone tiny` a small random-init model checks the data on a CPU in seconds.
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+    /// Prostate: per-site (train and test within a site; all sites pooled without --site) or
+    /// cross-site (train on --site, test on the other five sites).
+    #[arg(long, value_name = "P", default_value = "per-site")]
+    pub protocol: String,
+    /// Prostate: the site, RUNMC, BMC, I2CVB, UCL, BIDMC or HK (the paper's sites A-F).
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
+    /// AMOS: ct (case ids below 500) or mri.
+    #[arg(long, value_name = "M", default_value = "ct")]
+    pub modality: String,
+    /// AMOS few-shot: train on the first N training cases.
+    #[arg(long, value_name = "N")]
+    pub shots: Option<usize>,
+    /// Start from the trained tensors of another run folder (e.g. a BTCV run for AMOS
+    /// few-shot; AMOS labels are then mapped to BTCV's 12 classes).
+    #[arg(long, value_name = "RUN")]
+    pub init_from: Option<PathBuf>,
+    /// Ablation: FacT on the frozen encoder, on or off.
+    #[arg(long, value_name = "on|off")]
+    pub fact: Option<String>,
+    /// Ablation: FacT rank.
+    #[arg(long, value_name = "R")]
+    pub rank: Option<usize>,
+    /// Ablation: 3D adapters none, before (attention), after or both.
+    #[arg(long, value_name = "WHERE")]
+    pub adapters: Option<String>,
+    /// Ablation: train the whole model (encoder included) instead of the parameter-efficient
+    /// parts.
+    #[arg(long)]
+    pub full_ft: bool,
+    /// Ablation: no SAM checkpoint (the backbone starts from random weights).
+    #[arg(long, conflicts_with = "sam_checkpoint")]
+    pub no_sam_weights: bool,
+}
+
+impl FinetuneArgs {
+    /// The task of `--task`, if given.
+    ///
+    /// # Errors
+    /// An unknown task name.
+    pub fn task(&self) -> Result<Option<Task>> {
+        Ok(self.task.as_deref().map(str::parse).transpose()?)
+    }
+
+    /// The task settings of the flags.
+    ///
+    /// # Errors
+    /// An unknown protocol or modality.
+    pub fn task_options(&self) -> Result<TaskOptions> {
+        let modality = match self.modality.to_ascii_lowercase().as_str() {
+            "ct" => Modality::Ct,
+            "mri" | "mr" => Modality::Mri,
+            m => return Err(CliError::Usage(format!("--modality {m}: give ct or mri"))),
+        };
+        Ok(TaskOptions {
+            site: self.site.clone(),
+            protocol: self.protocol.parse::<Protocol>()?,
+            modality,
+            shots: self.shots,
+            btcv_classes: self.init_from.is_some(),
+        })
+    }
+}
+
+/// The data source of `dir` for `--task` (its official layout), or by layout detection.
+fn task_data(task: Option<Task>, dir: &Path, args: &FinetuneArgs) -> Result<DataSource> {
+    match task {
+        Some(t) => Ok(t.data_source(dir, &args.task_options()?)?),
+        None => data_source(dir),
+    }
+}
+
+/// Applies the ablation flags (`--fact`, `--rank`, `--adapters`, `--full-ft`,
+/// `--no-sam-weights`) to `cfg`.
+///
+/// # Errors
+/// Unknown values; `--rank` with FacT off.
+pub fn apply_ablations(cfg: &mut FinetuneConfig, args: &FinetuneArgs) -> Result<()> {
+    if let Some(f) = &args.fact {
+        match f.to_ascii_lowercase().as_str() {
+            "on" => {
+                if cfg.model.fact.is_none() {
+                    cfg.model.fact = Some(FactConfig::ma_sam());
+                }
+            }
+            "off" => cfg.model.fact = None,
+            _ => return Err(CliError::Usage(format!("--fact {f}: give on or off"))),
+        }
+    }
+    if let Some(r) = args.rank {
+        match cfg.model.fact.take() {
+            Some(f) if r > 0 => cfg.model.fact = Some(f.with_rank(r)),
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "--rank {r}: needs FacT on (--fact on) and a rank of at least 1"
+                )))
+            }
+        }
+    }
+    if let Some(a) = &args.adapters {
+        let placement = match a.to_ascii_lowercase().as_str() {
+            "none" => None,
+            "before" => Some(AdapterPlacement::Before),
+            "after" => Some(AdapterPlacement::After),
+            "both" => Some(AdapterPlacement::Both),
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "--adapters {a}: give none, before, after or both"
+                )))
+            }
+        };
+        match placement {
+            None => cfg.model.adapter = None,
+            Some(p) => {
+                let dim = cfg.model.sam.encoder.embed_dim;
+                cfg.model.adapter = Some(
+                    cfg.model
+                        .adapter
+                        .unwrap_or_else(|| Adapter3dConfig::for_dim(dim)),
+                );
+                cfg.model.adapter_placement = p;
+            }
+        }
+    }
+    if args.full_ft {
+        cfg.model.finetune = Finetune::Full;
+    }
+    if args.no_sam_weights {
+        cfg.sam_checkpoint = None;
+    }
+    Ok(())
 }
 
 /// Default run folder.
@@ -146,6 +286,13 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         _ => None,
     };
     let from_file = args.config.clone().or(resumed_cfg);
+    let task = args.task()?;
+    if let (Some(t), None, None) = (task, &args.data, &from_file) {
+        return Err(CliError::Usage(format!(
+            "--task {t} needs --data <DIR>: {}",
+            t.layout()
+        )));
+    }
     let mut cfg = match &from_file {
         Some(p) => {
             if !p.is_file() {
@@ -158,6 +305,35 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
             run_dir::load_config(p)?
         }
         None => match &args.data {
+            Some(dir) if task.is_some() => {
+                let t = task.unwrap_or(Task::Btcv);
+                let backbone = args.backbone.as_deref().unwrap_or("vit_b");
+                let tiny = backbone.eq_ignore_ascii_case("tiny");
+                let mut cfg = t
+                    .config(
+                        task_data(task, dir, args)?,
+                        backbone,
+                        args.steps.unwrap_or(if tiny { 3 } else { 30_000 }),
+                        out.clone().unwrap_or_else(|| DEFAULT_OUT.into()),
+                    )?
+                    .with_seed(seed);
+                if args.no_sam_weights {
+                    cfg.model.finetune = Finetune::Full;
+                }
+                if !tiny
+                    && !args.no_sam_weights
+                    && !args.full_ft
+                    && args.sam_checkpoint.is_none()
+                    && args.init_from.is_none()
+                {
+                    return Err(CliError::Usage(format!(
+                        "--task {t} trains the paper's recipe on a frozen SAM backbone: pass \
+                         --sam-checkpoint sam_vit_b_01ec64.pth (the official SAM ViT-B weights); \
+                         to check the data on a CPU first, use --backbone tiny --steps 3"
+                    )));
+                }
+                cfg
+            }
             Some(dir) => {
                 let backbone =
                     ImageEncoderConfig::preset(args.backbone.as_deref().unwrap_or("vit_b"))?;
@@ -189,7 +365,18 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     };
     if from_file.is_some() {
         if let Some(dir) = &args.data {
-            cfg.data = data_source(dir)?;
+            cfg.data = task_data(task, dir, args)?;
+        }
+        if let Some(t) = task {
+            let modality = args.task_options()?.modality;
+            cfg.intensity = t.intensity(modality);
+            let k = match cfg.data {
+                DataSource::Amos {
+                    btcv_classes: true, ..
+                } => masam_app::task::BTCV_CLASSES.len(),
+                _ => t.num_classes(),
+            };
+            cfg.model.sam.decoder.num_multimask_outputs = k;
         }
         if let Some(k) = args.classes {
             cfg.model.sam.decoder.num_multimask_outputs = k;
@@ -211,7 +398,8 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         masam_app::device::parse_device(d)?;
         cfg.device = d.clone();
     }
-    if let Some(name) = &args.backbone {
+    let keep_backbone = task.is_some() && from_file.is_none();
+    if let Some(name) = args.backbone.as_ref().filter(|_| !keep_backbone) {
         // another backbone keeps every MA-SAM setting of the configuration (FacT, adapters,
         // decoder, slices, what is trained)
         cfg.model = cfg.model.with_backbone(ImageEncoderConfig::preset(name)?);
@@ -228,6 +416,15 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         cfg.time_budget_s = Some(m * 60.0);
     }
     cfg.resume = args.resume;
+    if let Some(run) = &args.init_from {
+        // the model of the run we start from (its classes included), trained further here
+        let src = run_dir::load_config(run.join(run_dir::CONFIG_FILE))?;
+        cfg.model = src.model;
+        if cfg.sam_checkpoint.is_none() {
+            cfg.sam_checkpoint = src.sam_checkpoint;
+        }
+    }
+    apply_ablations(&mut cfg, args)?;
     if let Some(d) = &args.decoder {
         let kind: masam_adapter::sam::mask_decoder::DecoderKind = d
             .parse()
@@ -337,8 +534,9 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             "# masam finetune configuration (FinetuneConfig). Edit it, then run\n\
              #   masam finetune --config <this file>\n\
              # Flags given with --config override these values. Sections: [model] (MA-SAM),\n\
-             # [trainer] (optimiser, schedule, loss, seed), [data] (kind = \"phantom\", \"btcv\"\n\
-             # or \"files\"), [intensity] (the window and normalisation of every stack).\n"
+             # [trainer] (optimiser, schedule, loss, seed), [data] (kind = \"phantom\", \"btcv\",\n\
+             # \"prostate\", \"amos\", \"msd_pancreas\", \"endovis18\" or \"files\"), [intensity]\n\
+             # (the window and normalisation of every stack).\n"
         );
         print!("{text}");
         return Ok(());
@@ -368,7 +566,21 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         "loading data and building the model"
     );
     let pb = progress::bar(cfg.trainer.steps, "steps");
-    let (model, report) = finetune::run(&cfg, |s| {
+    let init = args
+        .init_from
+        .as_ref()
+        .map(|r| r.join(run_dir::WEIGHTS_FILE))
+        .filter(|_| !cfg.resume);
+    if let Some(w) = &init {
+        if !w.is_file() {
+            return Err(CliError::not_found_hint(
+                "weights of --init-from",
+                w,
+                "pass the --out folder of a finished `masam finetune` run",
+            ));
+        }
+    }
+    let (model, report) = finetune::run_from(&cfg, init.as_deref(), |s| {
         pb.set_position(s.step + 1);
         pb.set_message(format!(
             "loss {:.4} (ce {:.4}, dice {:.4})",

@@ -43,7 +43,7 @@ pub struct Cli {
 pub enum Command {
     /// Fine-tune MA-SAM (on a data folder, or on the synthetic phantom) and evaluate the
     /// held-out volumes. `masam finetune --print-config` prints a configuration to start from.
-    Finetune(finetune::FinetuneArgs),
+    Finetune(Box<finetune::FinetuneArgs>),
     /// Predict label maps with a trained run: a NIfTI file, a DICOM series folder or a folder of
     /// NIfTI files in; NIfTI label maps on each input's grid out.
     Predict(predict::PredictArgs),

@@ -24,7 +24,7 @@ pub struct PredictArgs {
     #[arg(
         long,
         value_name = "DIR",
-        required_unless_present = "config",
+        required_unless_present_any = ["config", "backbone"],
         conflicts_with = "config"
     )]
     pub run: Option<PathBuf>,
@@ -57,6 +57,23 @@ pub struct PredictArgs {
     /// `--features cuda`).
     #[arg(long, value_name = "DEV", default_value = "cpu")]
     pub device: String,
+    /// The authors' released MA-SAM checkpoint: with --backbone vit_b|vit_l|vit_h (instead of
+    /// --run/--config), --weights is their `.pth` (trainable tensors only) and --sam-checkpoint
+    /// the official SAM weights of the frozen encoder; the model is the paper's at 512 px
+    /// (`tiny`: the model of the reference test fixtures).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["run", "config"], requires_all = ["weights", "sam_checkpoint"])]
+    pub backbone: Option<String>,
+    /// With --backbone: foreground classes of the checkpoint [default: the task's, else 12].
+    #[arg(long, value_name = "K")]
+    pub classes: Option<usize>,
+    /// With --backbone: the task whose preprocessing (intensity, orientation) to apply
+    /// [default: btcv].
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
+    /// Video runs (EndoVis18): write colour-coded label PNGs (the dataset's palette) instead of
+    /// class ids.
+    #[arg(long)]
+    pub color: bool,
     /// Box prompt `z0,y0,x0,z1,y1,x1`: voxel indices of the input volume, BOTH ENDS INCLUSIVE,
     /// z = slice (NIfTI k axis), y = row (j), x = column (i). Stacks that miss the box are
     /// background. For a single input.
@@ -236,7 +253,11 @@ fn nifti_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
     for entry in rd {
         let p = entry.map_err(|e| CliError::io(dir, e))?.path();
-        if p.is_file() && is_nifti_path(&p) {
+        // macOS archives leave a `._name` resource fork beside every file
+        let fork = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("._"));
+        if p.is_file() && is_nifti_path(&p) && !fork {
             files.push(p);
         }
     }
@@ -427,6 +448,44 @@ impl Predictor {
         Self::new(cfg, model, device.clone())
     }
 
+    /// The authors' released checkpoint (`weights`, reference format) on the official SAM
+    /// weights of `args.sam_checkpoint`: the paper's model on `args.backbone` at 512 px with
+    /// `args.classes` (default: the task's) and the task's preprocessing.
+    pub fn from_reference(args: &PredictArgs, weights: &Path, device: &Device) -> Result<Self> {
+        let task: masam_app::Task = args.task.as_deref().unwrap_or("btcv").parse()?;
+        let backbone =
+            masam_adapter::ImageEncoderConfig::preset(args.backbone.as_deref().unwrap_or("vit_b"))?;
+        let sam = args.sam_checkpoint.as_deref().ok_or_else(|| {
+            CliError::Usage("--backbone needs --sam-checkpoint (the official SAM weights)".into())
+        })?;
+        for (what, p) in [("MA-SAM checkpoint", weights), ("SAM checkpoint", sam)] {
+            if !p.is_file() {
+                return Err(CliError::not_found(what, p));
+            }
+        }
+        let k = args.classes.unwrap_or(task.num_classes());
+        let data = masam_app::DataSource::Files {
+            train: vec![],
+            test: vec![],
+        };
+        let mut cfg =
+            FinetuneConfig::paper(data, backbone, k, 0, "unused".into()).with_sam_checkpoint(sam);
+        cfg.intensity = task.intensity(Default::default());
+        if args.backbone.as_deref() == Some("tiny") {
+            // the model of the reference fixtures (64 px, rank 4, 16 adapter channels)
+            cfg.model = masam_adapter::MaSamConfig::tiny();
+            cfg.model.sam.decoder.num_multimask_outputs = k;
+        }
+        let model = masam_adapter::MaSam::from_sam_checkpoint(
+            &cfg.model,
+            &masam_adapter::SamCheckpoint::load(sam)?,
+            cfg.trainer.seed,
+            device,
+        )?;
+        model.load_reference(weights)?;
+        Self::new(cfg, model, device.clone())
+    }
+
     /// Wraps a model (e.g. one just trained) with its run's preprocessing; the model is turned
     /// into its inference form once (no graph, FacT merged).
     pub fn new(config: FinetuneConfig, model: MaSam, device: Device) -> Result<Self> {
@@ -451,6 +510,18 @@ impl Predictor {
         self
     }
 
+    /// The image after the run's volume-level intensity step (the MRI percentile
+    /// normalisation of prostate and AMOS MRI runs; unchanged for CT), exactly as training
+    /// prepared its volumes ([`masam_app::finetune::prepared_data`]).
+    pub fn prepare<'a>(&self, image: &'a Volume<f32>) -> std::borrow::Cow<'a, Volume<f32>> {
+        if self.config.intensity.mri_percentile.is_none() {
+            return std::borrow::Cow::Borrowed(image);
+        }
+        let mut v = image.clone();
+        masam_app::task::prepare_image(&self.config.intensity, &mut v);
+        std::borrow::Cow::Owned(v)
+    }
+
     /// Predicts one volume (labels on its grid).
     pub fn predict(&self, image: &Volume<f32>, batch: usize) -> Result<Volume<u8>> {
         self.predict_with_box(image, batch, None)
@@ -466,6 +537,7 @@ impl Predictor {
         if batch == 0 {
             return Err(CliError::Usage("--batch must be at least 1".into()));
         }
+        let image = self.prepare(image);
         let opts = PredictOptions {
             batch,
             stride: self.stride,
@@ -473,7 +545,7 @@ impl Predictor {
         };
         Ok(predict_volume_with(
             &self.model,
-            image,
+            &image,
             &self.stack,
             &opts,
             box3d,
@@ -514,13 +586,13 @@ impl Predictor {
 /// # Errors
 /// Missing or unreadable run/config/weights/input, or a failed prediction or write.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let jobs = plan(&args.input, &args.output)?;
-    if jobs.is_empty() {
-        return Err(CliError::NoInputs {
-            what: "NIfTI files",
-            dir: args.input.clone(),
-            hint: String::new(),
-        });
+    if !args.input.exists() {
+        return Err(CliError::not_found_hint(
+            "input",
+            &args.input,
+            "pass a .nii/.nii.gz file, a DICOM series folder or a folder of NIfTI files (video \
+             runs: a sequence folder or a folder of PNG frames)",
+        ));
     }
     let sam = args.sam_checkpoint.as_deref();
     let device = masam_app::device::parse_device(&args.device)?;
@@ -532,6 +604,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let predictor = match (&args.run, &args.config, &args.weights) {
         (Some(dir), _, w) => Predictor::from_run(dir, w.as_deref(), sam, &device)?,
         (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam, &device)?,
+        (None, None, Some(w)) if args.backbone.is_some() => {
+            Predictor::from_reference(args, w, &device)?
+        }
         _ => {
             return Err(CliError::Usage(
                 "give the trained model: --run <run folder>, or --config <config.toml> \
@@ -541,6 +616,20 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         }
     }
     .with_stride(args.stride);
+    if matches!(
+        predictor.config.data,
+        masam_app::DataSource::Endovis18 { .. }
+    ) {
+        return predict_video(&predictor, args);
+    }
+    let jobs = plan(&args.input, &args.output)?;
+    if jobs.is_empty() {
+        return Err(CliError::NoInputs {
+            what: "NIfTI files",
+            dir: args.input.clone(),
+            hint: String::new(),
+        });
+    }
     tracing::info!(
         volumes = jobs.len(),
         classes = predictor.model.config.num_classes(),
@@ -575,6 +664,56 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     println!(
         "wrote {} prediction(s) to {}",
         jobs.len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `masam predict` for a video run: `--input` is a sequence folder (`seq_N/` with
+/// `left_frames/`) or a folder of RGB frames; one label PNG per frame, same file name, in the
+/// `--output` folder (class ids, or colours with `--color`).
+///
+/// # Errors
+/// No frames; unreadable frames; write failures.
+pub fn predict_video(predictor: &Predictor, args: &PredictArgs) -> Result<()> {
+    let seq = &args.input;
+    let frames_dir = if seq.join("left_frames").is_dir() {
+        seq.join("left_frames")
+    } else {
+        seq.clone()
+    };
+    let files = masam_volume::io::frames::list_frames(&frames_dir)?;
+    let frames = files
+        .iter()
+        .map(masam_volume::io::frames::read_rgb_frame)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if args.output == frames_dir {
+        return Err(CliError::Usage(
+            "--output is the frames folder: choose another folder, predictions would \
+             overwrite the input"
+                .into(),
+        ));
+    }
+    std::fs::create_dir_all(&args.output).map_err(|e| CliError::io(&args.output, e))?;
+    let labels = masam_app::video::predict_frames(
+        &predictor.model,
+        &frames,
+        &predictor.stack,
+        args.batch.max(1),
+        &predictor.device,
+    )?;
+    let cmap = if args.color {
+        Some(masam_app::video::palette(seq)?)
+    } else {
+        None
+    };
+    for (f, l) in files.iter().zip(&labels) {
+        let out = args.output.join(f.file_name().unwrap_or_default());
+        masam_app::video::write_label_png(&out, l, cmap.as_ref())?;
+    }
+    println!(
+        "wrote {} label frame(s) to {}",
+        labels.len(),
         args.output.display()
     );
     Ok(())

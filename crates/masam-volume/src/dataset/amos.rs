@@ -1,5 +1,5 @@
 //! AMOS 2022: `images{Tr,Va,Ts}/amos_XXXX.nii.gz` with `labels{Tr,Va}/amos_XXXX.nii.gz`.
-//! Ids up to 500 are CT, ids above 500 are MRI.
+//! The dataset's convention: case ids below 500 are CT, ids from 500 on are MRI.
 
 use std::path::Path;
 
@@ -9,11 +9,12 @@ use super::{numeric_id, CaseFiles};
 use crate::error::{Result, VolumeError};
 
 /// AMOS modality filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Modality {
-    /// Ids 1..=500.
+    /// Ids below 500.
+    #[default]
     Ct,
-    /// Ids above 500.
+    /// Ids 500 and above.
     Mri,
     /// Both.
     Any,
@@ -50,8 +51,8 @@ pub fn cases(root: impl AsRef<Path>, split: Split, modality: Modality) -> Result
             let id = numeric_id(&name)?;
             let n: u32 = id.parse().ok()?;
             let keep = match modality {
-                Modality::Ct => n <= 500,
-                Modality::Mri => n > 500,
+                Modality::Ct => n < 500,
+                Modality::Mri => n >= 500,
                 Modality::Any => true,
             };
             keep.then(|| {

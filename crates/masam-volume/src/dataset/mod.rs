@@ -74,7 +74,8 @@ impl LabelMap {
     }
 }
 
-/// Sorted regular files of `dir` whose names satisfy `keep`; [`VolumeError::Empty`] if none.
+/// Sorted regular files of `dir` whose names satisfy `keep`, without the `._*` resource-fork
+/// files that macOS archives leave beside every file; [`VolumeError::Empty`] if none.
 pub(crate) fn list_files(
     dir: &Path,
     expected: &str,
@@ -87,7 +88,10 @@ pub(crate) fn list_files(
         .filter(|p| {
             p.is_file()
                 && p.file_name()
-                    .map(|n| keep(&n.to_string_lossy()))
+                    .map(|n| {
+                        let n = n.to_string_lossy();
+                        !n.starts_with("._") && keep(&n)
+                    })
                     .unwrap_or(false)
         })
         .collect();

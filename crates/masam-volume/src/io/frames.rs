@@ -150,7 +150,8 @@ pub fn write_rgb_png(path: impl AsRef<Path>, rgb: &Array3<u8>) -> Result<()> {
     Ok(())
 }
 
-/// Sorted `.png` files of a folder; [`VolumeError::Empty`] when there are none.
+/// Sorted `.png` files of a folder (without macOS `._*` resource forks); [`VolumeError::Empty`]
+/// when there are none.
 pub fn list_frames(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
     let dir = dir.as_ref();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -162,6 +163,10 @@ pub fn list_frames(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
                 && p.extension()
                     .map(|e| e.eq_ignore_ascii_case("png"))
                     .unwrap_or(false)
+                && !p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().starts_with("._"))
+                    .unwrap_or(true)
         })
         .collect();
     files.sort();
