@@ -82,6 +82,9 @@ pub struct FinetuneArgs {
     /// Largest random shift of each box face during training, in model pixels [default: 4].
     #[arg(long, value_name = "PX")]
     pub box_jitter: Option<f32>,
+    /// Box the largest connected component of --box-class instead of all of it.
+    #[arg(long)]
+    pub box_largest_component: bool,
     /// Print the complete configuration these flags give (TOML) and exit; save it, edit it and
     /// pass it back with --config.
     #[arg(long)]
@@ -485,7 +488,10 @@ fn apply_box_flags(args: &FinetuneArgs, cfg: &mut FinetuneConfig) -> Result<()> 
         }
         None => {}
     }
-    let tuning = args.box_class.is_some() || args.box_margin.is_some() || args.box_jitter.is_some();
+    let tuning = args.box_class.is_some()
+        || args.box_margin.is_some()
+        || args.box_jitter.is_some()
+        || args.box_largest_component;
     let Some(bp) = cfg.box_prompt.as_mut() else {
         if tuning {
             return Err(CliError::Usage(
@@ -504,6 +510,9 @@ fn apply_box_flags(args: &FinetuneArgs, cfg: &mut FinetuneConfig) -> Result<()> 
     }
     if let Some(j) = args.box_jitter {
         bp.jitter = j;
+    }
+    if args.box_largest_component {
+        bp.largest_component = true;
     }
     if bp.class == 0 || bp.class as usize > k {
         return Err(CliError::Usage(format!(

@@ -153,6 +153,9 @@ pub struct BoxPromptConfig {
     /// Training only: largest random shift of each face of the 2D box, in model pixels.
     #[serde(default = "default_jitter")]
     pub jitter: f32,
+    /// Box the largest connected component of the class (6-connected) instead of all of it.
+    #[serde(default)]
+    pub largest_component: bool,
 }
 
 fn default_margin() -> [usize; 3] {
@@ -171,18 +174,85 @@ impl BoxPromptConfig {
             mode: BoxMode::Tight,
             margin_zyx: default_margin(),
             jitter: 0.0,
+            largest_component: false,
         }
     }
 
     /// The 3D box of a volume's label map; `None` when the class is absent.
     pub fn volume_box(&self, label: &Array3<u8>) -> Option<Box3d> {
-        let b = tight_box(label, self.class)?;
+        let b = if self.largest_component {
+            largest_component_box(label, self.class)?
+        } else {
+            tight_box(label, self.class)?
+        };
         let (z, y, x) = label.dim();
         Some(match self.mode {
             BoxMode::Tight => b,
             BoxMode::Relaxed => expand_box(&b, self.margin_zyx, [z, y, x]),
         })
     }
+}
+
+/// Tight box of the largest 6-connected component of `class`; `None` if the class is absent.
+///
+/// ```
+/// use masam_volume::boxes::largest_component_box;
+/// let mut lab = ndarray::Array3::<u8>::zeros((3, 8, 8));
+/// lab[[0, 0, 0]] = 2; // a single voxel
+/// for x in 3..7 { lab[[1, 5, x]] = 2; } // a bar of 4
+/// let b = largest_component_box(&lab, 2).unwrap();
+/// assert_eq!((b.z0, b.z1, b.y0, b.y1, b.x0, b.x1), (1, 1, 5, 5, 3, 6));
+/// ```
+pub fn largest_component_box(label: &Array3<u8>, class: u8) -> Option<Box3d> {
+    let (nz, ny, nx) = label.dim();
+    let mut seen = Array3::<bool>::from_elem((nz, ny, nx), false);
+    let mut best: Option<(usize, Box3d)> = None;
+    let mut stack = Vec::new();
+    for ((z, y, x), &v) in label.indexed_iter() {
+        if v != class || seen[[z, y, x]] {
+            continue;
+        }
+        seen[[z, y, x]] = true;
+        stack.push((z, y, x));
+        let mut n = 0usize;
+        let mut b = Box3d {
+            z0: z,
+            z1: z,
+            y0: y,
+            y1: y,
+            x0: x,
+            x1: x,
+        };
+        while let Some((z, y, x)) = stack.pop() {
+            n += 1;
+            b = Box3d {
+                z0: b.z0.min(z),
+                z1: b.z1.max(z),
+                y0: b.y0.min(y),
+                y1: b.y1.max(y),
+                x0: b.x0.min(x),
+                x1: b.x1.max(x),
+            };
+            let neighbours = [
+                (z.wrapping_sub(1), y, x),
+                (z + 1, y, x),
+                (z, y.wrapping_sub(1), x),
+                (z, y + 1, x),
+                (z, y, x.wrapping_sub(1)),
+                (z, y, x + 1),
+            ];
+            for (a, c, d) in neighbours {
+                if a < nz && c < ny && d < nx && !seen[[a, c, d]] && label[[a, c, d]] == class {
+                    seen[[a, c, d]] = true;
+                    stack.push((a, c, d));
+                }
+            }
+        }
+        if best.is_none_or(|(m, _)| n > m) {
+            best = Some((n, b));
+        }
+    }
+    best.map(|(_, b)| b)
 }
 
 /// `b` grown by `margin_zyx` voxels on every face, clamped to a volume of shape `shape_zyx`.
