@@ -18,7 +18,9 @@ pub mod compare;
 pub mod fixtures;
 pub mod temp;
 
-pub use compare::{assert_close, compare, compare_slices, f32_bits, max_abs, rel_err, Comparison};
+pub use compare::{
+    assert_close, compare, compare_slices, f32_bits, max_abs, rel_diff, rel_err, Comparison,
+};
 pub use fixtures::{
     load_reference_tiny, load_safetensors, reference_tiny, workspace_root, RawSafetensors,
 };
