@@ -181,16 +181,11 @@ fn corrupt_or_foreign_files_are_rejected() {
 #[test]
 fn restore_checks_everything_before_changing_anything() {
     let (state, mut opt) = sample_state(1.0);
-    let w_before: Vec<f32> = opt
-        .named_vars()
-        .find(|(n, _)| *n == "fc.weight")
-        .unwrap()
-        .1
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let fc_weight = |opt: &AdamW| -> Vec<f32> {
+        let (_, v) = opt.named_vars().find(|(n, _)| *n == "fc.weight").unwrap();
+        v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let w_before = fc_weight(&opt);
     let mut bad = state.clone();
     bad.params.insert(
         "fc.bias".into(),
@@ -204,16 +199,7 @@ fn restore_checks_everything_before_changing_anything() {
         bad.restore(&mut opt),
         Err(TrainError::ShapeMismatch { .. })
     ));
-    let w_after: Vec<f32> = opt
-        .named_vars()
-        .find(|(n, _)| *n == "fc.weight")
-        .unwrap()
-        .1
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let w_after = fc_weight(&opt);
     assert_eq!(w_before, w_after);
     let mut missing = state.clone();
     missing.params.remove("half");
