@@ -2,7 +2,7 @@
 //! here is part of any crate's API.
 //!
 //! - [`fixtures`]: where the repository's fixtures are, from any crate, and loading them;
-//! - [`compare`]: tensor and slice comparisons whose failure message names the tensor, the
+//! - [`compare`](mod@compare): tensor and slice comparisons whose failure message names the tensor, the
 //!   worst element and both values;
 //! - [`temp`]: fresh temporary folders removed on drop, and sorted folder listings.
 //!
