@@ -4,10 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use masam_conv3d::{Adapter3d, Adapter3dConfig, AdapterNames, Conv3dError};
 use masam_nn::SeededVarMap;
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
-}
+use masam_testkit::max_abs;
 
 fn tiny() -> Adapter3dConfig {
     Adapter3dConfig::tiny().with_dim(12).with_channels(6)
@@ -45,7 +42,7 @@ fn shape_residual_and_names() {
     );
     // shapes and PyTorch default init bounds
     assert_eq!(a.conv().weight().dims(), &[6, 6, 3, 1, 1]);
-    let conv_bound = 1.0 / (6.0f32 * 3.0).sqrt();
+    let conv_bound = 1.0 / (6.0f64 * 3.0).sqrt();
     assert!(
         max_abs(a.conv().weight()) <= conv_bound && max_abs(a.conv().bias().unwrap()) <= conv_bound
     );
@@ -53,8 +50,8 @@ fn shape_residual_and_names() {
         max_abs(a.conv().bias().unwrap()) > 0.0,
         "conv bias is not zero-initialised"
     );
-    assert!(max_abs(a.linear_down().weight()) <= 1.0 / 12f32.sqrt());
-    assert!(max_abs(a.linear_up().weight()) <= 1.0 / 6f32.sqrt());
+    assert!(max_abs(a.linear_down().weight()) <= 1.0 / 12f64.sqrt());
+    assert!(max_abs(a.linear_up().weight()) <= 1.0 / 6f64.sqrt());
     assert!(max_abs(a.linear_up().weight()) > 0.0);
 }
 

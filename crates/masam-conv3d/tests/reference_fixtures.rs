@@ -5,33 +5,12 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use masam_conv3d::reference::conv3d_reference;
 use masam_conv3d::{conv3d_op_with, Conv3d, Conv3dConfig, Conv3dKernel, Conv3dPadding};
+use masam_testkit::{load_reference_tiny, rel_err};
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/reference-tiny/conv3d.safetensors"
-);
 const CASES: [&str; 4] = ["k311", "k333", "k111", "k135"];
-
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let num: f32 = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let den: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    num / (den + 1e-6)
-}
-
-fn load() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(FIXTURE, &Device::Cpu).expect("conv3d fixture")
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Impl {
@@ -41,7 +20,7 @@ enum Impl {
 }
 
 /// Runs one case through `imp`, returns (forward, grad_x, grad_weight, grad_bias) errors.
-fn run_case(t: &HashMap<String, Tensor>, case: &str, imp: Impl) -> [f32; 4] {
+fn run_case(t: &HashMap<String, Tensor>, case: &str, imp: Impl) -> [f64; 4] {
     let get = |k: &str| {
         t.get(&format!("{case}.{k}"))
             .unwrap_or_else(|| panic!("{case}.{k}"))
@@ -75,7 +54,7 @@ fn run_case(t: &HashMap<String, Tensor>, case: &str, imp: Impl) -> [f32; 4] {
 }
 
 fn check(imp: Impl) {
-    let t = load();
+    let t = load_reference_tiny("conv3d.safetensors");
     for case in CASES {
         let [fwd, gx, gw, gb] = run_case(&t, case, imp);
         println!("{imp:?} {case}: y {fwd:.2e}  grad_x {gx:.2e}  grad_weight {gw:.2e}  grad_bias {gb:.2e}");
@@ -120,7 +99,7 @@ fn reference_oracle_matches_pytorch() {
 
 #[test]
 fn fixture_has_the_expected_shapes() {
-    let t = load();
+    let t = load_reference_tiny("conv3d.safetensors");
     assert_eq!(t["k311.weight"].dims(), &[8, 8, 3, 1, 1]);
     assert_eq!(t["k135.x"].dims(), &[1, 3, 6, 7, 9]);
     assert_eq!(t["k135.y"].dims(), &[1, 5, 6, 7, 9]);

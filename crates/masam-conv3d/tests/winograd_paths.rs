@@ -7,19 +7,9 @@ use candle_core::{Device, Tensor, Var};
 use masam_conv3d::cpu::{select, CpuPath, AUTO_MIN_COLUMNS};
 use masam_conv3d::winograd::AUTO_MAX_POINTS;
 use masam_conv3d::{conv3d_op_with, Conv3dGeometry, Conv3dKernel, Conv3dPadding};
+use masam_testkit::compare_slices;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// `max|a − b| / (max|b| + 1e-6)`.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let num = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    num / (b.iter().fold(0f32, |m, v| m.max(v.abs())) + 1e-6)
-}
 
 /// y, grad_x, grad_w, grad_b of `(conv(x, w) + b) · gy` summed, by direct f64 loops.
 fn naive(g: &Conv3dGeometry, x: &[f32], w: &[f32], b: &[f32], gy: &[f32]) -> [Vec<f32>; 4] {
@@ -100,8 +90,8 @@ fn winograd_exact_general_and_naive_agree_on_random_depth_only_shapes() {
         Conv3dKernel::General,
         Conv3dKernel::Auto,
     ];
-    let mut worst = [[0f32; 4]; 4];
-    let mut winograd_vs_exact = [0f32; 4];
+    let mut worst = [[0f64; 4]; 4];
+    let mut winograd_vs_exact = [0f64; 4];
     let mut auto_winograd = 0;
     for case in 0..48 {
         let kd = 1 + case % 5;
@@ -145,7 +135,7 @@ fn winograd_exact_general_and_naive_agree_on_random_depth_only_shapes() {
         for (ki, &k) in kernels.iter().enumerate() {
             let got = through_op(k, &xt, &wt, &bt, &gyt, pad);
             for i in 0..4 {
-                let err = rel_err(&got[i], &truth[i]);
+                let err = compare_slices(&got[i], &truth[i]).rel();
                 worst[ki][i] = worst[ki][i].max(err);
                 assert!(
                     err <= 1e-5,
@@ -155,7 +145,7 @@ fn winograd_exact_general_and_naive_agree_on_random_depth_only_shapes() {
             results.push(got);
         }
         for i in 0..4 {
-            let e = rel_err(&results[0][i], &results[1][i]);
+            let e = compare_slices(&results[0][i], &results[1][i]).rel();
             winograd_vs_exact[i] = winograd_vs_exact[i].max(e);
             assert!(
                 e <= 1e-5,

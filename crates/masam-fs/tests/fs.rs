@@ -1,41 +1,23 @@
 //! Behaviour of the atomic writers and of the regular-file opener.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use masam_fs::{FileKind, FsError, Operation};
-
-/// A fresh, empty folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("masam-fs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use masam_testkit::TempDir;
 
 #[test]
 fn writes_and_replaces() {
-    let dir = scratch("replace");
+    let dir = TempDir::new("fs-replace");
     let p = dir.join("a.bin");
     masam_fs::atomic_write_bytes(&p, b"first").unwrap();
     masam_fs::atomic_write(&p, |w| w.write_all(b"second")).unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"second");
-    assert_eq!(entries(&dir), ["a.bin"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(dir.entries(), ["a.bin"]);
 }
 
 #[test]
 fn failing_writer_leaves_target_and_no_temp_file() {
-    let dir = scratch("fail");
+    let dir = TempDir::new("fs-fail");
     let p = dir.join("ckpt.safetensors");
     masam_fs::atomic_write_bytes(&p, b"old").unwrap();
     let err = masam_fs::atomic_write(&p, |w| {
@@ -55,18 +37,17 @@ fn failing_writer_leaves_target_and_no_temp_file() {
     let src = std::error::Error::source(&err).unwrap();
     assert_eq!(src.to_string(), "disk full");
     assert_eq!(std::fs::read(&p).unwrap(), b"old");
-    assert_eq!(entries(&dir), ["ckpt.safetensors"]);
+    assert_eq!(dir.entries(), ["ckpt.safetensors"]);
 
     // A fresh target stays absent.
     let q = dir.join("new.json");
     assert!(masam_fs::atomic_write(&q, |_| Err(std::io::Error::other("no"))).is_err());
-    assert_eq!(entries(&dir), ["ckpt.safetensors"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(dir.entries(), ["ckpt.safetensors"]);
 }
 
 #[test]
 fn panicking_writer_leaves_no_temp_file() {
-    let dir = scratch("panic");
+    let dir = TempDir::new("fs-panic");
     let p = dir.join("x.txt");
     let r = std::panic::catch_unwind(|| {
         let _ = masam_fs::atomic_write(&p, |w| {
@@ -75,13 +56,12 @@ fn panicking_writer_leaves_no_temp_file() {
         });
     });
     assert!(r.is_err());
-    assert!(entries(&dir).is_empty());
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(dir.entries().is_empty());
 }
 
 #[test]
 fn failing_producer_keeps_its_error_as_source() {
-    let dir = scratch("produce");
+    let dir = TempDir::new("fs-produce");
     let p = dir.join("w.safetensors");
     masam_fs::atomic_write_bytes(&p, b"old").unwrap();
     let err = masam_fs::atomic_write_path(&p, |tmp| {
@@ -97,7 +77,7 @@ fn failing_producer_keeps_its_error_as_source() {
     let io = src.downcast_ref::<std::io::Error>().unwrap();
     assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
     assert_eq!(std::fs::read(&p).unwrap(), b"old");
-    assert_eq!(entries(&dir), ["w.safetensors"]);
+    assert_eq!(dir.entries(), ["w.safetensors"]);
 
     // A producer that replaces the temporary file by renaming over it is fine.
     masam_fs::atomic_write_path(&p, |tmp| {
@@ -107,13 +87,12 @@ fn failing_producer_keeps_its_error_as_source() {
     })
     .unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"new");
-    assert_eq!(entries(&dir), ["w.safetensors"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(dir.entries(), ["w.safetensors"]);
 }
 
 #[test]
 fn missing_folder_and_no_file_name_are_errors() {
-    let dir = scratch("missing");
+    let dir = TempDir::new("fs-missing");
     let err = masam_fs::atomic_write_bytes(dir.join("nope").join("a"), b"x").unwrap_err();
     assert!(matches!(
         err,
@@ -136,17 +115,16 @@ fn missing_folder_and_no_file_name_are_errors() {
             ..
         }
     ));
-    assert_eq!(entries(&dir), ["d"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(dir.entries(), ["d"]);
 }
 
 #[test]
 fn regular_files_open_and_directories_do_not() {
-    let dir = scratch("regular");
+    let dir = TempDir::new("fs-regular");
     let p = dir.join("v.nii");
     std::fs::write(&p, b"data").unwrap();
     assert_eq!(masam_fs::read_regular_file(&p).unwrap(), b"data");
-    let err = masam_fs::open_regular_file(&dir).unwrap_err();
+    let err = masam_fs::open_regular_file(dir.path()).unwrap_err();
     assert!(matches!(
         err,
         FsError::NotRegularFile {
@@ -158,14 +136,13 @@ fn regular_files_open_and_directories_do_not() {
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     let io: std::io::Error = err.into();
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(unix)]
 #[test]
 fn fifo_and_devices_are_refused_without_blocking() {
     use std::os::unix::ffi::OsStrExt;
-    let dir = scratch("fifo");
+    let dir = TempDir::new("fs-fifo");
     let fifo = dir.join("pipe.nii");
     let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
     // SAFETY: `c` is a valid NUL-terminated path.
@@ -196,5 +173,4 @@ fn fifo_and_devices_are_refused_without_blocking() {
             ..
         })
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

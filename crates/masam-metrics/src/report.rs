@@ -293,8 +293,7 @@ mod tests {
 
     #[test]
     fn atomic_writes() {
-        let dir = std::env::temp_dir().join(format!("masam-metrics-report-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = masam_testkit::TempDir::new("metrics-report");
         let r = sample();
         let p = dir.join("r.json");
         r.write_json(&p).unwrap();
@@ -307,12 +306,6 @@ mod tests {
         // A destination in a missing folder fails cleanly and leaves nothing behind.
         let bad = dir.join("missing").join("r.csv");
         assert!(matches!(r.write_csv(&bad), Err(MetricsError::Fs(_))));
-        let leftovers: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-            .collect();
-        assert!(leftovers.is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(dir.entries(), ["all.json", "r.csv", "r.json"]);
     }
 }

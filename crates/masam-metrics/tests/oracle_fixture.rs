@@ -7,8 +7,7 @@ use masam_metrics::{
     compute_asd, compute_assd, compute_dice, compute_hausdorff, compute_hd95,
     compute_surface_dice_at, foreground_mask, EmptyPolicy,
 };
-use ndarray::Array3;
-use safetensors::{Dtype, SafeTensors};
+use masam_testkit::{rel_diff, RawSafetensors};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -18,35 +17,18 @@ const NAMES: [&str; 9] = [
     "dice", "hd95", "hd", "asd", "assd", "nsd@0.5", "nsd@1", "nsd@2", "nsd@5",
 ];
 
-fn f64s(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::F64);
-    t.data()
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn mask(st: &SafeTensors<'_>, name: &str) -> Array3<bool> {
-    let t = st.tensor(name).unwrap();
-    assert_eq!(t.dtype(), Dtype::U8);
-    let s = t.shape();
-    let a = Array3::from_shape_vec((s[0], s[1], s[2]), t.data().to_vec()).unwrap();
-    foreground_mask(a.view())
-}
-
 #[test]
 fn oracle_cases_match_medpy_and_deepmind() {
-    let bytes = std::fs::read(FIXTURE).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let spacing = f64s(&st, "spacing_zyx");
-    let metrics = f64s(&st, "metrics");
+    let st = RawSafetensors::open(FIXTURE);
+    let mask = |name: &str| foreground_mask(st.u8_3d(name).view());
+    let spacing = st.f64s("spacing_zyx");
+    let metrics = st.f64s("metrics");
     let n = spacing.len() / 3;
     assert_eq!(n, 8);
     let mut worst = [0.0f64; 9];
     for i in 0..n {
-        let p = mask(&st, &format!("case{i}.pred"));
-        let g = mask(&st, &format!("case{i}.gt"));
+        let p = mask(&format!("case{i}.pred"));
+        let g = mask(&format!("case{i}.gt"));
         let sp = [spacing[3 * i], spacing[3 * i + 1], spacing[3 * i + 2]];
         let e = EmptyPolicy::distance_monai();
         let nsd = compute_surface_dice_at(
@@ -70,7 +52,7 @@ fn oracle_cases_match_medpy_and_deepmind() {
         ];
         for k in 0..9 {
             let want = metrics[9 * i + k];
-            let err = (got[k] - want).abs() / (want.abs() + 1e-6);
+            let err = rel_diff(got[k], want);
             worst[k] = worst[k].max(err);
             assert!(
                 err <= 1e-6,

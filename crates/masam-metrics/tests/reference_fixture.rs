@@ -6,13 +6,8 @@ use masam_metrics::{
     compute_asd, compute_dice, compute_hd95, compute_surface_dice_at, foreground_mask, Classes,
     DiceConfig, DiceMetric, EmptyPolicy, Hd95Metric, Metric, SurfaceDiceConfig, SurfaceDiceMetric,
 };
+use masam_testkit::{reference_tiny, rel_diff, RawSafetensors};
 use ndarray::Array3;
-use safetensors::{Dtype, SafeTensors};
-
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/reference-tiny/metrics.safetensors"
-);
 
 struct Case {
     pred: Array3<u8>,
@@ -26,33 +21,15 @@ struct Fixture {
     metrics: Vec<[f64; 5]>,
 }
 
-fn f64s(st: &SafeTensors<'_>, name: &str) -> Vec<f64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(t.dtype(), Dtype::F64, "{name}");
-    t.data()
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn u8s(st: &SafeTensors<'_>, name: &str) -> Array3<u8> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(t.dtype(), Dtype::U8, "{name}");
-    let s = t.shape();
-    assert_eq!(s.len(), 3, "{name}");
-    Array3::from_shape_vec((s[0], s[1], s[2]), t.data().to_vec()).unwrap()
-}
-
 fn load() -> Fixture {
-    let bytes = std::fs::read(FIXTURE).expect("reference fixture is committed in the repo");
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let sp = f64s(&st, "spacing_zyx");
-    let m = f64s(&st, "metrics");
-    assert_eq!(st.tensor("metrics").unwrap().shape(), &[6, 5]);
+    let st = RawSafetensors::open(reference_tiny("metrics.safetensors"));
+    let sp = st.f64s("spacing_zyx");
+    let m = st.f64s("metrics");
+    assert_eq!(st.shape("metrics"), [6, 5]);
     let cases = (0..6)
         .map(|i| Case {
-            pred: u8s(&st, &format!("case{i}.pred")),
-            gt: u8s(&st, &format!("case{i}.gt")),
+            pred: st.u8_3d(&format!("case{i}.pred")),
+            gt: st.u8_3d(&format!("case{i}.gt")),
         })
         .collect();
     Fixture {
@@ -60,10 +37,6 @@ fn load() -> Fixture {
         spacing: [sp[0], sp[1], sp[2]],
         metrics: m.chunks_exact(5).map(|r| r.try_into().unwrap()).collect(),
     }
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / (b.abs() + 1e-6)
 }
 
 #[test]
@@ -88,7 +61,7 @@ fn binary_functions_reproduce_medpy_and_deepmind() {
         .unwrap();
         let got = [dice, hd95, asd, nsd[0], nsd[1]];
         for k in 0..5 {
-            let e = rel(got[k], want[k]);
+            let e = rel_diff(got[k], want[k]);
             worst[k] = worst[k].max(e);
             assert!(
                 e <= 1e-6,
@@ -116,14 +89,14 @@ fn cumulative_metrics_reproduce_fixture_means() {
         let d = dice.update_case(&name, p, g, fx.spacing).unwrap();
         let h = hd95.update_case(&name, p, g, fx.spacing).unwrap();
         let n = nsd2.update_case(&name, p, g, fx.spacing).unwrap();
-        assert!(rel(d[0], fx.metrics[i][0]) <= 1e-6);
-        assert!(rel(h[0], fx.metrics[i][1]) <= 1e-6);
-        assert!(rel(n[0], fx.metrics[i][4]) <= 1e-6);
+        assert!(rel_diff(d[0], fx.metrics[i][0]) <= 1e-6);
+        assert!(rel_diff(h[0], fx.metrics[i][1]) <= 1e-6);
+        assert!(rel_diff(n[0], fx.metrics[i][4]) <= 1e-6);
     }
     let mean = |k: usize| fx.metrics.iter().map(|r| r[k]).sum::<f64>() / 6.0;
-    assert!(rel(dice.aggregate().mean(), mean(0)) <= 1e-6);
-    assert!(rel(hd95.aggregate().mean(), mean(1)) <= 1e-6);
-    assert!(rel(nsd2.aggregate().mean(), mean(4)) <= 1e-6);
+    assert!(rel_diff(dice.aggregate().mean(), mean(0)) <= 1e-6);
+    assert!(rel_diff(hd95.aggregate().mean(), mean(1)) <= 1e-6);
+    assert!(rel_diff(nsd2.aggregate().mean(), mean(4)) <= 1e-6);
     let r = hd95.aggregate();
     assert_eq!(r.cases.len(), 6);
     assert_eq!(r.classes, vec!["organ"]);

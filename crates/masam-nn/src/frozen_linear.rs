@@ -190,19 +190,7 @@ impl CustomOp2 for InputGradOnly {
 mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
-
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        d / (m + 1e-6)
-    }
+    use masam_testkit::{assert_close, rel_err};
 
     #[test]
     fn matches_plain_linear_and_stores_no_weight_grads() -> Result<()> {
@@ -220,10 +208,10 @@ mod tests {
         let y = frozen.forward(x.as_tensor())?;
         let grads = (&y * &g_up)?.sum_all()?.backward()?;
 
-        assert!(rel(&y, &y_ref) < 1e-6);
+        assert!(rel_err(&y, &y_ref) < 1e-6);
         let dx = grads.get(&x).expect("input gradient");
         let dx_ref = grads_ref.get(&x).expect("input gradient");
-        assert!(rel(dx, dx_ref) < 1e-6, "{}", rel(dx, dx_ref));
+        assert_close("dx", dx, dx_ref, 1e-6);
         assert!(grads.get(&w).is_none());
         assert!(grads.get(&b).is_none());
         assert!(grads.get(frozen.weight()).is_none());

@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 use masam_nn::ops::{self, composite};
 use masam_nn::{softmax_last_dim, LayerNorm, LayerNorm2d};
+use masam_testkit::assert_close;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -18,22 +19,6 @@ fn randn(rng: &mut ChaCha8Rng, shape: &[usize], mean: f32, std: f32) -> Result<T
     let dist = Normal::new(mean, std).expect("valid normal");
     let v: Vec<f32> = (0..n).map(|_| dist.sample(rng)).collect();
     Tensor::from_vec(v, shape, &Device::Cpu)
-}
-
-/// `max|a − b| / (max|b| + 1e-6)`, computed in f64.
-fn rel(a: &Tensor, b: &Tensor) -> Result<f64> {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64)?;
-    let b = b.to_dtype(DType::F64)?;
-    let num: f64 = (&a - &b)?.abs()?.max_all()?.to_scalar()?;
-    let den: f64 = b.abs()?.max_all()?.to_scalar()?;
-    Ok(num / (den + 1e-6))
-}
-
-fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f64) -> Result<f64> {
-    let e = rel(a, b)?;
-    assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
-    Ok(e)
 }
 
 fn abs_sum(t: &Tensor) -> Result<f64> {
@@ -88,14 +73,14 @@ fn softmax_case(rng: &mut ChaCha8Rng, x: &Tensor) -> Result<(f64, f64)> {
     let r = randn(rng, x.dims(), 0.0, 1.0)?;
     let (yf, gf) = run(&[x], &r, |t| ops::softmax_last_dim_fused(&t[0]))?;
     let (yc, gc) = run(&[x], &r, |t| composite::softmax_last_dim(&t[0]))?;
-    let ef = assert_close("softmax forward", &yf, &yc, TOL)?;
+    let ef = assert_close("softmax forward", &yf, &yc, TOL);
     let (gf, gc) = (gf[0].as_ref().unwrap(), gc[0].as_ref().unwrap());
-    let eg = assert_close("softmax dx", gf, gc, TOL)?;
+    let eg = assert_close("softmax dx", gf, gc, TOL);
     if x.dim(candle_core::D::Minus1)? > 1 {
         assert!(abs_sum(gf)? > 0.0, "softmax: zero gradient");
     }
     // The public function takes the fused path on CPU f32 and must give the same values.
-    assert_close("softmax_last_dim", &softmax_last_dim(x)?, &yf, 0.0)?;
+    assert_close("softmax_last_dim", &softmax_last_dim(x)?, &yf, 0.0);
     Ok((ef, eg))
 }
 
@@ -154,7 +139,7 @@ fn layer_norm_case(rng: &mut ChaCha8Rng, x: &Tensor, norm: Norm) -> Result<(f64,
         Norm::Channels => composite::layer_norm_2d(&t[0], &t[1], &t[2], eps),
     })?;
     let what = format!("{norm:?} {:?}", x.dims());
-    let ef = assert_close(&format!("{what} forward"), &yf, &yc, TOL)?;
+    let ef = assert_close(&format!("{what} forward"), &yf, &yc, TOL);
     let mut eg = 0f64;
     for (i, name) in ["dx", "dweight", "dbias"].iter().enumerate() {
         let (a, e) = (gf[i].as_ref(), gc[i].as_ref());
@@ -162,7 +147,7 @@ fn layer_norm_case(rng: &mut ChaCha8Rng, x: &Tensor, norm: Norm) -> Result<(f64,
             a.unwrap_or_else(|| panic!("{what}: fused {name} missing")),
             e.unwrap_or_else(|| panic!("{what}: composite {name} missing")),
         );
-        eg = eg.max(assert_close(&format!("{what} {name}"), a, e, TOL)?);
+        eg = eg.max(assert_close(&format!("{what} {name}"), a, e, TOL));
         // With one channel x̂ ≡ 0, so only the bias gradient can be non-zero.
         if c > 1 || *name == "dbias" {
             assert!(abs_sum(a)? > 0.0, "{what}: {name} is zero");
@@ -232,7 +217,7 @@ fn layer_norm_2d_matches_composite() -> Result<()> {
         &ops::layer_norm_2d_fused(&x, &w, &b, 1e-6)?,
         &composite::layer_norm_2d(&x, &w, &b, 1e-6)?,
         TOL,
-    )?;
+    );
     println!("layer_norm_2d: max rel error forward {wf:e}, gradient {wg:e}");
     Ok(())
 }
@@ -264,11 +249,11 @@ fn large_offsets_stay_accurate() -> Result<()> {
         let (yf, gf) = run(&[&x, &w, &b], &r, f)?;
         let (y64, g64) = run(&[&to64(&x)?, &to64(&w)?, &to64(&b)?], &to64(&r)?, f)?;
         assert_eq!(y64.dtype(), DType::F64);
-        let e = assert_close("offset forward", &yf, &y64, TOL)?;
+        let e = assert_close("offset forward", &yf, &y64, TOL);
         let mut eg = 0f64;
         for i in 0..3 {
             let (a, e) = (gf[i].as_ref().unwrap(), g64[i].as_ref().unwrap());
-            eg = eg.max(assert_close("offset gradient", a, e, TOL)?);
+            eg = eg.max(assert_close("offset gradient", a, e, TOL));
         }
         println!("{norm:?} {shape:?} at 1e4: forward {e:e}, gradients {eg:e}");
     }
@@ -276,13 +261,13 @@ fn large_offsets_stay_accurate() -> Result<()> {
     let r = randn(&mut rng, &[5, 300], 0.0, 1.0)?;
     let (yf, gf) = run(&[&x], &r, |t| softmax_last_dim(&t[0]))?;
     let (y64, g64) = run(&[&to64(&x)?], &to64(&r)?, |t| softmax_last_dim(&t[0]))?;
-    assert_close("softmax offset forward", &yf, &y64, TOL)?;
+    assert_close("softmax offset forward", &yf, &y64, TOL);
     assert_close(
         "softmax offset gradient",
         gf[0].as_ref().unwrap(),
         g64[0].as_ref().unwrap(),
         TOL,
-    )?;
+    );
     Ok(())
 }
 
@@ -297,12 +282,12 @@ fn layers_fall_back_for_f64() -> Result<()> {
     let ln2d64 = LayerNorm2d::new(w.to_dtype(DType::F64)?, b.to_dtype(DType::F64)?, 1e-6);
     let y64 = ln2d64.forward(&x.to_dtype(DType::F64)?)?;
     assert_eq!(y64.dtype(), DType::F64);
-    assert_close("LayerNorm2d f32 vs f64", &ln2d.forward(&x)?, &y64, TOL)?;
+    assert_close("LayerNorm2d f32 vs f64", &ln2d.forward(&x)?, &y64, TOL);
     let x = x.permute((0, 2, 3, 1))?;
     let ln = LayerNorm::new(w.clone(), b.clone(), 1e-6);
     let ln64 = LayerNorm::new(w.to_dtype(DType::F64)?, b.to_dtype(DType::F64)?, 1e-6);
     let y64 = ln64.forward(&x.to_dtype(DType::F64)?)?;
-    assert_close("LayerNorm f32 vs f64", &ln.forward(&x)?, &y64, TOL)?;
+    assert_close("LayerNorm f32 vs f64", &ln.forward(&x)?, &y64, TOL);
     Ok(())
 }
 

@@ -143,6 +143,11 @@ pub fn rel_err(actual: &Tensor, expected: &Tensor) -> f64 {
     compare(actual, expected).rel()
 }
 
+/// `|a − b| / (|b| + 1e-6)` for two scalars.
+pub fn rel_diff(actual: f64, expected: f64) -> f64 {
+    (actual - expected).abs() / (expected.abs() + REL_EPS)
+}
+
 /// Asserts `rel_err(actual, expected) <= tol` and returns the error (printed too, for
 /// `--nocapture` runs).
 ///

@@ -2,7 +2,7 @@
 //! here is part of any crate's API.
 //!
 //! - [`fixtures`]: where the repository's fixtures are, from any crate, and loading them;
-//! - [`compare`]: tensor and slice comparisons whose failure message names the tensor, the
+//! - [`compare`](mod@compare): tensor and slice comparisons whose failure message names the tensor, the
 //!   worst element and both values;
 //! - [`temp`]: fresh temporary folders removed on drop, and sorted folder listings.
 //!
@@ -18,7 +18,9 @@ pub mod compare;
 pub mod fixtures;
 pub mod temp;
 
-pub use compare::{assert_close, compare, compare_slices, f32_bits, max_abs, rel_err, Comparison};
+pub use compare::{
+    assert_close, compare, compare_slices, f32_bits, max_abs, rel_diff, rel_err, Comparison,
+};
 pub use fixtures::{
     load_reference_tiny, load_safetensors, reference_tiny, workspace_root, RawSafetensors,
 };

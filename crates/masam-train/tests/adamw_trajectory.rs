@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Device, Tensor, Var};
+use masam_testkit::{f32_bits, TempDir};
 use masam_train::{AdamW, AdamWConfig, GradAccumulator, ParamGroup, RngState, TrainingState};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -130,24 +131,13 @@ fn three_steps_match_hand_computed_pytorch_trajectory() {
     assert!(gap > 1e-3, "coupled decay indistinguishable: {gap}");
 }
 
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
-}
-
 fn noise(rng: &mut ChaCha8Rng) -> Vec<f32> {
     (0..5).map(|_| rng.random_range(-0.5f32..0.5)).collect()
 }
 
 #[test]
 fn resume_from_checkpoint_is_bit_exact() {
-    let dir = std::env::temp_dir().join(format!("masam-train-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("train-resume");
     let path = dir.join("ckpt.safetensors");
 
     // A: three uninterrupted steps, with "data" noise from a seeded RNG.
@@ -197,17 +187,16 @@ fn resume_from_checkpoint_is_bit_exact() {
             .unwrap();
     }
 
-    assert_eq!(bits(theta_a.as_tensor()), bits(theta_b.as_tensor()));
-    assert_eq!(bits(phi_a.as_tensor()), bits(phi_b.as_tensor()));
+    assert_eq!(f32_bits(theta_a.as_tensor()), f32_bits(theta_b.as_tensor()));
+    assert_eq!(f32_bits(phi_a.as_tensor()), f32_bits(phi_b.as_tensor()));
     let (sa, sb) = (opt_a.state_dict().unwrap(), opt_b.state_dict().unwrap());
     for key in [
         "state.theta.exp_avg",
         "state.theta.exp_avg_sq",
         "state.phi.exp_avg_sq",
     ] {
-        assert_eq!(bits(&sa[key]), bits(&sb[key]), "{key}");
+        assert_eq!(f32_bits(&sa[key]), f32_bits(&sb[key]), "{key}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -2,30 +2,14 @@
 //! checkpoint and leaves no stray temp file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
+use masam_testkit::TempDir;
 use masam_train::{
     atomic_write, atomic_write_with, AdamW, AdamWConfig, RngState, TrainError, TrainingState,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("masam-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 fn sample_state(seed: f32) -> (TrainingState, AdamW) {
     let w = Var::new(&[[seed, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
@@ -61,7 +45,7 @@ fn sample_state(seed: f32) -> (TrainingState, AdamW) {
 
 #[test]
 fn round_trip_preserves_everything() {
-    let dir = temp_dir("roundtrip");
+    let dir = TempDir::new("train-roundtrip");
     let path = dir.join("state.safetensors");
     let (state, _) = sample_state(1.0);
     state.save(&path).unwrap();
@@ -99,13 +83,12 @@ fn round_trip_preserves_everything() {
     }
     // fc.bias got no gradient: it has no optimiser state, and the file says so.
     assert!(!back.optimizer.contains_key("state.fc.bias.step"));
-    assert_eq!(entries(&dir), vec!["state.safetensors"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(dir.entries(), vec!["state.safetensors"]);
 }
 
 #[test]
 fn failed_write_leaves_previous_checkpoint_intact() {
-    let dir = temp_dir("crash");
+    let dir = TempDir::new("train-crash");
     let path = dir.join("ckpt.safetensors");
     let (old, _) = sample_state(1.0);
     old.save(&path).unwrap();
@@ -126,7 +109,7 @@ fn failed_write_leaves_previous_checkpoint_intact() {
     assert_eq!(source.to_string(), "injected crash");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_eq!(
-        entries(&dir),
+        dir.entries(),
         vec!["ckpt.safetensors"],
         "temp file left behind"
     );
@@ -140,7 +123,7 @@ fn failed_write_leaves_previous_checkpoint_intact() {
     });
     assert!(r.is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert_eq!(entries(&dir), vec!["ckpt.safetensors"]);
+    assert_eq!(dir.entries(), vec!["ckpt.safetensors"]);
 
     // The previous checkpoint still loads, and a later successful save replaces it.
     let w0 = |st: &TrainingState| {
@@ -156,12 +139,11 @@ fn failed_write_leaves_previous_checkpoint_intact() {
     let back = TrainingState::load(&path, &Device::Cpu).unwrap();
     assert_eq!(w0(&back), w0(&new));
     assert_ne!(w0(&old), w0(&new));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn unwritable_destination_is_an_error_without_side_effects() {
-    let dir = temp_dir("unwritable");
+    let dir = TempDir::new("train-unwritable");
     // The "directory" is a regular file: no temp file can be created in it (even as root).
     let not_a_dir = dir.join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
@@ -169,13 +151,12 @@ fn unwritable_destination_is_an_error_without_side_effects() {
     let err = state.save(not_a_dir.join("ckpt.safetensors")).unwrap_err();
     assert!(matches!(err, TrainError::Fs(_)), "{err}");
     assert!(atomic_write(dir.join("missing-subdir/ckpt"), b"abc").is_err());
-    assert_eq!(entries(&dir), vec!["file"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(dir.entries(), vec!["file"]);
 }
 
 #[test]
 fn corrupt_or_foreign_files_are_rejected() {
-    let dir = temp_dir("corrupt");
+    let dir = TempDir::new("train-corrupt");
     let path = dir.join("ckpt.safetensors");
     let (state, _) = sample_state(1.0);
     let bytes = state.to_bytes().unwrap();
@@ -195,22 +176,16 @@ fn corrupt_or_foreign_files_are_rejected() {
         TrainingState::load(dir.join("nope"), &Device::Cpu),
         Err(TrainError::Io { .. })
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn restore_checks_everything_before_changing_anything() {
     let (state, mut opt) = sample_state(1.0);
-    let w_before: Vec<f32> = opt
-        .named_vars()
-        .find(|(n, _)| *n == "fc.weight")
-        .unwrap()
-        .1
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let fc_weight = |opt: &AdamW| -> Vec<f32> {
+        let (_, v) = opt.named_vars().find(|(n, _)| *n == "fc.weight").unwrap();
+        v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let w_before = fc_weight(&opt);
     let mut bad = state.clone();
     bad.params.insert(
         "fc.bias".into(),
@@ -224,16 +199,7 @@ fn restore_checks_everything_before_changing_anything() {
         bad.restore(&mut opt),
         Err(TrainError::ShapeMismatch { .. })
     ));
-    let w_after: Vec<f32> = opt
-        .named_vars()
-        .find(|(n, _)| *n == "fc.weight")
-        .unwrap()
-        .1
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let w_after = fc_weight(&opt);
     assert_eq!(w_before, w_after);
     let mut missing = state.clone();
     missing.params.remove("half");

@@ -2,6 +2,7 @@
 //! determinism across rayon pool sizes, and errors.
 
 use candle_core::{DType, Device, Tensor, Var};
+use masam_testkit::{compare, max_abs};
 use masam_train::{DiceCeLoss, DiceCeLossConfig, DiceCeOutput, TrainError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,32 +42,6 @@ fn case(dims: &[usize], ignored: f64, ignore: i64, dtype: DType, seed: u64) -> (
         .to_dtype(dtype)
         .unwrap();
     (logits, labels)
-}
-
-/// max|a − b| / (max|b| + 1e-12) over all elements.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a: Vec<f64> = a
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f64> = b
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
-    diff / (scale + 1e-12)
 }
 
 /// Loss values and the gradient of `pick(out)` w.r.t. the logits.
@@ -138,7 +113,7 @@ fn fused_matches_composite() {
                 vc[j]
             );
         }
-        let eg = rel_err(&gf, &gc);
+        let eg = compare(&gf, &gc).rel_with_eps(1e-12);
         println!("case {i} {dims:?}: grad rel err {eg:.2e}");
         assert!(eg <= 1e-5, "case {i}: gradient rel err {eg}");
         // Ignored pixels get exactly no gradient.
@@ -151,15 +126,7 @@ fn fused_matches_composite() {
             .unwrap()
             .to_dtype(DType::F32)
             .unwrap();
-        let leak: f32 = gf
-            .broadcast_mul(&ignored)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let leak = max_abs(&gf.broadcast_mul(&ignored).unwrap());
         assert_eq!(leak, 0.0, "case {i}: gradient at ignored pixels");
     }
 }
@@ -177,7 +144,7 @@ fn ce_and_dice_outputs_have_their_own_gradients() {
     ] {
         let (_, gf) = run(&loss, true, &logits, &labels, pick);
         let (_, gc) = run(&loss, false, &logits, &labels, pick);
-        let e = rel_err(&gf, &gc);
+        let e = compare(&gf, &gc).rel_with_eps(1e-12);
         println!("{name}: grad rel err {e:.2e}");
         assert!(e <= 1e-5, "{name}: gradient rel err {e}");
     }
@@ -202,7 +169,7 @@ fn non_contiguous_logits_match() {
     let (vc, gc) = run(&loss, false, &logits, &labels, |o| &o.total);
     let t: f32 = out.total.to_scalar().unwrap();
     assert!(((t - vc[0]) / vc[0]).abs() <= 1e-6, "{t} vs {}", vc[0]);
-    assert!(rel_err(&g, &gc) <= 1e-5);
+    assert!(compare(&g, &gc).rel_with_eps(1e-12) <= 1e-5);
 }
 
 #[test]

@@ -1,39 +1,16 @@
 //! `DiceCeLoss` against the reference PyTorch fixture `loss.safetensors`
 //! (logits (4,5,16,16), labels (4,16,16) with −100 pixels, loss, loss_ce, loss_dice, grad_logits).
 
-use std::path::PathBuf;
-
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Var};
+use masam_testkit::{load_reference_tiny, rel_err};
 use masam_train::losses::{log_softmax, soft_dice, SegTargets};
 use masam_train::{DiceCeLoss, DiceCeLossConfig};
-
-fn fixture() -> std::collections::HashMap<String, Tensor> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/reference-tiny/loss.safetensors");
-    candle_core::safetensors::load(&p, &Device::Cpu).expect("reference fixture loss.safetensors")
-}
-
-/// max|a − b| / (max|b| + 1e-6), the fixtures' error measure.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    let diff: f64 = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let scale: f64 = b.abs().unwrap().max(0).unwrap().to_scalar().unwrap();
-    diff / (scale + 1e-6)
-}
 
 /// Both implementations against the fixture: `forward` (the fused CPU op on this device) and the
 /// composite candle-ops path.
 #[test]
 fn loss_values_and_gradient_match_reference() -> masam_train::Result<()> {
-    let f = fixture();
+    let f = load_reference_tiny("loss.safetensors");
     let labels = &f["labels"];
     assert!(
         labels.flatten_all()?.to_vec1::<i64>()?.contains(&-100),
@@ -68,7 +45,7 @@ fn loss_values_and_gradient_match_reference() -> masam_train::Result<()> {
 /// never happens`). The fixture decides: masking them is right, and not masking is far off.
 #[test]
 fn dice_masks_ignored_pixels_like_the_reference() -> masam_train::Result<()> {
-    let f = fixture();
+    let f = load_reference_tiny("loss.safetensors");
     let (n, k, h, w) = f["logits"].dims4()?;
     let logits = f["logits"].reshape((n, k, h * w))?;
     let probs = log_softmax(&logits, 1)?.exp()?;
@@ -89,7 +66,7 @@ fn dice_masks_ignored_pixels_like_the_reference() -> masam_train::Result<()> {
 
 #[test]
 fn half_precision_logits_are_computed_in_f32() -> masam_train::Result<()> {
-    let f = fixture();
+    let f = load_reference_tiny("loss.safetensors");
     let loss = DiceCeLoss::new(DiceCeLossConfig::default())?;
     let logits16 = f["logits"].to_dtype(DType::BF16)?;
     let out = loss.forward(&logits16, &f["labels"])?;
@@ -102,7 +79,7 @@ fn half_precision_logits_are_computed_in_f32() -> masam_train::Result<()> {
 #[test]
 fn volumetric_logits_equal_flattened_slices() -> masam_train::Result<()> {
     // (N, K, D, H, W) gives the same loss as (N, K, D·H, W): sums run over every pixel.
-    let f = fixture();
+    let f = load_reference_tiny("loss.safetensors");
     let logits = f["logits"].reshape((2, 5, 2, 16, 16))?;
     let labels = f["labels"].reshape((2, 2, 16, 16))?;
     let loss = DiceCeLoss::new(DiceCeLossConfig::default())?;
@@ -120,7 +97,7 @@ fn volumetric_logits_equal_flattened_slices() -> masam_train::Result<()> {
 
 #[test]
 fn weights_are_configurable() -> masam_train::Result<()> {
-    let f = fixture();
+    let f = load_reference_tiny("loss.safetensors");
     let cfg = DiceCeLossConfig::default()
         .with_ce_weight(1.0)
         .with_dice_weight(0.0);

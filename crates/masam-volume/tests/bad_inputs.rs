@@ -2,9 +2,10 @@
 //! error that names the offending file, never a panic, never an unbounded allocation, and never
 //! a half-written output.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
+use masam_testkit::TempDir;
 use masam_volume::dataset::index::load_case;
 use masam_volume::dataset::{btcv, folder_pair, msd, CaseFiles, DatasetConfig};
 use masam_volume::io::dicom::read_dicom_series;
@@ -13,26 +14,6 @@ use masam_volume::io::nifti::NiftiReader;
 use masam_volume::io::writer::NiftiWriter;
 use masam_volume::{Volume, VolumeError};
 use ndarray::Array3;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("masam_bad_{tag}_{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn small() -> Volume<f32> {
     Volume::with_spacing(
@@ -43,7 +24,7 @@ fn small() -> Volume<f32> {
 
 /// A valid uncompressed NIfTI of `small()` as bytes.
 fn valid_nii(dir: &TempDir) -> Vec<u8> {
-    let p = dir.path("valid.nii");
+    let p = dir.join("valid.nii");
     NiftiWriter::new().write(&p, &small()).unwrap();
     std::fs::read(&p).unwrap()
 }
@@ -97,9 +78,9 @@ fn read_err(p: &Path) -> VolumeError {
 
 #[test]
 fn truncated_gzip() {
-    let d = TempDir::new("tgz");
+    let d = TempDir::new("volume-bad-tgz");
     let g = gz(&valid_nii(&d));
-    let p = d.path("truncated.nii.gz");
+    let p = d.join("truncated.nii.gz");
     std::fs::write(&p, &g[..g.len() / 2]).unwrap();
     assert!(matches!(read_err(&p), VolumeError::Io { .. }));
     // Cut inside the header too.
@@ -116,9 +97,9 @@ fn truncated_gzip() {
 
 #[test]
 fn truncated_uncompressed_data() {
-    let d = TempDir::new("tnii");
+    let d = TempDir::new("volume-bad-tnii");
     let b = valid_nii(&d);
-    let p = d.path("short.nii");
+    let p = d.join("short.nii");
     std::fs::write(&p, &b[..b.len() - 7]).unwrap();
     match read_err(&p) {
         VolumeError::Io { source, .. } => {
@@ -134,13 +115,13 @@ fn truncated_uncompressed_data() {
 
 #[test]
 fn wrong_magic_and_not_nifti() {
-    let d = TempDir::new("magic");
+    let d = TempDir::new("volume-bad-magic");
     let mut b = valid_nii(&d);
     b[344..348].copy_from_slice(b"xyz\0");
-    let p = d.path("magic.nii");
+    let p = d.join("magic.nii");
     std::fs::write(&p, &b).unwrap();
     assert!(matches!(read_err(&p), VolumeError::InvalidHeader { .. }));
-    let p2 = d.path("text.nii.gz");
+    let p2 = d.join("text.nii.gz");
     std::fs::write(
         &p2,
         "this is not a NIfTI file at all, just some text ".repeat(20),
@@ -155,7 +136,7 @@ fn wrong_magic_and_not_nifti() {
 
 #[test]
 fn terabyte_header_is_refused_before_reading() {
-    let d = TempDir::new("huge");
+    let d = TempDir::new("volume-bad-huge");
     let mut b = valid_nii(&d);
     for i in 1..=3 {
         put_i16(&mut b, 40 + 2 * i, 30000);
@@ -163,7 +144,7 @@ fn terabyte_header_is_refused_before_reading() {
     put_i16(&mut b, 70, 64); // float64
     put_i16(&mut b, 72, 64);
     for (name, bytes) in [("huge.nii", b.clone()), ("huge.nii.gz", gz(&b))] {
-        let p = d.path(name);
+        let p = d.join(name);
         std::fs::write(&p, bytes).unwrap();
         let t = Instant::now();
         match read_err(&p) {
@@ -182,7 +163,7 @@ fn terabyte_header_is_refused_before_reading() {
         assert!(t.elapsed().as_secs_f64() < 1.0, "must fail fast");
     }
     // A smaller custom limit applies to ordinary files too.
-    let p = d.path("valid.nii");
+    let p = d.join("valid.nii");
     let e = NiftiReader::new()
         .max_bytes(100)
         .read::<f32>(&p)
@@ -192,7 +173,7 @@ fn terabyte_header_is_refused_before_reading() {
 
 #[test]
 fn bad_header_fields() {
-    let d = TempDir::new("fields");
+    let d = TempDir::new("volume-bad-fields");
     let base = valid_nii(&d);
     let cases: Vec<(&str, Edit)> = vec![
         (
@@ -213,7 +194,7 @@ fn bad_header_fields() {
     for (name, edit) in cases {
         let mut b = base.clone();
         edit(&mut b);
-        let p = d.path(name);
+        let p = d.join(name);
         std::fs::write(&p, &b).unwrap();
         let e = read_err(&p);
         assert!(
@@ -224,7 +205,7 @@ fn bad_header_fields() {
     let mut b = base.clone();
     put_i16(&mut b, 70, 32); // complex64
     put_i16(&mut b, 72, 64);
-    let p = d.path("complex.nii");
+    let p = d.join("complex.nii");
     std::fs::write(&p, &b).unwrap();
     assert!(matches!(
         read_err(&p),
@@ -234,11 +215,11 @@ fn bad_header_fields() {
 
 #[test]
 fn nan_voxels() {
-    let d = TempDir::new("nan");
+    let d = TempDir::new("volume-bad-nan");
     let mut v = small();
     v.data[[1, 2, 3]] = f32::NAN;
     v.data[[2, 0, 0]] = f32::INFINITY;
-    let p = d.path("nan.nii.gz");
+    let p = d.join("nan.nii.gz");
     NiftiWriter::new().write(&p, &v).unwrap();
     match read_err(&p) {
         VolumeError::NonFinite { count, first, .. } => {
@@ -256,9 +237,9 @@ fn nan_voxels() {
 
 #[test]
 fn four_d_without_index() {
-    let d = TempDir::new("4d");
+    let d = TempDir::new("volume-bad-4d");
     let v = small();
-    let p = d.path("4d.nii");
+    let p = d.join("4d.nii");
     NiftiWriter::new()
         .write_channels(&p, &[v.data.clone(), v.data.clone(), v.data.clone()], &v)
         .unwrap();
@@ -278,12 +259,12 @@ fn four_d_without_index() {
 
 #[test]
 fn image_label_mismatch() {
-    let d = TempDir::new("mismatch");
+    let d = TempDir::new("volume-bad-mismatch");
     let img = small();
-    let ip = d.path("img.nii.gz");
+    let ip = d.join("img.nii.gz");
     NiftiWriter::new().write(&ip, &img).unwrap();
     // Shape mismatch.
-    let lp = d.path("label_shape.nii.gz");
+    let lp = d.join("label_shape.nii.gz");
     let lab = Volume::with_spacing(Array3::<u8>::zeros((3, 4, 6)), img.spacing);
     NiftiWriter::new().write(&lp, &lab).unwrap();
     let case = CaseFiles {
@@ -304,7 +285,7 @@ fn image_label_mismatch() {
         other => panic!("{other:?}"),
     }
     // Affine mismatch (same shape, shifted origin).
-    let lp2 = d.path("label_affine.nii.gz");
+    let lp2 = d.join("label_affine.nii.gz");
     let mut lab2 = img.map(|_| 0u8);
     lab2.affine[0][3] += 0.5;
     NiftiWriter::new().write(&lp2, &lab2).unwrap();
@@ -323,29 +304,29 @@ fn image_label_mismatch() {
 
 #[test]
 fn empty_folders() {
-    let d = TempDir::new("empty");
-    let e = read_dicom_series(&d.0).unwrap_err();
+    let d = TempDir::new("volume-bad-empty");
+    let e = read_dicom_series(d.path()).unwrap_err();
     assert!(matches!(e, VolumeError::Empty { .. }), "{e}");
-    assert_eq!(named_path(&e), Some(d.0.as_path()));
-    std::fs::create_dir_all(d.path("img")).unwrap();
-    let e = btcv::cases(&d.0).unwrap_err();
+    assert_eq!(named_path(&e), Some(d.path()));
+    std::fs::create_dir_all(d.join("img")).unwrap();
+    let e = btcv::cases(d.path()).unwrap_err();
     assert!(matches!(e, VolumeError::Empty { .. }), "{e}");
-    let e = list_frames(&d.0).unwrap_err();
+    let e = list_frames(d.path()).unwrap_err();
     assert!(matches!(e, VolumeError::Empty { .. }), "{e}");
-    let e = folder_pair::cases(&d.0, &d.0).unwrap_err();
+    let e = folder_pair::cases(d.path(), d.path()).unwrap_err();
     assert!(matches!(e, VolumeError::Empty { .. }), "{e}");
-    let missing = d.path("does_not_exist");
+    let missing = d.join("does_not_exist");
     let e = btcv::cases(&missing).unwrap_err();
     assert!(matches!(e, VolumeError::Io { .. }), "{e}");
 }
 
 #[test]
 fn dataset_descriptions_and_pairs() {
-    let d = TempDir::new("desc");
-    std::fs::write(d.path("dataset.json"), "{ \"training\": [ {\"image\": 3 ").unwrap();
-    let e = msd::cases(&d.0).unwrap_err();
+    let d = TempDir::new("volume-bad-desc");
+    std::fs::write(d.join("dataset.json"), "{ \"training\": [ {\"image\": 3 ").unwrap();
+    let e = msd::cases(d.path()).unwrap_err();
     assert!(matches!(e, VolumeError::Dataset { .. }), "{e}");
-    assert_eq!(named_path(&e), Some(d.path("dataset.json").as_path()));
+    assert_eq!(named_path(&e), Some(d.join("dataset.json").as_path()));
     // The JSON parser's own error is the source.
     let source = std::error::Error::source(&e).expect("a source");
     assert!(
@@ -353,28 +334,28 @@ fn dataset_descriptions_and_pairs() {
         "{source}"
     );
     std::fs::write(
-        d.path("dataset.json"),
+        d.join("dataset.json"),
         r#"{"training": [{"image": "./imagesTr/p_001.nii.gz", "label": "./labelsTr/p_001.nii.gz"}]}"#,
     )
     .unwrap();
-    let e = msd::cases(&d.0).unwrap_err();
+    let e = msd::cases(d.path()).unwrap_err();
     assert!(matches!(e, VolumeError::Missing { .. }), "{e}");
     // Folder pair with an unmatched image.
-    std::fs::create_dir_all(d.path("im")).unwrap();
-    std::fs::create_dir_all(d.path("lb")).unwrap();
+    std::fs::create_dir_all(d.join("im")).unwrap();
+    std::fs::create_dir_all(d.join("lb")).unwrap();
     NiftiWriter::new()
-        .write(d.path("im/a.nii.gz"), &small())
+        .write(d.join("im/a.nii.gz"), &small())
         .unwrap();
-    let e = folder_pair::cases(d.path("im"), d.path("lb")).unwrap_err();
-    assert_eq!(named_path(&e), Some(d.path("lb/a.nii.gz").as_path()));
+    let e = folder_pair::cases(d.join("im"), d.join("lb")).unwrap_err();
+    assert_eq!(named_path(&e), Some(d.join("lb/a.nii.gz").as_path()));
 }
 
 #[test]
 fn bad_dicom_and_png() {
-    let d = TempDir::new("dcm");
-    let p = d.path("junk.dcm");
+    let d = TempDir::new("volume-bad-dcm");
+    let p = d.join("junk.dcm");
     std::fs::write(&p, vec![7u8; 500]).unwrap();
-    let e = read_dicom_series(&d.0).unwrap_err();
+    let e = read_dicom_series(d.path()).unwrap_err();
     assert!(matches!(e, VolumeError::Dicom { .. }), "{e}");
     assert_eq!(named_path(&e), Some(p.as_path()));
     let source = std::error::Error::source(&e).expect("a source");
@@ -382,7 +363,7 @@ fn bad_dicom_and_png() {
         source.downcast_ref::<dicom_object::ReadError>().is_some(),
         "{source}"
     );
-    let png = d.path("broken.png");
+    let png = d.join("broken.png");
     std::fs::write(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR garbage").unwrap();
     let e = read_rgb_frame(&png).unwrap_err();
     assert!(matches!(e, VolumeError::Image { .. }), "{e}");
@@ -396,12 +377,12 @@ fn bad_dicom_and_png() {
 
 #[test]
 fn writer_never_leaves_partial_files() {
-    let d = TempDir::new("writer");
+    let d = TempDir::new("volume-bad-writer");
     let v = small();
-    let target = d.path("out.nii.gz");
+    let target = d.join("out.nii.gz");
     // Reference grid that does not match: refused before anything is written.
     let other = Volume::with_spacing(Array3::<f32>::zeros((2, 2, 2)), [1.0; 3]);
-    let p_other = d.path("other.nii");
+    let p_other = d.join("other.nii");
     NiftiWriter::new().write(&p_other, &other).unwrap();
     let g = NiftiReader::new().read::<f32>(&p_other).unwrap().geometry;
     let e = NiftiWriter::new()
@@ -412,12 +393,12 @@ fn writer_never_leaves_partial_files() {
     assert!(!target.exists());
     // Destination folder missing: an IO error, no stray temporary file anywhere.
     let e = NiftiWriter::new()
-        .write(d.path("no_such_dir/out.nii"), &v)
+        .write(d.join("no_such_dir/out.nii"), &v)
         .unwrap_err();
     assert!(matches!(e, VolumeError::Fs(_)), "{e}");
     assert_eq!(
         named_path(&e),
-        Some(d.path("no_such_dir/out.nii").as_path())
+        Some(d.join("no_such_dir/out.nii").as_path())
     );
     // Overwriting keeps the old file until the new one is complete; afterwards only outputs remain.
     NiftiWriter::new().write(&target, &v).unwrap();
@@ -426,10 +407,5 @@ fn writer_never_leaves_partial_files() {
         .unwrap();
     let back = NiftiReader::new().read::<f32>(&target).unwrap();
     assert_eq!(back.volume.data, v.data.map(|x| x * 2.0));
-    let mut names: Vec<String> = std::fs::read_dir(&d.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["other.nii", "out.nii.gz"]);
+    assert_eq!(d.entries(), ["other.nii", "out.nii.gz"]);
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use masam_testkit::TempDir;
 use masam_volume::io::dicom::read_dicom_series;
 use masam_volume::io::nifti::NiftiReader;
 use masam_volume::io::writer::NiftiWriter;
@@ -203,8 +204,7 @@ fn written_prediction_keeps_geometry() {
     let lab = NiftiReader::new()
         .read::<u8>(d.join("pyradiomics_lung2_label.nii.gz"))
         .unwrap();
-    let out_dir = std::env::temp_dir().join(format!("masam_io_real_{}", std::process::id()));
-    std::fs::create_dir_all(&out_dir).unwrap();
+    let out_dir = TempDir::new("volume-io-real");
     for name in ["pred.nii.gz", "pred.nii"] {
         let out = out_dir.join(name);
         NiftiWriter::new()
@@ -234,13 +234,10 @@ fn written_prediction_keeps_geometry() {
     let back = NiftiReader::new().read::<f32>(&out).unwrap();
     assert_eq!(back.volume, probs);
     // Nothing but the outputs is left in the folder (no temp files).
-    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["pred.nii", "pred.nii.gz", "prob.nii.gz"]);
-    std::fs::remove_dir_all(&out_dir).unwrap();
+    assert_eq!(
+        out_dir.entries(),
+        ["pred.nii", "pred.nii.gz", "prob.nii.gz"]
+    );
 }
 
 #[test]

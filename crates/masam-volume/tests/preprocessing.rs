@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use masam_testkit::TempDir;
 use masam_volume::dataset::{btcv, split, DatasetConfig, LabelMap, StackDataset};
 use masam_volume::io::frames::{encode_label_frame, read_label_frame, write_rgb_png, ColorMap};
 use masam_volume::io::writer::NiftiWriter;
@@ -180,12 +181,10 @@ fn orientation_matches_the_reference_and_round_trips() {
 fn colour_map_round_trip_through_png() {
     let cmap = ColorMap::endovis18();
     let ids = Array2::from_shape_fn((16, 24), |(y, x)| ((y / 2 * 5 + x / 3) % 12) as u8);
-    let dir = std::env::temp_dir().join(format!("masam_prep_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("volume-prep");
     let p = dir.join("frame000.png");
     write_rgb_png(&p, &encode_label_frame(&ids, &cmap).unwrap()).unwrap();
     assert_eq!(read_label_frame(&p, &cmap).unwrap(), ids);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -218,12 +217,12 @@ fn write_btcv(root: &Path, id: &str, z: usize, label_max: u8) -> (PathBuf, PathB
 
 #[test]
 fn btcv_dataset_index_end_to_end() {
-    let root = std::env::temp_dir().join(format!("masam_btcv_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    write_btcv(&root, "0001", 4, 13);
-    write_btcv(&root, "0002", 3, 13);
-    write_btcv(&root, "0035", 2, 13);
-    let cases = btcv::cases(&root).unwrap();
+    let tmp = TempDir::new("volume-btcv");
+    let root = tmp.path();
+    write_btcv(root, "0001", 4, 13);
+    write_btcv(root, "0002", 3, 13);
+    write_btcv(root, "0035", 2, 13);
+    let cases = btcv::cases(root).unwrap();
     assert_eq!(cases.len(), 3);
     let (train, test) = split::btcv_reference_split(&cases);
     assert_eq!(test.len(), 1);
@@ -261,5 +260,4 @@ fn btcv_dataset_index_end_to_end() {
     assert!(ds.cache().bytes() <= one_case);
     let (_, misses) = ds.cache().stats();
     assert!(misses >= 2);
-    std::fs::remove_dir_all(&root).unwrap();
 }
