@@ -14,6 +14,12 @@ use masam_fact::ReferenceFormat;
 use crate::model::{MaSam, FACT_PREFIX};
 use crate::{Error, Result};
 
+/// Number of NaN or infinite values in `t`.
+fn non_finite_count(t: &Tensor) -> Result<usize> {
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(v.iter().filter(|x| !x.is_finite()).count())
+}
+
 const ENCODER_BLOCKS: &str = "image_encoder.blocks.";
 const REF_ENCODER_BLOCKS: &str = "image_encoder.ImageEncoderViT.blocks.";
 
@@ -171,6 +177,16 @@ impl MaSam {
                         "`{name}`: file has shape {:?}, the model expects {:?}",
                         t.dims(),
                         var.dims()
+                    ),
+                ));
+            }
+            let bad = non_finite_count(t)?;
+            if bad > 0 {
+                return Err(ckpt_err(
+                    path,
+                    format!(
+                        "`{name}` holds {bad} NaN or infinite values (a diverged training run?); \
+                         refusing to load it"
                     ),
                 ));
             }

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// The most slices a stack may have.
+pub const MAX_SLICES: usize = 63;
+/// The most foreground classes (labels are stored as 8-bit values, background included).
+pub const MAX_CLASSES: usize = 254;
+
 /// Where the 3D adapters sit in each encoder block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,11 +149,29 @@ impl MaSamConfig {
         &self.sam.encoder
     }
 
-    /// Checks that the parts agree.
+    /// Checks that the parts agree and that sizes are sane (odd slice count up to
+    /// [`MAX_SLICES`], at most [`MAX_CLASSES`] classes), before anything is allocated.
+    ///
+    /// ```
+    /// use masam_adapter::MaSamConfig;
+    /// let mut cfg = MaSamConfig::tiny();
+    /// cfg.slices = 100_001;
+    /// assert!(cfg.validate().unwrap_err().to_string().contains("odd number of slices"));
+    /// ```
     pub fn validate(&self) -> Result<()> {
         self.sam.validate()?;
-        if self.slices == 0 {
-            return Err(Error::Config("slices must be at least 1".into()));
+        if self.slices == 0 || self.slices > MAX_SLICES || self.slices.is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "slices = {}: a stack must have an odd number of slices from 1 to {MAX_SLICES} \
+                 (the paper uses 5), centred on the slice it predicts",
+                self.slices
+            )));
+        }
+        if self.num_classes() > MAX_CLASSES {
+            return Err(Error::Config(format!(
+                "{} classes: at most {MAX_CLASSES} foreground classes (label maps are 8-bit)",
+                self.num_classes()
+            )));
         }
         if let Some(a) = &self.adapter {
             if a.dim != self.sam.encoder.embed_dim {

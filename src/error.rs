@@ -43,6 +43,14 @@ pub enum Error {
         #[source]
         source: Box<masam_volume::augment::AugmentError>,
     },
+    /// Training diverged: a loss or gradient became NaN or infinite (nothing was updated).
+    #[error("training diverged at step {step}: {what} is not finite (lower the learning rate, or resume from the last checkpoint)")]
+    NonFinite {
+        /// The step that failed.
+        step: u64,
+        /// What was not finite.
+        what: String,
+    },
     /// A checkpoint file could not be read.
     #[error("checkpoint {path}: {source}")]
     CheckpointRead {

@@ -12,6 +12,30 @@ use crate::inferers::SliceWindowInferer;
 use crate::model::MaSam;
 use crate::{Error, Result};
 
+/// How a volume is predicted: windows per forward pass, window stride, device.
+#[derive(Debug, Clone)]
+pub struct PredictOptions {
+    /// Windows (stacks of D slices) per forward pass: more is faster and needs more memory.
+    pub batch: usize,
+    /// Slices between window centres: 1 (the reference: a window centred on every slice) to D
+    /// (non-overlapping windows, D times fewer forward passes); see
+    /// [`SliceWindowInferer::stride`].
+    pub stride: usize,
+    /// Where the forward passes run.
+    pub device: Device,
+}
+
+impl Default for PredictOptions {
+    /// 4 windows per pass, stride 1, CPU.
+    fn default() -> Self {
+        Self {
+            batch: 4,
+            stride: 1,
+            device: Device::Cpu,
+        }
+    }
+}
+
 /// Predicts a label volume on the grid of `image` (same shape, spacing and affine).
 ///
 /// Every slice is the centre of one D-slice stack built by `stack` exactly as in training
@@ -25,7 +49,23 @@ pub fn predict_volume(
     batch: usize,
     device: &Device,
 ) -> Result<Volume<u8>> {
-    predict(model, image, stack, batch, device, None)
+    let opts = PredictOptions {
+        batch,
+        stride: 1,
+        device: device.clone(),
+    };
+    predict(model, image, stack, &opts, None)
+}
+
+/// [`predict_volume`] with every option, e.g. a window stride above 1 (faster, and less exact
+/// than the reference's stride 1: `docs/performance.md` has the trade-off).
+pub fn predict_volume_with(
+    model: &MaSam,
+    image: &Volume<f32>,
+    stack: &SliceStack,
+    opts: &PredictOptions,
+) -> Result<Volume<u8>> {
+    predict(model, image, stack, opts, None)
 }
 
 /// Box-prompted prediction (the reference's box-prompt variant): like
@@ -48,7 +88,12 @@ pub fn predict_volume_with_box(
             [z, y, x]
         )));
     }
-    predict(model, image, stack, batch, device, Some(box3d))
+    let opts = PredictOptions {
+        batch,
+        stride: 1,
+        device: device.clone(),
+    };
+    predict(model, image, stack, &opts, Some(box3d))
 }
 
 /// Class probabilities (b·D, K, H, W) of a batch of stacks (b, D, H, W).
@@ -78,8 +123,7 @@ fn predict(
     model: &MaSam,
     image: &Volume<f32>,
     stack: &SliceStack,
-    batch: usize,
-    device: &Device,
+    opts: &PredictOptions,
     box3d: Option<&Box3d>,
 ) -> Result<Volume<u8>> {
     // no graph, FacT merged: memory bounded by one batch of windows
@@ -105,8 +149,11 @@ fn predict(
         orient: stack.config().orient,
     };
     let k = model.config.num_classes() + 1;
-    let mut next_center = 0usize;
-    let out = SliceWindowInferer::new(d, batch).run_with_stacks(
+    let device = &opts.device;
+    let inferer = SliceWindowInferer::new(d, opts.batch).with_stride(opts.stride);
+    let centres = inferer.centres(z);
+    let mut next_window = 0usize;
+    let out = inferer.run_with_stacks(
         [z, h, w],
         k,
         false,
@@ -120,8 +167,8 @@ fn predict(
         },
         |stacks: &Tensor| -> Result<Tensor> {
             let b = stacks.dim(0)?;
-            let centers = next_center..next_center + b;
-            next_center += b;
+            let centers = centres[next_window..next_window + b].to_vec();
+            next_window += b;
             let Some(box3d) = box3d else {
                 return probabilities(model, stacks, &Prompt::None, device);
             };

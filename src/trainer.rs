@@ -142,6 +142,10 @@ impl<'m> Trainer<'m> {
     }
 
     /// One optimiser step over `micro` micro-batches (gradients averaged), dropout on.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] when the loss or a gradient is NaN or infinite; then no parameter
+    /// and no optimiser state has changed, and the step counter has not moved.
     pub fn step(&mut self, micro: &[Batch]) -> Result<StepStats> {
         if micro.is_empty() {
             return Err(Error::Config(
@@ -161,12 +165,33 @@ impl<'m> Trainer<'m> {
                 .model
                 .forward(&images, &Prompt::None, crate::Mode::Train)?;
             let l = self.loss.forward(&out.masks, &labels)?;
-            tl += l.total.to_scalar::<f32>()?;
+            let total = l.total.to_scalar::<f32>()?;
+            if !total.is_finite() {
+                // nothing is updated: the parameters stay those of the last good step
+                return Err(Error::NonFinite {
+                    step: self.step,
+                    what: format!("loss {total}"),
+                });
+            }
+            tl += total;
             tce += l.ce.to_scalar::<f32>()?;
             td += l.dice.to_scalar::<f32>()?;
             acc.accumulate(l.total.backward()?)?;
         }
         let grads = acc.finish()?;
+        // one reduction per gradient: an overflow in the backward must not reach the weights
+        for (name, var) in self.opt.named_vars() {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let s = g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?;
+                let s = s.to_scalar::<f32>()?;
+                if !s.is_finite() {
+                    return Err(Error::NonFinite {
+                        step: self.step,
+                        what: format!("gradient of `{name}`"),
+                    });
+                }
+            }
+        }
         self.opt.step(&grads)?;
         let n = micro.len() as f32;
         let stats = StepStats {

@@ -110,3 +110,31 @@ fn inference_model_cannot_be_trained_or_saved() {
         .unwrap();
     assert!(s.loss.is_finite());
 }
+
+#[test]
+fn weights_with_nan_are_refused() {
+    let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu).unwrap();
+    let dir = std::env::temp_dir().join(format!("masam-nanw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    model.save_trainable(&path).unwrap();
+    // poison one tensor of the file
+    let mut tensors = masam_adapter::candle::safetensors::load(&path, &Device::Cpu).unwrap();
+    let name = tensors
+        .keys()
+        .find(|k| k.contains("mask_decoder"))
+        .unwrap()
+        .clone();
+    let t = &tensors[&name];
+    let nan = Tensor::full(f32::NAN, t.dims(), &Device::Cpu).unwrap();
+    tensors.insert(name.clone(), nan);
+    masam_adapter::candle::safetensors::save(&tensors, &path).unwrap();
+    let fresh = MaSam::random(&MaSamConfig::tiny(), 1, &Device::Cpu).unwrap();
+    let before = fresh.segment(&images(4), Mode::Eval).unwrap();
+    let err = fresh.load_trainable(&path).unwrap_err().to_string();
+    assert!(err.contains("NaN") && err.contains(&name), "{err}");
+    // nothing was loaded
+    let after = fresh.segment(&images(4), Mode::Eval).unwrap();
+    assert_eq!(max_rel_diff(&after, &before), 0.0);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -54,15 +54,44 @@ pub struct SliceWindowInferer {
     pub depth: usize,
     /// Windows per forward call.
     pub batch: usize,
+    /// Slices between the centres of consecutive windows: 1 (the reference) centres a window on
+    /// every slice; `depth` tiles the volume with windows that do not overlap, `depth` times
+    /// fewer forward passes. The last slice always gets a window of its own.
+    pub stride: usize,
 }
 
 impl SliceWindowInferer {
-    /// A window of `depth` slices (odd, e.g. 5), `batch` windows per forward.
+    /// A window of `depth` slices (odd, e.g. 5), `batch` windows per forward, stride 1.
     pub fn new(depth: usize, batch: usize) -> Self {
         Self {
             depth,
             batch: batch.max(1),
+            stride: 1,
         }
+    }
+
+    /// The same inferer with windows centred every `stride` slices (1 ≤ stride ≤ depth, checked
+    /// when it runs).
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// The centre slices of the windows over a volume of `n` slices: 0, S, 2S, … and `n − 1`.
+    ///
+    /// ```
+    /// use masam_adapter::inferers::SliceWindowInferer;
+    /// let inf = SliceWindowInferer::new(5, 4).with_stride(5);
+    /// assert_eq!(inf.centres(12), vec![0, 5, 10, 11]);
+    /// assert_eq!(SliceWindowInferer::new(5, 4).centres(3), vec![0, 1, 2]);
+    /// ```
+    pub fn centres(&self, n: usize) -> Vec<usize> {
+        let stride = self.stride.max(1);
+        let mut c: Vec<usize> = (0..n).step_by(stride).collect();
+        if n > 0 && c.last() != Some(&(n - 1)) {
+            c.push(n - 1);
+        }
+        c
     }
 
     /// Runs inference on a preprocessed volume `volume` (N, H, W) slice-major: stack `k` is made
@@ -143,12 +172,18 @@ impl SliceWindowInferer {
         }
         let plane = h * w;
         let k = num_classes;
+        if self.stride == 0 || self.stride > d {
+            return Err(candle_core::Error::Msg(format!(
+                "slice window stride must be in 1..={d} (the window depth), got {}",
+                self.stride
+            ))
+            .into());
+        }
         let mut average = WindowAverage::new(d, n, k, plane, keep_probabilities);
-        let mut ind = 0usize;
-        while ind < n {
-            let b = self.batch.min(n - ind);
+        for batch in self.centres(n).chunks(self.batch) {
+            let b = batch.len();
             let mut stack = Vec::with_capacity(b * d * plane);
-            for s in ind..ind + b {
+            for &s in batch {
                 let one = make_stack(s)?;
                 if one.len() != d * plane {
                     return Err(candle_core::Error::Msg(format!(
@@ -171,10 +206,9 @@ impl SliceWindowInferer {
                 .into());
             }
             let p: Vec<f32> = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            for wi in 0..b {
-                average.add_window(ind + wi, &p[wi * d * k * plane..(wi + 1) * d * k * plane]);
+            for (wi, &centre) in batch.iter().enumerate() {
+                average.add_window(centre, &p[wi * d * k * plane..(wi + 1) * d * k * plane]);
             }
-            ind += b;
         }
         let (labels, probs) = average.finish();
         Ok(SliceWindowOutput {
@@ -282,6 +316,114 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Full-buffer average over the windows centred on `centres` (the oracle for strides > 1).
+    fn strided_oracle(
+        vol: &[f32],
+        n: usize,
+        plane: usize,
+        k: usize,
+        d: usize,
+        centres: &[usize],
+        net: &dyn Fn(&[f32]) -> Vec<f32>,
+    ) -> Vec<u8> {
+        let pad = d / 2;
+        let mut prob = vec![0f32; n * k * plane];
+        for &c in centres {
+            let mut stack = vec![];
+            for t in 0..d {
+                let z = (c as isize + t as isize - pad as isize).clamp(0, n as isize - 1) as usize;
+                stack.extend_from_slice(&vol[z * plane..(z + 1) * plane]);
+            }
+            let p = net(&stack);
+            for t in 0..d {
+                let z = c as isize + t as isize - pad as isize;
+                if (0..n as isize).contains(&z) {
+                    let z = z as usize;
+                    for i in 0..k * plane {
+                        prob[z * k * plane + i] += p[t * k * plane + i];
+                    }
+                }
+            }
+        }
+        (0..n * plane)
+            .map(|i| {
+                let (z, px) = (i / plane, i % plane);
+                let mut best = 0;
+                for c in 1..k {
+                    if prob[z * k * plane + c * plane + px]
+                        > prob[z * k * plane + best * plane + px]
+                    {
+                        best = c;
+                    }
+                }
+                best as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strided_windows_match_the_oracle_and_cover_every_slice() -> candle_core::Result<()> {
+        let (h, w, k, d) = (2usize, 3usize, 3usize, 5usize);
+        let plane = h * w;
+        let net = |stack: &[f32]| -> Vec<f32> {
+            let mut out = vec![0f32; d * k * plane];
+            for t in 0..d {
+                for px in 0..plane {
+                    let v = stack[t * plane + px];
+                    let raw = [v * (t as f32 + 0.5), 1.0 - v, (v - 0.4).abs() * 1.7];
+                    let s: f32 = raw.iter().sum();
+                    for c in 0..k {
+                        out[t * k * plane + c * plane + px] = raw[c] / s;
+                    }
+                }
+            }
+            out
+        };
+        for n in [1usize, 4, 7, 12] {
+            let vol: Vec<f32> = (0..n * plane)
+                .map(|i| ((i * 29) % 13) as f32 / 13.0 + 0.05)
+                .collect();
+            for stride in [1usize, 2, 3, 5] {
+                for batch in [1usize, 2, 4] {
+                    let inf = SliceWindowInferer::new(d, batch).with_stride(stride);
+                    let centres = inf.centres(n);
+                    assert_eq!(centres.last(), Some(&(n - 1)));
+                    let mut calls = 0;
+                    let out = inf.run(&vol, [n, h, w], k, true, |x: &Tensor| {
+                        let (b, dd, hh, ww) = x.dims4()?;
+                        calls += b;
+                        let v: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                        let mut all = vec![];
+                        for bi in 0..b {
+                            all.extend(net(&v[bi * dd * hh * ww..(bi + 1) * dd * hh * ww]));
+                        }
+                        Tensor::from_vec(all, (b * dd, k, hh, ww), &Device::Cpu)
+                    })?;
+                    assert_eq!(calls, centres.len(), "n {n} stride {stride}");
+                    let expect = strided_oracle(&vol, n, plane, k, d, &centres, &net);
+                    assert_eq!(out.labels, expect, "n {n} stride {stride} batch {batch}");
+                    // every slice was covered: its averaged probabilities sum to 1
+                    let p = out.probabilities.unwrap();
+                    for z in 0..n {
+                        let s: f32 = (0..k).map(|c| p[z * k * plane + c * plane]).sum();
+                        assert!(
+                            (s - 1.0).abs() < 1e-5,
+                            "slice {z} uncovered (stride {stride})"
+                        );
+                    }
+                }
+            }
+        }
+        let too_far = SliceWindowInferer::new(d, 1).with_stride(d + 1);
+        assert!(too_far
+            .run(&[0.5; 6], [1, 2, 3], 2, false, |x| Ok::<
+                _,
+                candle_core::Error,
+            >(x.clone()))
+            .is_err());
         Ok(())
     }
 

@@ -44,10 +44,16 @@ impl WindowAverage {
         }
     }
 
-    /// Adds window `window`'s probabilities (`depth` slices of K·H·W values, slice-major), then
-    /// finalises the slices no later window covers.
+    /// Adds the probabilities of the window centred on volume slice `window` (`depth` slices of
+    /// K·H·W values, slice-major), then finalises the slices no later window covers. Windows
+    /// must come in increasing order (any stride up to `depth`).
     pub fn add_window(&mut self, window: usize, probabilities: &[f32]) {
         let kp = self.classes * self.plane;
+        // slices before this window's first get no more windows; finalise them before their
+        // buffer slots are reused (strides above 1)
+        while self.next_final < window {
+            self.finalise_next();
+        }
         for t in 0..self.depth {
             let slot = (window + t) % self.depth;
             let src = &probabilities[t * kp..(t + 1) * kp];

@@ -40,6 +40,21 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// Training diverged (a NaN or infinite loss or gradient); nothing was saved as the result.
+    #[error("{source}; {}", match checkpoint {
+        Some((path, step)) => format!("the last good state is {} (step {step}): resume from it with a lower learning rate", path.display()),
+        None => "no checkpoint was written before it".to_string(),
+    })]
+    Diverged {
+        /// The training error.
+        #[source]
+        source: Box<masam_adapter::Error>,
+        /// The last training checkpoint written and its step.
+        checkpoint: Option<(PathBuf, u64)>,
+    },
+    /// A file could not be written (atomically: the target is left as it was).
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// A dataset folder without the files its layout needs.
     #[error("{path}: {reason}")]
     Dataset {

@@ -12,7 +12,8 @@ use masam_adapter::volume::transforms::SliceStack;
 use masam_adapter::{MaSam, SamCheckpoint, StepStats, Trainer};
 
 use crate::error::io_at;
-use crate::{FinetuneConfig, Result};
+use crate::loss_log::LossLog;
+use crate::{AppError, FinetuneConfig, Result};
 
 /// File name of the resumable training state inside a run folder.
 pub const TRAIN_STATE_FILE: &str = "train_state.safetensors";
@@ -103,7 +104,7 @@ pub fn run_from(
     crate::runtime::tune_allocator();
     std::fs::create_dir_all(&cfg.out_dir).map_err(io_at(&cfg.out_dir))?;
     let config_path = cfg.out_dir.join(crate::run_dir::CONFIG_FILE);
-    std::fs::write(&config_path, toml::to_string_pretty(cfg)?).map_err(io_at(&config_path))?;
+    masam_fs::atomic_write_bytes(&config_path, toml::to_string_pretty(cfg)?.as_bytes())?;
 
     let model = initial_model(cfg)?;
     if let Some(w) = init {
@@ -150,6 +151,11 @@ pub fn run_from(
         4,
         cfg.sampling,
     )?;
+    let mut loss_log = LossLog::open(cfg.out_dir.join("loss.csv"), trainer.current_step())?;
+    let mut last_checkpoint = cfg
+        .resume
+        .then(|| trainer.current_step())
+        .filter(|&s| s > 0);
     let test = data.test;
     let names = data.class_names;
     let start = Instant::now();
@@ -164,12 +170,25 @@ pub fn run_from(
         let micro: Vec<_> = (0..cfg.trainer.accumulation)
             .map(|_| loader.next_batch().map(|(_, b)| b))
             .collect::<masam_adapter::Result<_>>()?;
-        let s = trainer.step(&micro)?;
+        let s = match trainer.step(&micro) {
+            Ok(s) => s,
+            Err(source @ masam_adapter::Error::NonFinite { .. }) => {
+                loss_log.sync()?;
+                return Err(AppError::Diverged {
+                    source: Box::new(source),
+                    checkpoint: last_checkpoint.map(|step| (ckpt.clone(), step)),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         on_step(&s);
+        loss_log.append(&s)?;
         history.push(s);
         let step = trainer.current_step();
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
             trainer.save(&ckpt)?;
+            loss_log.sync()?;
+            last_checkpoint = Some(step);
         }
         if cfg.eval_every > 0 && !test.is_empty() && step % cfg.eval_every == 0 {
             let mean = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?.mean();
@@ -184,7 +203,10 @@ pub fn run_from(
     let train_seconds = start.elapsed().as_secs_f64();
     trainer.save(&ckpt)?;
     model.save_trainable(cfg.out_dir.join(crate::run_dir::WEIGHTS_FILE))?;
-    write_loss_csv(&cfg.out_dir.join("loss.csv"), &history)?;
+    loss_log.sync()?;
+    // the whole history, earlier processes of a resumed run included
+    let all_steps = crate::loss_log::read_losses(loss_log.path())?;
+    drop(loss_log);
 
     if !videos.is_empty() {
         write_video_scores(cfg, &model, &videos, &names)?;
@@ -205,7 +227,7 @@ pub fn run_from(
     crate::figures::write_figures(
         &cfg.out_dir,
         &crate::figures::RunHistory {
-            steps: &history,
+            steps: &all_steps,
             evaluations: &evals,
         },
         &crate::figures::HeldOut {
@@ -231,8 +253,7 @@ pub fn run_from(
     ))
 }
 
-/// The run's volumes as the model sees them before stacks are cut: [`DataSource::load`]
-/// (crate::DataSource::load), then the volume-level intensity step of the run
+/// The run's volumes as the model sees them before stacks are cut: [`DataSource::load`](crate::DataSource::load), then the volume-level intensity step of the run
 /// ([`crate::task::prepare_image`]: the MRI percentile normalisation; nothing for CT), the
 /// same step prediction applies.
 ///
@@ -268,16 +289,4 @@ fn write_video_scores(
     }
     let path = cfg.out_dir.join("metrics_video.csv");
     std::fs::write(&path, crate::video::scores_csv(&rows, names)).map_err(io_at(&path))
-}
-
-/// Writes the per-step losses as CSV (`step,lr,loss,ce,dice`).
-fn write_loss_csv(path: &std::path::Path, history: &[StepStats]) -> Result<()> {
-    let mut csv = String::from("step,lr,loss,ce,dice\n");
-    for s in history {
-        csv.push_str(&format!(
-            "{},{:.6e},{:.6},{:.6},{:.6}\n",
-            s.step, s.lr, s.loss, s.ce, s.dice
-        ));
-    }
-    std::fs::write(path, csv).map_err(io_at(path))
 }

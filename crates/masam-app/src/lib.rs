@@ -9,6 +9,7 @@
 //! | [`run_config`] | a run's whole configuration ([`FinetuneConfig`]) and its recipes: the paper's, the embedded phantom default |
 //! | [`data_source`] | where a run's volumes come from ([`DataSource`]: phantom, BTCV, file pairs) and loading them |
 //! | [`finetune`] | a whole fine-tuning run: data, model, training with a budget, checkpoints, evaluation, files |
+//! | [`loss_log`] | the run's `loss.csv`, written step by step (survives a crash, continues on resume) |
 //! | [`run_dir`] | re-opening a finished run folder as a trained model |
 //! | [`figures`] | the run's PNG figures (loss and Dice curves, overlays) |
 //! | [`render`] | the drawing behind the figures |
@@ -32,6 +33,7 @@ pub mod device;
 pub mod error;
 pub mod figures;
 pub mod finetune;
+pub mod loss_log;
 pub mod reference_config;
 pub mod render;
 pub mod run_config;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use clap::Args;
-use masam_adapter::predict::predict_volume;
+use masam_adapter::predict::{predict_volume_with, PredictOptions};
 use masam_adapter::MaSam;
 use masam_app::{run_dir, FinetuneConfig, RunDir};
 use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiGeometry, NiftiReader};
@@ -47,6 +47,11 @@ pub struct PredictArgs {
     /// Stacks per forward pass (more is faster and needs more memory).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub batch: usize,
+    /// Slices between window centres: 1 (default, the reference: a window of D slices centred
+    /// on every slice) up to D (non-overlapping windows: D times fewer forward passes, slightly
+    /// lower Dice; see docs/performance.md).
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub stride: usize,
     /// Device for the forward passes: cpu (default), cuda or cuda:N (CUDA needs a build with
     /// `--features cuda`).
     #[arg(long, value_name = "DEV", default_value = "cpu")]
@@ -251,6 +256,8 @@ pub struct Predictor {
     pub stack: SliceStack,
     /// Where the forward passes run.
     pub device: Device,
+    /// Slices between window centres (1: the reference).
+    pub stride: usize,
 }
 
 impl Predictor {
@@ -334,14 +341,21 @@ impl Predictor {
         Self::new(cfg, model, device.clone())
     }
 
-    /// Wraps a model (e.g. one just trained) with its run's preprocessing.
+    /// Wraps a model (e.g. one just trained) with its run's preprocessing; the model is turned
+    /// into its inference form once (no graph, FacT merged).
     pub fn new(config: FinetuneConfig, model: MaSam, device: Device) -> Result<Self> {
         let stack = SliceStack::new(config.stack_config())?;
+        let model = if model.is_inference() {
+            model
+        } else {
+            model.to_inference()?
+        };
         Ok(Self {
             config,
             model,
             stack,
             device,
+            stride: 1,
         })
     }
 
@@ -357,18 +371,28 @@ impl Predictor {
         std::borrow::Cow::Owned(v)
     }
 
+    /// The same predictor with windows centred every `stride` slices.
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = stride;
+        self
+    }
+
     /// Predicts one volume (labels on its grid).
     pub fn predict(&self, image: &Volume<f32>, batch: usize) -> Result<Volume<u8>> {
         if batch == 0 {
             return Err(CliError::Usage("--batch must be at least 1".into()));
         }
         let image = self.prepare(image);
-        Ok(predict_volume(
+        let opts = PredictOptions {
+            batch,
+            stride: self.stride,
+            device: self.device.clone(),
+        };
+        Ok(predict_volume_with(
             &self.model,
             &image,
             &self.stack,
-            batch,
-            &self.device,
+            &opts,
         )?)
     }
 
@@ -396,6 +420,11 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     }
     let sam = args.sam_checkpoint.as_deref();
     let device = masam_app::device::parse_device(&args.device)?;
+    if args.stride == 0 {
+        return Err(CliError::Usage(
+            "--stride must be at least 1 (1: a window centred on every slice)".into(),
+        ));
+    }
     let predictor = match (&args.run, &args.config, &args.weights) {
         (Some(dir), _, w) => Predictor::from_run(dir, w.as_deref(), sam, &device)?,
         (None, Some(c), Some(w)) => Predictor::from_files(c, w, sam, &device)?,
@@ -409,7 +438,8 @@ pub fn run(args: &PredictArgs) -> Result<()> {
                     .into(),
             ))
         }
-    };
+    }
+    .with_stride(args.stride);
     if matches!(
         predictor.config.data,
         masam_app::DataSource::Endovis18 { .. }

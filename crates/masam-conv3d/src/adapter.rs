@@ -6,8 +6,9 @@ use candle_nn::{Init, VarBuilder};
 use masam_nn::{layer_norm, linear_no_bias, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
-use crate::conv3d::{conv3d, Conv3d, Conv3dConfig, Conv3dPadding};
+use crate::conv3d::{conv3d, Conv3d, Conv3dConfig};
 use crate::error::{Conv3dError, Result};
+use crate::geometry::Conv3dPadding;
 
 /// The adapter's activation between the Conv3d and the up-projection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

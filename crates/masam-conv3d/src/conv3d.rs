@@ -5,38 +5,8 @@ use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Conv3dError, Result};
-use crate::op::{conv3d_op, Conv3dGeometry};
-
-/// Zero padding of a stride-1 Conv3D.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Conv3dPadding {
-    /// PyTorch's `padding='same'`: the output has the input's size. A kernel `k` pads `k − 1` in
-    /// total, `(k − 1) / 2` in front and the rest (one more for even `k`) at the end.
-    #[default]
-    Same,
-    /// The same number of zeros on both sides of each spatial dim (D, H, W).
-    Explicit([usize; 3]),
-}
-
-impl Conv3dPadding {
-    /// (front, back) padding per spatial dim for a kernel (kd, kh, kw).
-    ///
-    /// ```
-    /// use masam_conv3d::Conv3dPadding;
-    /// assert_eq!(Conv3dPadding::Same.resolve([3, 4, 1]), [(1, 1), (1, 2), (0, 0)]);
-    /// assert_eq!(Conv3dPadding::Explicit([2, 0, 1]).resolve([3, 3, 3]), [(2, 2), (0, 0), (1, 1)]);
-    /// ```
-    pub fn resolve(&self, kernel: [usize; 3]) -> [(usize, usize); 3] {
-        match self {
-            Self::Same => kernel.map(|k| {
-                let total = k.saturating_sub(1);
-                (total / 2, total - total / 2)
-            }),
-            Self::Explicit(p) => p.map(|p| (p, p)),
-        }
-    }
-}
+use crate::geometry::{Conv3dGeometry, Conv3dPadding};
+use crate::op::conv3d_op;
 
 /// Configuration of a [`Conv3d`] layer (stride 1, dilation 1, groups 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,165 +8,15 @@
 //! [transposed geometry](crate::Conv3dGeometry::transposed) with the flipped, channel-swapped
 //! weight; the depth-only paths read that weight through strides instead of copying it.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::op::{Conv3dGeometry, Conv3dKernel};
+use crate::gemm::{gemm_acc, Mat, MatMut, Taps};
+use crate::geometry::{Conv3dGeometry, Conv3dKernel};
 use crate::winograd;
 
 /// Upper bound on the floats held by one vol2col chunk (16 MiB of f32), so that realistic
 /// shapes never materialise a column matrix of the whole volume.
 const COL_BUDGET: usize = 1 << 22;
-
-fn parallelism() -> Parallelism {
-    let n = rayon::current_num_threads();
-    if n > 1 {
-        Parallelism::Rayon(n)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// A strided read-only matrix view into a slice, bounds-checked before use.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub(crate) data: &'a [f32],
-    pub(crate) off: usize,
-    pub(crate) rs: usize,
-    pub(crate) cs: usize,
-}
-
-fn check_bounds(len: usize, off: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
-    let last = off + (rows - 1) * rs + (cols - 1) * cs;
-    assert!(
-        last < len,
-        "conv3d internal: strided view out of bounds ({last} >= {len})"
-    );
-}
-
-/// `dst (m×n) += lhs (m×k) · rhs (k×n)` for strided views, through `gemm`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_acc(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_off: usize,
-    dst_rs: usize,
-    dst_cs: usize,
-    lhs: Mat,
-    rhs: Mat,
-) {
-    gemm_into(m, n, k, dst, dst_off, dst_rs, dst_cs, lhs, rhs, true)
-}
-
-/// `dst (m×n) (+)= lhs (m×k) · rhs (k×n)` for strided views, through `gemm`; `accumulate =
-/// false` overwrites `dst` (zero when `k == 0`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_off: usize,
-    dst_rs: usize,
-    dst_cs: usize,
-    lhs: Mat,
-    rhs: Mat,
-    accumulate: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    check_bounds(dst.len(), dst_off, m, n, dst_rs, dst_cs);
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                for c in 0..n {
-                    dst[dst_off + r * dst_rs + c * dst_cs] = 0.0;
-                }
-            }
-        }
-        return;
-    }
-    check_bounds(lhs.data.len(), lhs.off, m, k, lhs.rs, lhs.cs);
-    check_bounds(rhs.data.len(), rhs.off, k, n, rhs.rs, rhs.cs);
-    // SAFETY: every pointer/stride combination was bounds-checked above, `dst` is borrowed
-    // mutably and does not alias `lhs`/`rhs` (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(dst_off),
-            dst_cs as isize,
-            dst_rs as isize,
-            accumulate,
-            lhs.data.as_ptr().add(lhs.off),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.off),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism(),
-        )
-    }
-}
-
-/// The kd tap matrices (rows × cols) of a depth-only weight, read in place: either the weight
-/// itself (O × C per tap) or, for the input gradient, its channel-swapped and depth-flipped
-/// version (C × O per tap), without a copy.
-pub(crate) struct Taps<'a> {
-    data: &'a [f32],
-    kd: usize,
-    rs: usize,
-    cs: usize,
-    flip: bool,
-}
-
-impl<'a> Taps<'a> {
-    /// Taps of a weight (O, C, kd) as (O × C) matrices.
-    pub(crate) fn forward(w: &'a [f32], c: usize, kd: usize) -> Self {
-        Self {
-            data: w,
-            kd,
-            rs: c * kd,
-            cs: kd,
-            flip: false,
-        }
-    }
-
-    /// Taps of the input-gradient weight `w'[c, o, t] = w[o, c, kd − 1 − t]` as (C × O).
-    fn transposed_flipped(w: &'a [f32], c: usize, kd: usize) -> Self {
-        Self {
-            data: w,
-            kd,
-            rs: kd,
-            cs: c * kd,
-            flip: true,
-        }
-    }
-
-    /// The number of taps.
-    pub(crate) fn kd(&self) -> usize {
-        self.kd
-    }
-
-    /// Tap `t` as a strided matrix view.
-    pub(crate) fn mat(&self, t: usize) -> Mat<'a> {
-        Mat {
-            data: self.data,
-            off: if self.flip { self.kd - 1 - t } else { t },
-            rs: self.rs,
-            cs: self.cs,
-        }
-    }
-}
 
 /// The output depth range `[z0, z1)` whose source slice `z + shift` lies in `[0, d)`.
 fn valid_range(out: usize, inp: usize, shift: isize) -> Option<(usize, usize)> {
@@ -435,10 +285,7 @@ fn depth_only_forward(g: &Conv3dGeometry, x: &[f32], taps: &Taps, y: &mut [f32])
                 o,
                 (z1 - z0) * hw,
                 c,
-                yn,
-                z0 * hw,
-                od * hw,
-                1,
+                MatMut::rows(yn, z0 * hw, od * hw),
                 taps.mat(t),
                 rhs,
             );
@@ -475,7 +322,7 @@ fn depth_only_weight_grad(g: &Conv3dGeometry, x: &[f32], gy: &[f32]) -> Vec<f32>
                 rs: 1,
                 cs: d * hw,
             };
-            gemm_acc(o, c, (z1 - z0) * hw, &mut tap, 0, c, 1, lhs, rhs);
+            gemm_acc(o, c, (z1 - z0) * hw, MatMut::rows(&mut tap, 0, c), lhs, rhs);
         }
         for (i, v) in tap.iter().enumerate() {
             gw[i * kd + t] = *v;
@@ -560,7 +407,14 @@ fn general_forward(g: &Conv3dGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
                 rs: cols,
                 cs: 1,
             };
-            gemm_acc(o, cols, rows, yn, z0 * plane, od * plane, 1, lhs, rhs);
+            gemm_acc(
+                o,
+                cols,
+                rows,
+                MatMut::rows(yn, z0 * plane, od * plane),
+                lhs,
+                rhs,
+            );
         }
     }
 }
@@ -595,7 +449,7 @@ fn general_weight_grad(g: &Conv3dGeometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
                 rs: 1,
                 cs: cols,
             };
-            gemm_acc(o, rows, cols, &mut gw, 0, rows, 1, lhs, rhs);
+            gemm_acc(o, rows, cols, MatMut::rows(&mut gw, 0, rows), lhs, rhs);
         }
     }
     gw
@@ -604,7 +458,7 @@ fn general_weight_grad(g: &Conv3dGeometry, x: &[f32], gy: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Conv3dPadding;
+    use crate::geometry::Conv3dPadding;
 
     /// Direct 7-loop convolution, the simplest possible oracle.
     fn naive(g: &Conv3dGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
@@ -693,5 +547,76 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn winograd_column_chunks_match_the_exact_path() {
+        // H·W = 150, split into pieces of 50 columns when a batch holds at most 64
+        let (n, c, o, d, kd) = (2, 5, 3, 6, 3);
+        let g = Conv3dGeometry::new(&[n, c, d, 10, 15], &[o, c, kd, 1, 1], Conv3dPadding::Same)
+            .unwrap();
+        assert_eq!(winograd::column_chunk_within(&g, 5, 5 * 8 * 64), 64);
+        let x: Vec<f32> = (0..n * c * d * 150)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let w: Vec<f32> = (0..o * c * kd)
+            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 9.0)
+            .collect();
+        let gy: Vec<f32> = (0..n * o * d * 150)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0)
+            .collect();
+        let want_y = conv3d_forward_on(&g, &x, &w, None, CpuPath::DepthGemm);
+        let want_gw = conv3d_weight_grad_on(&g, &x, &gy, CpuPath::DepthGemm);
+        // 64 columns: one 50-column piece per batch; 400: pieces of several tiles and both
+        // volumes share a batch
+        for (max_points, cap) in [(3, 64), (4, 64), (6, 64), (3, 400), (4, 400), (6, 400)] {
+            let alpha = max_points.max(kd);
+            let budget = alpha * (c + o) * cap;
+            let mut y = vec![0f32; want_y.len()];
+            winograd::forward_within(
+                &g,
+                &x,
+                &Taps::forward(&w, c, kd),
+                &mut y,
+                max_points,
+                budget,
+            );
+            let gw = winograd::weight_grad_within(&g, &x, &gy, max_points, budget);
+            for (got, want) in [(&y, &want_y), (&gw, &want_gw)] {
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let err = got
+                    .iter()
+                    .zip(want.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    err <= 2e-6 * scale,
+                    "{max_points} points: {err} (scale {scale})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn winograd_weight_grad_covers_planes_of_any_size() {
+        // O × C = 70 × 70 = 4900: not a multiple of the 4096-float output-transform chunk
+        let (n, c, o, d, kd) = (1, 70, 70, 5, 3);
+        let g =
+            Conv3dGeometry::new(&[n, c, d, 2, 4], &[o, c, kd, 1, 1], Conv3dPadding::Same).unwrap();
+        let x: Vec<f32> = (0..n * c * d * 8)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let gy: Vec<f32> = (0..n * o * d * 8)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0)
+            .collect();
+        let want = conv3d_weight_grad_on(&g, &x, &gy, CpuPath::DepthGemm);
+        let got = winograd::weight_grad(&g, &x, &gy, 6);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err <= 2e-6 * scale, "{err} (scale {scale})");
     }
 }

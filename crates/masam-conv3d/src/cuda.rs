@@ -18,7 +18,10 @@ use candle_core::cuda_backend::cudarc::nvrtc;
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result};
 
-use crate::op::Conv3dGeometry;
+use masam_nn::error::into_candle;
+
+use crate::error::Conv3dError;
+use crate::geometry::Conv3dGeometry;
 
 const MODULE: &str = "masam_conv3d";
 const SRC: &str = include_str!("../kernels/conv3d.cu");
@@ -26,15 +29,14 @@ const THREADS: u32 = 256;
 const MAX_BLOCKS: u64 = 1 << 20;
 
 /// The PTX of `kernels/conv3d.cu`, compiled once per process.
+///
+/// # Errors
+/// [`Conv3dError::Nvrtc`] (inside the candle error, see [`masam_nn::error`]) with NVRTC's log.
 pub fn ptx() -> Result<&'static str> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        nvrtc::compile_ptx(SRC)
-            .map(|p| p.to_src())
-            .map_err(|e| format!("{e:?}"))
-    })
-    .as_deref()
-    .map_err(|e| candle_core::Error::Cuda(format!("NVRTC failed on conv3d.cu: {e}").into()))
+    static PTX: OnceLock<std::result::Result<String, nvrtc::CompileError>> = OnceLock::new();
+    PTX.get_or_init(|| nvrtc::compile_ptx(SRC).map(|p| p.to_src()))
+        .as_deref()
+        .map_err(|e| into_candle(Conv3dError::Nvrtc { source: e.clone() }))
 }
 
 fn view<'a, T: CudaDType + DeviceRepr>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
@@ -66,7 +68,7 @@ fn int_args(g: &Conv3dGeometry) -> Result<[i32; 15]> {
     let mut out = [0i32; 15];
     for (o, x) in out.iter_mut().zip(v) {
         *o = i32::try_from(x)
-            .map_err(|_| candle_core::Error::Msg(format!("conv3d: size {x} exceeds i32")))?;
+            .map_err(|source| into_candle(Conv3dError::SizeOverflow { value: x, source }))?;
     }
     Ok(out)
 }

@@ -73,6 +73,23 @@ pub enum Conv3dError {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A size does not fit the 32-bit integers the CUDA kernels take.
+    #[error("conv3d: size {value} exceeds i32")]
+    SizeOverflow {
+        /// The size.
+        value: i64,
+        /// The conversion's error.
+        #[source]
+        source: std::num::TryFromIntError,
+    },
+    /// NVRTC could not compile the CUDA kernels (`kernels/conv3d.cu`).
+    #[cfg(feature = "cuda")]
+    #[error("NVRTC failed on conv3d.cu: {source}")]
+    Nvrtc {
+        /// NVRTC's error, with the compiler log.
+        #[source]
+        source: candle_core::cuda_backend::cudarc::nvrtc::CompileError,
+    },
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -81,11 +98,34 @@ pub enum Conv3dError {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Conv3dError>;
 
+/// Back to candle's error type (for custom ops): a candle error is unwrapped, any other is
+/// boxed with [`masam_nn::error::into_candle`], so it keeps its message and source chain and
+/// can be recovered with [`masam_nn::error::find_in_candle`].
 impl From<Conv3dError> for candle_core::Error {
     fn from(e: Conv3dError) -> Self {
         match e {
             Conv3dError::Candle(c) => c,
-            other => candle_core::Error::wrap(other),
+            other => masam_nn::error::into_candle(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_errors_survive_the_trip_through_candle() {
+        let source = i32::try_from(1i64 << 40).unwrap_err();
+        let e: candle_core::Error = Conv3dError::SizeOverflow {
+            value: 1 << 40,
+            source,
+        }
+        .into();
+        assert_eq!(e.to_string(), "conv3d: size 1099511627776 exceeds i32");
+        let typed = masam_nn::error::find_in_candle::<Conv3dError>(&e).expect("typed error");
+        assert!(matches!(typed, Conv3dError::SizeOverflow { .. }));
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(source.is::<std::num::TryFromIntError>());
     }
 }

@@ -36,14 +36,14 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
+mod gemm;
+pub mod geometry;
 pub mod op;
 pub mod reference;
 pub mod winograd;
 
 pub use adapter::{adapter3d, Adapter3d, Adapter3dConfig, AdapterActivation, AdapterNames};
-pub use conv3d::{conv3d, Conv3d, Conv3dConfig, Conv3dPadding};
+pub use conv3d::{conv3d, Conv3d, Conv3dConfig};
 pub use error::{Conv3dError, Result};
-pub use op::{
-    conv3d_op, conv3d_op_with, Conv3dGeometry, Conv3dInputGradOp, Conv3dKernel, Conv3dOp,
-    Conv3dWeightGradOp,
-};
+pub use geometry::{Conv3dGeometry, Conv3dKernel, Conv3dPadding};
+pub use op::{conv3d_op, conv3d_op_with, Conv3dInputGradOp, Conv3dOp, Conv3dWeightGradOp};

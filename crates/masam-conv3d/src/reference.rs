@@ -6,9 +6,8 @@
 
 use candle_core::Tensor;
 
-use crate::conv3d::Conv3dPadding;
 use crate::error::Result;
-use crate::op::Conv3dGeometry;
+use crate::geometry::{Conv3dGeometry, Conv3dPadding};
 
 /// Conv3D (stride 1) from padded copies and `conv2d` over depth taps:
 /// `y[:, :, z] = b + Σ_t conv2d(x_pad[:, :, z + t], w[:, :, t])`.

@@ -22,8 +22,8 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::{gemm_into, Mat, Taps};
-use crate::op::Conv3dGeometry;
+use crate::gemm::{gemm_into, Mat, MatMut, Taps};
+use crate::geometry::Conv3dGeometry;
 
 /// The largest number of points (`α = m + r − 1`) the [`Conv3dKernel::Auto`] selection uses.
 ///
@@ -272,7 +272,7 @@ pub fn column_chunk(g: &Conv3dGeometry, alpha: usize) -> usize {
     column_chunk_within(g, alpha, BUDGET)
 }
 
-fn column_chunk_within(g: &Conv3dGeometry, alpha: usize, budget: usize) -> usize {
+pub(crate) fn column_chunk_within(g: &Conv3dGeometry, alpha: usize, budget: usize) -> usize {
     let rows = alpha * (g.in_channels + g.out_channels);
     (budget / rows.max(1)).max(64)
 }
@@ -510,7 +510,7 @@ pub(crate) fn forward(
     forward_within(g, x, taps, y, max_points, BUDGET)
 }
 
-fn forward_within(
+pub(crate) fn forward_within(
     g: &Conv3dGeometry,
     x: &[f32],
     taps: &Taps,
@@ -559,7 +559,15 @@ fn forward_within(
                     rs: alpha * k_cols,
                     cs: 1,
                 };
-                gemm_into(o, k_cols, c, mb, i * o * k_cols, k_cols, 1, lhs, rhs, false);
+                gemm_into(
+                    o,
+                    k_cols,
+                    c,
+                    MatMut::rows(mb, i * o * k_cols, k_cols),
+                    lhs,
+                    rhs,
+                    false,
+                );
             }
             // output transform: y[n, :, z0 + k] += Σ_i Aᵀ[k, i] M_i
             let mb = &mbuf.0[..o * alpha * k_cols];
@@ -704,7 +712,7 @@ pub(crate) fn weight_grad(
     weight_grad_within(g, x, gy, max_points, BUDGET)
 }
 
-fn weight_grad_within(
+pub(crate) fn weight_grad_within(
     g: &Conv3dGeometry,
     x: &[f32],
     gy: &[f32],
@@ -774,7 +782,15 @@ fn weight_grad_within(
                     rs: 1,
                     cs: alpha * k_cols,
                 };
-                gemm_into(o, c, k_cols, acc, i * o * c, c, 1, lhs, rhs, false);
+                gemm_into(
+                    o,
+                    c,
+                    k_cols,
+                    MatMut::rows(acc, i * o * c, c),
+                    lhs,
+                    rhs,
+                    false,
+                );
             }
             // output transform (f64): gw[:, :, t] += Σ_i Aᵀ[t, i] acc_i
             let acc = &acc[..];
@@ -807,7 +823,6 @@ fn weight_grad_within(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::Taps;
 
     fn correlate(g: &[f64], d: &[f64], m: usize) -> Vec<f64> {
         (0..m)
@@ -851,56 +866,6 @@ mod tests {
     }
 
     #[test]
-    fn column_chunks_match_the_exact_path() {
-        use crate::cpu::{conv3d_forward_on, conv3d_weight_grad_on, CpuPath, Taps};
-        use crate::Conv3dPadding;
-        // H·W = 150, split into pieces of 50 columns when a batch holds at most 64
-        let (n, c, o, d, kd) = (2, 5, 3, 6, 3);
-        let g = Conv3dGeometry::new(&[n, c, d, 10, 15], &[o, c, kd, 1, 1], Conv3dPadding::Same)
-            .unwrap();
-        assert_eq!(column_chunk_within(&g, 5, 5 * 8 * 64), 64);
-        let x: Vec<f32> = (0..n * c * d * 150)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-            .collect();
-        let w: Vec<f32> = (0..o * c * kd)
-            .map(|i| ((i * 11 % 13) as f32 - 6.0) / 9.0)
-            .collect();
-        let gy: Vec<f32> = (0..n * o * d * 150)
-            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0)
-            .collect();
-        let want_y = conv3d_forward_on(&g, &x, &w, None, CpuPath::DepthGemm);
-        let want_gw = conv3d_weight_grad_on(&g, &x, &gy, CpuPath::DepthGemm);
-        // 64 columns: one 50-column piece per batch; 400: pieces of several tiles and both
-        // volumes share a batch
-        for (max_points, cap) in [(3, 64), (4, 64), (6, 64), (3, 400), (4, 400), (6, 400)] {
-            let alpha = max_points.max(kd);
-            let budget = alpha * (c + o) * cap;
-            let mut y = vec![0f32; want_y.len()];
-            forward_within(
-                &g,
-                &x,
-                &Taps::forward(&w, c, kd),
-                &mut y,
-                max_points,
-                budget,
-            );
-            let gw = weight_grad_within(&g, &x, &gy, max_points, budget);
-            for (got, want) in [(&y, &want_y), (&gw, &want_gw)] {
-                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let err = got
-                    .iter()
-                    .zip(want.iter())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(
-                    err <= 2e-6 * scale,
-                    "{max_points} points: {err} (scale {scale})"
-                );
-            }
-        }
-    }
-
-    #[test]
     fn weight_transform_covers_planes_of_any_size() {
         // 70 × 70 = 4900 floats per plane: not a multiple of the 4096-float work chunk
         let (rows, cols, kd) = (70, 70, 3);
@@ -925,31 +890,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn weight_grad_covers_planes_of_any_size() {
-        use crate::cpu::{conv3d_weight_grad_on, CpuPath};
-        use crate::Conv3dPadding;
-        // O × C = 70 × 70 = 4900: not a multiple of the 4096-float output-transform chunk
-        let (n, c, o, d, kd) = (1, 70, 70, 5, 3);
-        let g =
-            Conv3dGeometry::new(&[n, c, d, 2, 4], &[o, c, kd, 1, 1], Conv3dPadding::Same).unwrap();
-        let x: Vec<f32> = (0..n * c * d * 8)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-            .collect();
-        let gy: Vec<f32> = (0..n * o * d * 8)
-            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 11.0)
-            .collect();
-        let want = conv3d_weight_grad_on(&g, &x, &gy, CpuPath::DepthGemm);
-        let got = weight_grad(&g, &x, &gy, 6);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(err <= 2e-6 * scale, "{err} (scale {scale})");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading and writing FacT parameters in the reference (MA-SAM) key format.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
@@ -90,15 +90,6 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
     }
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 impl Fact {
     /// The parameters under their reference keys.
     pub fn reference_tensors(&self, format: &ReferenceFormat) -> HashMap<String, Tensor> {
@@ -156,23 +147,11 @@ impl Fact {
         self.load_reference(&tensors, format)
     }
 
-    /// Writes the parameters under their reference keys to a safetensors file. The file is
-    /// written next to `path` under a temporary name and renamed, so a failure never leaves a
-    /// partial file at `path`.
+    /// Writes the parameters under their reference keys to a safetensors file, atomically
+    /// ([`masam_fs::atomic_write_path`]): a failure never leaves a partial file at `path`.
     pub fn save_reference(&self, path: impl AsRef<Path>, format: &ReferenceFormat) -> Result<()> {
-        let path = path.as_ref();
-        let tmp = temp_path(path);
         let tensors = self.reference_tensors(format);
-        if let Err(e) = candle_core::safetensors::save(&tensors, &tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        std::fs::rename(&tmp, path).map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            FactError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })
+        masam_fs::atomic_write_path(path, |tmp| candle_core::safetensors::save(&tensors, tmp))?;
+        Ok(())
     }
 }

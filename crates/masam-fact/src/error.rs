@@ -59,6 +59,9 @@ pub enum FactError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file could not be written atomically.
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// A candle error (tensor op, safetensors or pickle reading).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

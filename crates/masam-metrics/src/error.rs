@@ -1,7 +1,5 @@
 //! The crate's error type. Every variant carries the values that explain it.
 
-use std::path::PathBuf;
-
 /// Result alias used throughout `masam-metrics`.
 pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
 
@@ -48,15 +46,10 @@ pub enum MetricsError {
     /// A metric configured to evaluate no class at all.
     #[error("no class to evaluate: num_classes is 0 and background is excluded")]
     NoClasses,
-    /// Writing a report failed (create, write, sync or rename).
-    #[error("{path}: {source}")]
-    Io {
-        /// The file involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Writing a report failed (create, write, sync or rename); names the file and keeps the
+    /// OS error as its source.
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// Serialising a report to JSON failed.
     #[error("JSON serialisation failed: {0}")]
     Json(#[from] serde_json::Error),

@@ -5,16 +5,16 @@
 //! policy, are skipped), and the overall score is the plain **mean over classes** of those means
 //! (`np.mean`, so a class that is NaN in every case makes it NaN).
 //!
-//! Files are written atomically: to a temporary file in the destination folder, synced, then
-//! renamed over the destination, so a failure never leaves a half-written report.
+//! Files are written with [`masam_fs::atomic_write_bytes`]: to a temporary file in the destination
+//! folder, synced, then renamed over the destination, so a failure never leaves a half-written
+//! report.
 
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::error::{MetricsError, Result};
+use crate::error::Result;
 
 /// One metric's scores: rows are cases, columns are classes.
 ///
@@ -133,7 +133,7 @@ impl MetricReport {
     /// Writes [`to_json`](Self::to_json) (pretty) to `path`, atomically.
     ///
     /// # Errors
-    /// [`MetricsError::Io`] or [`MetricsError::Json`]; the destination is untouched on error.
+    /// [`MetricsError::Fs`](crate::MetricsError::Fs) or [`MetricsError::Json`](crate::MetricsError::Json); the destination is untouched on error.
     pub fn write_json(&self, path: impl AsRef<Path>) -> Result<()> {
         let text = serde_json::to_string_pretty(&self.to_json())?;
         write_atomic(path.as_ref(), text.as_bytes())
@@ -142,7 +142,7 @@ impl MetricReport {
     /// Writes [`to_csv`](Self::to_csv) to `path`, atomically.
     ///
     /// # Errors
-    /// [`MetricsError::Io`]; the destination is untouched on error.
+    /// [`MetricsError::Fs`](crate::MetricsError::Fs); the destination is untouched on error.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         write_atomic(path.as_ref(), self.to_csv().as_bytes())
     }
@@ -151,7 +151,7 @@ impl MetricReport {
 /// Several reports (e.g. Dice, HD95 and NSD of one evaluation) as one JSON array, atomically.
 ///
 /// # Errors
-/// [`MetricsError::Io`] or [`MetricsError::Json`]; the destination is untouched on error.
+/// [`MetricsError::Fs`](crate::MetricsError::Fs) or [`MetricsError::Json`](crate::MetricsError::Json); the destination is untouched on error.
 pub fn write_reports_json(reports: &[MetricReport], path: impl AsRef<Path>) -> Result<()> {
     let all = Value::Array(reports.iter().map(MetricReport::to_json).collect());
     let text = serde_json::to_string_pretty(&all)?;
@@ -235,41 +235,15 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Writes `bytes` to a temporary sibling of `path`, syncs it, and renames it over `path`.
+/// Writes `bytes` to `path` with [`masam_fs::atomic_write_bytes`].
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_err = |p: &Path| {
-        let p: PathBuf = p.to_path_buf();
-        move |source| MetricsError::Io { path: p, source }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| MetricsError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    Ok(masam_fs::atomic_write_bytes(path, bytes)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MetricsError;
 
     fn sample() -> MetricReport {
         MetricReport::new(
@@ -332,7 +306,7 @@ mod tests {
         write_reports_json(&[r.clone(), r.clone()], dir.join("all.json")).unwrap();
         // A destination in a missing folder fails cleanly and leaves nothing behind.
         let bad = dir.join("missing").join("r.csv");
-        assert!(matches!(r.write_csv(&bad), Err(MetricsError::Io { .. })));
+        assert!(matches!(r.write_csv(&bad), Err(MetricsError::Fs(_))));
         let leftovers: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())

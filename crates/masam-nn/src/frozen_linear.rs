@@ -3,7 +3,7 @@
 //! candle's matmul backward always computes the gradient of **both** operands and keeps them in
 //! the `GradStore`, even when the weight is a plain (non-`Var`) tensor: one wasted GEMM per frozen
 //! projection, plus a weight-sized gradient and an activation-sized gradient for the broadcast
-//! bias (`docs/candle-notes.md` §3). [`FrozenLinear`] avoids all of that:
+//! bias. [`FrozenLinear`] avoids all of that:
 //!
 //! 1. the output `y = x·Wᵀ + b` is computed with ordinary tensor ops on **detached** operands
 //!    (so it runs on any device and records no graph);

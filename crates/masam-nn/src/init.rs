@@ -10,6 +10,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
+use crate::error::into_candle;
+
 /// A set of trainable variables (a candle [`VarMap`]) that creates missing variables from a
 /// seeded ChaCha RNG, following the [`Init`] hint of the layer that asks for them.
 ///
@@ -117,9 +119,24 @@ fn uniform(rng: &mut ChaCha8Rng, lo: f64, up: f64, n: usize) -> Vec<f32> {
     (0..n).map(|_| d.sample(rng) as f32).collect()
 }
 
+/// A variable could not be initialised because its normal distribution is invalid (a
+/// non-finite standard deviation, e.g. from a zero fan). Returned inside a
+/// `candle_core::Error` (see [`crate::error`]).
+#[derive(Debug, thiserror::Error)]
+#[error("normal initialisation with mean {mean} and std {std}: {source}")]
+pub struct NormalInitError {
+    /// The requested mean.
+    pub mean: f64,
+    /// The requested standard deviation.
+    pub std: f64,
+    /// The distribution's own error.
+    #[source]
+    pub source: rand_distr::NormalError,
+}
+
 fn normal(rng: &mut ChaCha8Rng, mean: f64, std: f64, n: usize) -> Result<Vec<f32>> {
-    let d =
-        Normal::new(mean, std).map_err(|e| candle_core::Error::Msg(format!("normal init: {e}")))?;
+    let d = Normal::new(mean, std)
+        .map_err(|source| into_candle(NormalInitError { mean, std, source }))?;
     Ok((0..n).map(|_| d.sample(rng) as f32).collect())
 }
 
@@ -154,6 +171,19 @@ impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_normal_keeps_its_source() {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let e = normal(&mut rng, 0.0, f64::NAN, 4).unwrap_err();
+        let typed = crate::error::find_in_candle::<NormalInitError>(&e).expect("typed error");
+        assert!(typed.std.is_nan());
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(
+            source.downcast_ref::<rand_distr::NormalError>(),
+            Some(&rand_distr::NormalError::BadVariance)
+        );
+    }
 
     #[test]
     fn uniform_bounds_and_prefill() -> Result<()> {

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod error;
 pub mod frozen_linear;
 pub mod gelu;
 pub mod init;
@@ -39,7 +40,7 @@ pub mod softmax;
 
 pub use frozen_linear::FrozenLinear;
 pub use gelu::gelu_erf;
-pub use init::SeededVarMap;
+pub use init::{NormalInitError, SeededVarMap};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use layer_norm_2d::{layer_norm_2d, LayerNorm2d};
 pub use linear::{add_bias, linear, linear_no_bias, Linear};

@@ -151,6 +151,16 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     Error::BadCheckpoint {
         path: path.to_path_buf(),
         reason: reason.into(),
+        source: None,
+    }
+}
+
+/// [`Error::BadCheckpoint`] caused by candle's reader (kept as the source).
+fn unreadable(path: &Path, source: candle_core::Error) -> Error {
+    Error::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason: source.to_string(),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -174,7 +184,7 @@ fn read_magic(path: &Path) -> Result<Vec<u8>> {
 fn guarded<T>(path: &Path, f: impl FnOnce() -> candle_core::Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(bad(path, e.to_string())),
+        Ok(Err(e)) => Err(unreadable(path, e)),
         Err(_) => Err(bad(path, "the reader panicked on malformed data")),
     }
 }
@@ -183,7 +193,7 @@ fn tidy(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<HashMap<String, T
     tensors
         .into_iter()
         .map(|(k, t)| {
-            let t = t.contiguous().map_err(|e| bad(path, e.to_string()))?;
+            let t = t.contiguous().map_err(|e| unreadable(path, e))?;
             Ok((k, t))
         })
         .collect()
@@ -514,36 +524,26 @@ impl SamCheckpoint {
         VarBuilder::from_tensors(self.tensors.clone(), dtype, device)
     }
 
-    /// Writes all tensors to a safetensors file. The data goes to a temporary file in the same
-    /// folder that is renamed over `path` only once complete, so a failure never leaves a
-    /// half-written file.
+    /// Writes all tensors to a safetensors file with [`save_safetensors_atomic`], so a failure
+    /// never leaves a half-written file.
     ///
     /// # Errors
-    /// [`Error::Io`] or [`Error::Candle`].
+    /// [`Error::Fs`].
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         save_safetensors_atomic(&self.tensors, path.as_ref())
     }
 }
 
-/// Writes `tensors` to `path` through a temporary file renamed on success.
+/// Writes `tensors` to a safetensors file at `path` atomically and durably, through
+/// [`masam_fs::atomic_write_path`] (temporary file in the same folder, fsync, rename, fsync of
+/// the folder). A failure never leaves a half-written file at `path`.
+///
+/// # Errors
+/// [`Error::Fs`]: the safetensors encoder's error ([`masam_fs::FsError::Produce`]) or the
+/// file-system error, as its source.
 pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io(std::io::Error::other("no file name")))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = candle_core::safetensors::save(tensors, &tmp)
-        .map_err(Error::from)
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(io));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    masam_fs::atomic_write_path(path, |tmp| candle_core::safetensors::save(tensors, tmp))?;
+    Ok(())
 }
 
 /// A `VarBuilder` backend that creates nothing: it records every requested name and shape and
@@ -646,10 +646,11 @@ pub enum ParamSource {
     },
 }
 
-/// A `VarBuilder` backend with the reference's initialisation semantics (`reference-spec.md`
-/// §1.11): a requested tensor whose name **and** shape match the (converted) checkpoint is taken
-/// from it, anything else is freshly initialised by a [`SeededVarMap`]. Records where every
-/// parameter came from.
+/// A `VarBuilder` backend with the reference's initialisation semantics: the authors' code loads
+/// the SAM checkpoint with a `load_state_dict` that fails but, before raising, has copied every
+/// tensor whose name and shape match. So here a requested tensor whose name **and** shape match
+/// the (converted) checkpoint is taken from it, anything else is freshly initialised by a
+/// [`SeededVarMap`]. Records where every parameter came from.
 ///
 /// ```
 /// use std::collections::HashMap;

@@ -43,8 +43,12 @@ pub enum Error {
     BadCheckpoint {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
+        /// What went wrong (including the reader's message, if any).
         reason: String,
+        /// The reader's error (a `candle_core::Error`, boxed to keep [`Error`] small), when the
+        /// file was rejected by candle's reader.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// An invalid configuration value.
     #[error("invalid configuration: {0}")]
@@ -68,6 +72,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file atomically failed (see [`masam_fs::FsError`], which names the file and
+    /// keeps the encoder's or the OS error as its source).
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -2,7 +2,6 @@
 //! the reference's converted encoder), the init-from-SAM backend, saving, and error cases.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use masam_nn::SeededVarMap;
@@ -10,39 +9,7 @@ use masam_sam::checkpoint::{encoder_param_shapes, ENCODER_PREFIX};
 use masam_sam::{
     Error, ForwardContext, ImageEncoder, ImageEncoderConfig, Matched, ParamSource, SamCheckpoint,
 };
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference-tiny")
-}
-
-fn expected() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(
-        fixtures().join("converted_encoder.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap()
-}
-
-/// A unique path in the temp folder.
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("masam-sam-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let d: f32 = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    d / (m + 1e-6)
-}
+use masam_testkit::{load_reference_tiny, reference_tiny, rel_err, TempDir};
 
 /// Tiny config as the SAM checkpoint was made (128 px) and as fine-tuned (64 px).
 fn tiny(img: usize) -> ImageEncoderConfig {
@@ -50,7 +17,7 @@ fn tiny(img: usize) -> ImageEncoderConfig {
 }
 
 fn check_conversion(file: &str) {
-    let sam = SamCheckpoint::load(fixtures().join(file)).unwrap();
+    let sam = SamCheckpoint::load(reference_tiny(file)).unwrap();
     let converted = sam.convert(&tiny(64)).unwrap();
     assert_eq!(
         converted.resized,
@@ -62,10 +29,10 @@ fn check_conversion(file: &str) {
             "image_encoder.pos_embed",
         ]
     );
-    let exp = expected();
+    let exp = load_reference_tiny("converted_encoder.safetensors");
     let enc = converted.checkpoint.encoder_tensors();
     assert_eq!(enc.len(), exp.len());
-    let mut worst = (0f32, String::new());
+    let mut worst = (0f64, String::new());
     for (k, e) in &exp {
         let err = rel_err(&enc[k].to_dtype(DType::F32).unwrap(), e);
         if err > worst.0 {
@@ -90,8 +57,8 @@ fn converting_safetensors_reproduces_reference() {
 
 #[test]
 fn pth_and_safetensors_hold_the_same_tensors() {
-    let a = SamCheckpoint::from_pth(fixtures().join("sam_base.pth")).unwrap();
-    let b = SamCheckpoint::from_safetensors(fixtures().join("sam_base.safetensors")).unwrap();
+    let a = SamCheckpoint::from_pth(reference_tiny("sam_base.pth")).unwrap();
+    let b = SamCheckpoint::from_safetensors(reference_tiny("sam_base.safetensors")).unwrap();
     assert_eq!(a.tensors.len(), b.tensors.len());
     for (k, t) in &b.tensors {
         assert_eq!(rel_err(&a.tensors[k], t), 0.0, "{k}");
@@ -100,7 +67,7 @@ fn pth_and_safetensors_hold_the_same_tensors() {
 
 #[test]
 fn detects_the_backbone() {
-    let sam = SamCheckpoint::load(fixtures().join("sam_base.safetensors")).unwrap();
+    let sam = SamCheckpoint::load(reference_tiny("sam_base.safetensors")).unwrap();
     let info = sam.backbone().unwrap();
     assert_eq!(info.embed_dim, 64);
     assert_eq!(info.depth, 4);
@@ -114,20 +81,18 @@ fn detects_the_backbone() {
     );
     assert_eq!(info.to_config(), tiny(128));
     // The converted file is detected at its new size.
-    let conv = SamCheckpoint::load(fixtures().join("converted_encoder.safetensors")).unwrap();
+    let conv = SamCheckpoint::load(reference_tiny("converted_encoder.safetensors")).unwrap();
     assert_eq!(conv.backbone().unwrap().to_config(), tiny(64));
 }
 
 #[test]
 fn converted_weights_run_like_the_reference() {
     // End to end: .pth → convert → encoder → reference embeddings.
-    let sam = SamCheckpoint::load(fixtures().join("sam_base.pth")).unwrap();
+    let sam = SamCheckpoint::load(reference_tiny("sam_base.pth")).unwrap();
     let conv = sam.convert(&tiny(64)).unwrap();
     let vb = conv.checkpoint.var_builder(DType::F32, &Device::Cpu);
     let enc = ImageEncoder::new(&conv.config, vb.pp(ENCODER_PREFIX)).unwrap();
-    let out =
-        candle_core::safetensors::load(fixtures().join("plain_outputs.safetensors"), &Device::Cpu)
-            .unwrap();
+    let out = load_reference_tiny("plain_outputs.safetensors");
     let y = enc
         .forward(&out["images"], &ForwardContext::eval_2d())
         .unwrap();
@@ -138,7 +103,7 @@ fn converted_weights_run_like_the_reference() {
 
 #[test]
 fn init_from_sam_reports_sources() {
-    let sam = SamCheckpoint::load(fixtures().join("sam_base.safetensors")).unwrap();
+    let sam = SamCheckpoint::load(reference_tiny("sam_base.safetensors")).unwrap();
     // Converted: everything comes from SAM, five tensors resized.
     let conv = sam.convert(&tiny(64)).unwrap();
     let init = conv.init(SeededVarMap::new(0), Matched::Frozen);
@@ -201,9 +166,10 @@ fn init_from_sam_reports_sources() {
 
 #[test]
 fn save_and_reload_round_trip() {
-    let sam = SamCheckpoint::load(fixtures().join("sam_base.safetensors")).unwrap();
+    let tmp = TempDir::new("sam-checkpoint");
+    let sam = SamCheckpoint::load(reference_tiny("sam_base.safetensors")).unwrap();
     let conv = sam.convert(&tiny(64)).unwrap();
-    let path = temp_path("converted.safetensors");
+    let path = tmp.join("converted.safetensors");
     conv.checkpoint.save_safetensors(&path).unwrap();
     let back = SamCheckpoint::load(&path).unwrap();
     assert_eq!(back.tensors.len(), conv.checkpoint.tensors.len());
@@ -220,21 +186,21 @@ fn save_and_reload_round_trip() {
     let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty());
     // Saving into a missing folder fails cleanly and writes nothing.
-    let bad = temp_path("no/such/dir/out.safetensors");
+    let bad = tmp.join("no/such/dir/out.safetensors");
     assert!(matches!(
         conv.checkpoint.save_safetensors(&bad),
-        Err(Error::Io { .. }) | Err(Error::Candle(_))
+        Err(Error::Fs(_))
     ));
     assert!(!bad.exists());
 }
 
 #[test]
 fn wrong_preset_is_a_backbone_mismatch() {
-    let sam = SamCheckpoint::load(fixtures().join("sam_base.pth")).unwrap();
+    let sam = SamCheckpoint::load(reference_tiny("sam_base.pth")).unwrap();
     for cfg in [
         ImageEncoderConfig::vit_h().with_img_size(512),
         ImageEncoderConfig::vit_b(),
@@ -275,16 +241,21 @@ fn wrong_preset_is_a_backbone_mismatch() {
 
 #[test]
 fn corrupt_files_are_bad_checkpoints() {
-    let bytes = std::fs::read(fixtures().join("sam_base.pth")).unwrap();
+    let tmp = TempDir::new("sam-checkpoint");
+    let bytes = std::fs::read(reference_tiny("sam_base.pth")).unwrap();
     // Truncated zip.
-    let truncated = temp_path("truncated.pth");
+    let truncated = tmp.join("truncated.pth");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(matches!(
-        SamCheckpoint::load(&truncated),
-        Err(Error::BadCheckpoint { .. })
-    ));
+    let e = SamCheckpoint::load(&truncated).unwrap_err();
+    assert!(matches!(e, Error::BadCheckpoint { .. }), "{e}");
+    // The reader's own error is kept as the source.
+    let source = std::error::Error::source(&e).expect("a source");
+    assert!(
+        source.downcast_ref::<candle_core::Error>().is_some(),
+        "{source}"
+    );
     // Legacy (non-zip) torch.save: starts with a pickle protocol marker.
-    let legacy = temp_path("legacy.pth");
+    let legacy = tmp.join("legacy.pth");
     std::fs::write(
         &legacy,
         [0x80u8, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20],
@@ -297,13 +268,13 @@ fn corrupt_files_are_bad_checkpoints() {
         Err(Error::BadCheckpoint { .. })
     ));
     // Garbage safetensors, and an empty file.
-    let garbage = temp_path("garbage.safetensors");
+    let garbage = tmp.join("garbage.safetensors");
     std::fs::write(&garbage, b"this is not a checkpoint at all").unwrap();
     assert!(matches!(
         SamCheckpoint::load(&garbage),
         Err(Error::BadCheckpoint { .. })
     ));
-    let empty = temp_path("empty.safetensors");
+    let empty = tmp.join("empty.safetensors");
     std::fs::write(&empty, b"").unwrap();
     assert!(matches!(
         SamCheckpoint::load(&empty),
@@ -311,14 +282,14 @@ fn corrupt_files_are_bad_checkpoints() {
     ));
     // Missing file.
     assert!(matches!(
-        SamCheckpoint::load(temp_path("absent.pth")),
+        SamCheckpoint::load(tmp.join("absent.pth")),
         Err(Error::Io { .. })
     ));
 }
 
 #[test]
 fn missing_and_misshapen_keys_are_named() {
-    let sam = SamCheckpoint::load(fixtures().join("sam_base.safetensors")).unwrap();
+    let sam = SamCheckpoint::load(reference_tiny("sam_base.safetensors")).unwrap();
     let mut t = sam.tensors.clone();
     t.remove("image_encoder.blocks.2.mlp.lin2.bias");
     let e = SamCheckpoint::from_tensors(t, "edited")
@@ -495,12 +466,13 @@ mod torch_zip {
 
 #[test]
 fn wrapped_state_dicts_are_unwrapped() {
+    let tmp = TempDir::new("sam-checkpoint");
     let a: Vec<f32> = (0..6).map(|v| v as f32 * 0.5).collect();
     let bytes = torch_zip::wrapped_state_dict(&[
         ("image_encoder.a", vec![2, 3], a.clone()),
         ("mask_decoder.b", vec![4], vec![1., 2., 3., 4.]),
     ]);
-    let path = temp_path("wrapped.pth");
+    let path = tmp.join("wrapped.pth");
     std::fs::write(&path, bytes).unwrap();
     // The plain reader finds nothing at the top level: the wrapper must be looked into.
     assert!(candle_core::pickle::read_all(&path).unwrap().is_empty());

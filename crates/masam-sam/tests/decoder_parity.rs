@@ -7,7 +7,6 @@
 //! weights" and the MA-SAM outputs use the same decoder; the tests load `masam_adapter`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -15,42 +14,14 @@ use masam_nn::SeededVarMap;
 use masam_sam::{
     MaskDecoder, MaskDecoderConfig, MaskSelection, PromptEncoder, PromptEncoderConfig,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/reference-tiny")
-        .join(name)
-}
-
-fn load(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name), &Device::Cpu).expect("fixture readable")
-}
-
-/// max|a − b| / (max|b| + 1e-6), the fixtures' error measure.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    let d: f32 = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    d / (m + 1e-6)
-}
-
-fn check(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
-    let e = rel_err(a, b);
-    println!("{what}: max relative error {e:.3e}");
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
-}
+use masam_testkit::{assert_close, load_reference_tiny, rel_err};
 
 fn weights_vb() -> VarBuilder<'static> {
-    VarBuilder::from_tensors(load("masam_adapter.safetensors"), DType::F32, &Device::Cpu)
+    VarBuilder::from_tensors(
+        load_reference_tiny("masam_adapter.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+    )
 }
 
 fn modules(vb: &VarBuilder) -> (PromptEncoder, MaskDecoder) {
@@ -62,15 +33,15 @@ fn modules(vb: &VarBuilder) -> (PromptEncoder, MaskDecoder) {
 #[test]
 fn dense_pe_matches_reference() {
     let (pe, _) = modules(&weights_vb());
-    let out = load("outputs.safetensors");
+    let out = load_reference_tiny("outputs.safetensors");
     let dense_pe = pe.get_dense_pe().unwrap();
-    check("dense_pe", &dense_pe, &out["dense_pe"], 1e-4);
+    assert_close("dense_pe", &dense_pe, &out["dense_pe"], 1e-4);
 }
 
 #[test]
 fn prompt_free_decoder_matches_plain_outputs() {
     let (pe, dec) = modules(&weights_vb());
-    let plain = load("plain_outputs.safetensors");
+    let plain = load_reference_tiny("plain_outputs.safetensors");
     let (sparse, dense) = pe.forward(None, None, None).unwrap();
     assert_eq!(sparse.dims(), &[1, 0, 64]);
     assert_eq!(dense.dims(), &[1, 64, 4, 4]);
@@ -83,8 +54,8 @@ fn prompt_free_decoder_matches_plain_outputs() {
             MaskSelection::All,
         )
         .unwrap();
-    check("plain masks", &masks, &plain["masks"], 1e-4);
-    check(
+    assert_close("plain masks", &masks, &plain["masks"], 1e-4);
+    assert_close(
         "plain iou_predictions",
         &iou,
         &plain["iou_predictions"],
@@ -101,13 +72,13 @@ fn prompt_free_decoder_matches_plain_outputs() {
             MaskSelection::Multimask,
         )
         .unwrap();
-    check(
+    assert_close(
         "multimask masks",
         &m3,
         &plain["masks"].narrow(1, 1, 3).unwrap(),
         1e-4,
     );
-    check(
+    assert_close(
         "multimask iou",
         &i3,
         &plain["iou_predictions"].narrow(1, 1, 3).unwrap(),
@@ -122,7 +93,7 @@ fn prompt_free_decoder_matches_plain_outputs() {
             MaskSelection::Single,
         )
         .unwrap();
-    check(
+    assert_close(
         "single mask",
         &m1,
         &plain["masks"].narrow(1, 0, 1).unwrap(),
@@ -134,7 +105,7 @@ fn prompt_free_decoder_matches_plain_outputs() {
 fn prompt_free_decoder_matches_masam_outputs() {
     // The MA-SAM forward of `outputs.safetensors`: 10 images (B·D), tokens of batch 1 broadcast.
     let (pe, dec) = modules(&weights_vb());
-    let out = load("outputs.safetensors");
+    let out = load_reference_tiny("outputs.safetensors");
     let (sparse, dense) = pe.forward(None, None, None).unwrap();
     let (masks, iou) = dec
         .forward(
@@ -145,33 +116,33 @@ fn prompt_free_decoder_matches_masam_outputs() {
             MaskSelection::All,
         )
         .unwrap();
-    check("masam low_res_logits", &masks, &out["low_res_logits"], 1e-4);
-    check("masam iou_predictions", &iou, &out["iou_predictions"], 1e-4);
+    assert_close("masam low_res_logits", &masks, &out["low_res_logits"], 1e-4);
+    assert_close("masam iou_predictions", &iou, &out["iou_predictions"], 1e-4);
 }
 
 #[test]
 fn point_and_box_prompts_match_reference() {
     let (pe, _) = modules(&weights_vb());
-    let plain = load("plain_outputs.safetensors");
+    let plain = load_reference_tiny("plain_outputs.safetensors");
     let coords = &plain["points_coords"];
     let labels = &plain["points_labels"];
     let (sparse, dense) = pe.forward(Some((coords, labels)), None, None).unwrap();
-    check("points_sparse", &sparse, &plain["points_sparse"], 1e-4);
+    assert_close("points_sparse", &sparse, &plain["points_sparse"], 1e-4);
     assert_eq!(dense.dims(), &[2, 64, 4, 4]);
     let (sparse, _) = pe.forward(None, Some(&plain["boxes"]), None).unwrap();
-    check("boxes_sparse", &sparse, &plain["boxes_sparse"], 1e-4);
+    assert_close("boxes_sparse", &sparse, &plain["boxes_sparse"], 1e-4);
     // Points together with boxes: no padding point.
     let (both, _) = pe
         .forward(Some((coords, labels)), Some(&plain["boxes"]), None)
         .unwrap();
     assert_eq!(both.dims(), &[2, 4, 64]);
-    check(
+    assert_close(
         "points+boxes (boxes part)",
         &both.narrow(1, 2, 2).unwrap(),
         &plain["boxes_sparse"],
         1e-4,
     );
-    check(
+    assert_close(
         "points+boxes (points part)",
         &both.narrow(1, 0, 2).unwrap(),
         &plain["points_sparse"].narrow(1, 0, 2).unwrap(),
@@ -181,10 +152,11 @@ fn point_and_box_prompts_match_reference() {
 
 #[test]
 fn box_prompted_decoder_matches_bbox_outputs() {
-    // §1.12: one box per slice, tokens per image, image embeddings not repeated.
+    // As in the authors' box-prompt variant: one box per slice, tokens per image, image
+    // embeddings not repeated.
     let (pe, dec) = modules(&weights_vb());
-    let out = load("outputs.safetensors");
-    let bbox = load("bbox_outputs.safetensors");
+    let out = load_reference_tiny("outputs.safetensors");
+    let bbox = load_reference_tiny("bbox_outputs.safetensors");
     let boxes = bbox["boxes"].reshape((10, 4)).unwrap();
     let (sparse, dense) = pe.forward(None, Some(&boxes), None).unwrap();
     assert_eq!(sparse.dims(), &[10, 2, 64]);
@@ -197,14 +169,14 @@ fn box_prompted_decoder_matches_bbox_outputs() {
             MaskSelection::All,
         )
         .unwrap();
-    check("bbox low_res_logits", &masks, &bbox["low_res_logits"], 1e-4);
-    check("bbox iou_predictions", &iou, &bbox["iou_predictions"], 1e-4);
+    assert_close("bbox low_res_logits", &masks, &bbox["low_res_logits"], 1e-4);
+    assert_close("bbox iou_predictions", &iou, &bbox["iou_predictions"], 1e-4);
 }
 
 #[test]
 fn mask_prompt_path_runs() {
     let (pe, dec) = modules(&weights_vb());
-    let plain = load("plain_outputs.safetensors");
+    let plain = load_reference_tiny("plain_outputs.safetensors");
     let mask = Tensor::randn(0f32, 1., (2, 1, 16, 16), &Device::Cpu).unwrap();
     let (sparse, dense) = pe.forward(None, None, Some(&mask)).unwrap();
     assert_eq!(sparse.dims(), &[2, 0, 64]);
@@ -268,7 +240,7 @@ fn bad_inputs_are_typed_errors() {
 /// norm of every variable after a backward through the decoder.
 fn grad_norms(with_boxes: bool) -> HashMap<String, f32> {
     let params = SeededVarMap::new(0);
-    for (k, v) in load("masam_adapter.safetensors") {
+    for (k, v) in load_reference_tiny("masam_adapter.safetensors") {
         if k.starts_with("prompt_encoder.") || k.starts_with("mask_decoder.") {
             params.insert(&k, &v).unwrap();
         }
@@ -281,7 +253,7 @@ fn grad_norms(with_boxes: bool) -> HashMap<String, f32> {
         n_before,
         "every parameter comes from the checkpoint"
     );
-    let plain = load("plain_outputs.safetensors");
+    let plain = load_reference_tiny("plain_outputs.safetensors");
     let boxes = plain["boxes"].clone();
     let (sparse, dense) = pe
         .forward(None, with_boxes.then_some(&boxes), None)
@@ -396,15 +368,15 @@ fn decoder_gradients_match_reference() {
     // Given the reference image embeddings, the gradients of the reference loss w.r.t. the
     // decoder and prompt-encoder parameters depend on the decoder alone.
     let params = SeededVarMap::new(0);
-    for (k, v) in load("masam_adapter.safetensors") {
+    for (k, v) in load_reference_tiny("masam_adapter.safetensors") {
         if k.starts_with("prompt_encoder.") || k.starts_with("mask_decoder.") {
             params.insert(&k, &v).unwrap();
         }
     }
     let vb = params.var_builder(DType::F32, &Device::Cpu);
     let (pe, dec) = modules(&vb);
-    let out = load("outputs.safetensors");
-    let labels = &load("inputs.safetensors")["labels"];
+    let out = load_reference_tiny("outputs.safetensors");
+    let labels = &load_reference_tiny("inputs.safetensors")["labels"];
     let (sparse, dense) = pe.forward(None, None, None).unwrap();
     let (masks, _) = dec
         .forward(
@@ -416,11 +388,11 @@ fn decoder_gradients_match_reference() {
         )
         .unwrap();
     let loss = reference_loss(&masks, labels);
-    check("loss", &loss.reshape(1).unwrap(), &out["loss"], 1e-4);
+    assert_close("loss", &loss.reshape(1).unwrap(), &out["loss"], 1e-4);
     let grads = loss.backward().unwrap();
-    let reference = load("grads.safetensors");
+    let reference = load_reference_tiny("grads.safetensors");
     let vars = params.named_vars();
-    let mut worst = 0f32;
+    let mut worst = 0f64;
     let mut n = 0;
     for (k, g_ref) in &reference {
         if !(k.starts_with("prompt_encoder.") || k.starts_with("mask_decoder.")) {

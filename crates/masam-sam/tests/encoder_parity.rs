@@ -1,46 +1,21 @@
 //! Parity of the image encoder with the reference PyTorch SAM encoder on the tiny fixtures, and
 //! gradient flow to every encoder parameter.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use masam_nn::SeededVarMap;
 use masam_sam::{ForwardContext, ImageEncoder, ImageEncoderConfig};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reference-tiny")
-}
-
-fn load(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join(name), &Device::Cpu).expect("fixture")
-}
-
-/// `max|a − b| / (max|b| + 1e-6)`.
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape");
-    let d: f32 = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    d / (m + 1e-6)
-}
+use masam_testkit::{load_reference_tiny, rel_err};
 
 #[test]
 fn plain_encoder_matches_reference() -> candle_core::Result<()> {
     let dev = Device::Cpu;
-    let weights = load("converted_encoder.safetensors");
-    let out = load("plain_outputs.safetensors");
+    let weights = load_reference_tiny("converted_encoder.safetensors");
+    let out = load_reference_tiny("plain_outputs.safetensors");
     let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
     let enc = ImageEncoder::new(&ImageEncoderConfig::tiny(), vb.pp("image_encoder")).unwrap();
     let r = enc.forward_with_intermediates(&out["images"], &ForwardContext::eval_2d())?;
-    let mut worst = 0f32;
+    let mut worst = 0f64;
     for (i, b) in r.blocks.iter().enumerate() {
         let e = rel_err(b, &out[&format!("block_{i}")]);
         println!("block_{i}: max rel err {e:.3e}");
@@ -60,7 +35,7 @@ fn plain_encoder_matches_reference() -> candle_core::Result<()> {
 #[test]
 fn every_encoder_parameter_gets_a_gradient() -> candle_core::Result<()> {
     let dev = Device::Cpu;
-    let weights = load("converted_encoder.safetensors");
+    let weights = load_reference_tiny("converted_encoder.safetensors");
     let params = SeededVarMap::new(0);
     for (k, v) in &weights {
         params.insert(k, v)?;
@@ -73,7 +48,7 @@ fn every_encoder_parameter_gets_a_gradient() -> candle_core::Result<()> {
         weights.len(),
         "the encoder created parameters it should have loaded"
     );
-    let out = load("plain_outputs.safetensors");
+    let out = load_reference_tiny("plain_outputs.safetensors");
     let y = enc.forward(&out["images"], &ForwardContext::eval_2d())?;
     // A random projection of the output, so no parameter is in a symmetric blind spot.
     let r = Tensor::randn(0f32, 1., y.dims(), &dev)?;
@@ -94,7 +69,7 @@ fn every_encoder_parameter_gets_a_gradient() -> candle_core::Result<()> {
 #[test]
 fn non_square_and_resized_inputs() -> candle_core::Result<()> {
     let dev = Device::Cpu;
-    let weights = load("converted_encoder.safetensors");
+    let weights = load_reference_tiny("converted_encoder.safetensors");
     let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
     let enc = ImageEncoder::new(&ImageEncoderConfig::tiny(), vb.pp("image_encoder")).unwrap();
     let x = Tensor::rand(0f32, 1., (1, 3, 80, 48), &dev)?;
@@ -178,8 +153,8 @@ mod hooks {
 fn hooks_are_called_where_documented() -> candle_core::Result<()> {
     use std::sync::atomic::Ordering;
     let dev = Device::Cpu;
-    let weights = load("converted_encoder.safetensors");
-    let out = load("plain_outputs.safetensors");
+    let weights = load_reference_tiny("converted_encoder.safetensors");
+    let out = load_reference_tiny("plain_outputs.safetensors");
     let vb = VarBuilder::from_tensors(weights, DType::F32, &dev);
     let mut enc = ImageEncoder::new(&ImageEncoderConfig::tiny(), vb.pp("image_encoder")).unwrap();
     let ctx = ForwardContext::eval_2d();

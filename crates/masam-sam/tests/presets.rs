@@ -1,5 +1,5 @@
-//! The ViT-B/L/H presets build with the official checkpoint shapes (`reference-keys.md` §A),
-//! without allocating real weights.
+//! The ViT-B/L/H presets build with the shapes of the official SAM checkpoints
+//! (`sam_vit_{b,l,h}_*.pth`, built at 1024), without allocating real weights.
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,6 @@
 //! The full `Sam` against the reference fixtures: plain SAM (no adapters) on the converted
 //! encoder weights plus the fixture decoder reproduces `plain_outputs.safetensors`.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use masam_nn::SeededVarMap;
@@ -13,41 +10,12 @@ use masam_sam::{
     Error, ForwardContext, ImageEncoderConfig, MaskDecoderConfig, Prompt, PromptEncoderConfig, Sam,
     SamConfig,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/reference-tiny")
-        .join(name)
-}
-
-fn load(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(name), &Device::Cpu).expect("fixture readable")
-}
-
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let d: f32 = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let m: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    d / (m + 1e-6)
-}
-
-fn check(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
-    let e = rel_err(a, b);
-    println!("{what}: max relative error {e:.3e}");
-    assert!(e <= tol, "{what}: relative error {e:.3e} > {tol:.0e}");
-}
+use masam_testkit::{assert_close, load_reference_tiny};
 
 /// The converted frozen encoder plus the fixture prompt encoder and mask decoder.
 fn tiny_sam() -> Sam {
-    let mut weights = load("converted_encoder.safetensors");
-    for (k, v) in load("masam_adapter.safetensors") {
+    let mut weights = load_reference_tiny("converted_encoder.safetensors");
+    for (k, v) in load_reference_tiny("masam_adapter.safetensors") {
         if k.starts_with("prompt_encoder.") || k.starts_with("mask_decoder.") {
             weights.insert(k, v);
         }
@@ -59,19 +27,19 @@ fn tiny_sam() -> Sam {
 #[test]
 fn full_sam_reproduces_plain_outputs() {
     let sam = tiny_sam();
-    let plain = load("plain_outputs.safetensors");
+    let plain = load_reference_tiny("plain_outputs.safetensors");
     let out = sam
         .forward(&plain["images"], &Prompt::None, &ForwardContext::eval_2d())
         .unwrap();
-    check("sam masks", &out.masks, &plain["masks"], 1e-4);
-    check(
+    assert_close("sam masks", &out.masks, &plain["masks"], 1e-4);
+    assert_close(
         "sam iou_predictions",
         &out.iou_predictions,
         &plain["iou_predictions"],
         1e-4,
     );
     // At the native size post-processing is the identity: masks are the decoder logits.
-    check(
+    assert_close(
         "low_res_logits == masks",
         &out.low_res_logits,
         &out.masks,
@@ -84,7 +52,7 @@ fn full_sam_reproduces_plain_outputs() {
             &ForwardContext::eval_2d(),
         )
         .unwrap();
-    check(
+    assert_close(
         "sam image_embeddings",
         &emb,
         &plain["image_embeddings"],
@@ -95,7 +63,7 @@ fn full_sam_reproduces_plain_outputs() {
 #[test]
 fn box_and_point_prompts_run_per_image() {
     let sam = tiny_sam();
-    let plain = load("plain_outputs.safetensors");
+    let plain = load_reference_tiny("plain_outputs.safetensors");
     let ctx = ForwardContext::eval_2d();
     let boxes = Prompt::Boxes(plain["boxes"].clone());
     let out = sam.forward(&plain["images"], &boxes, &ctx).unwrap();
@@ -104,7 +72,7 @@ fn box_and_point_prompts_run_per_image() {
     let (m, _) = sam
         .decode(&plain["image_embeddings"], &boxes, MaskSelection::All)
         .unwrap();
-    check(
+    assert_close(
         "box-prompted masks vs decode(reference embeddings)",
         &out.masks,
         &m,
@@ -114,7 +82,7 @@ fn box_and_point_prompts_run_per_image() {
     let one = plain["images"].narrow(0, 0, 1).unwrap();
     let out1 = sam.forward(&one, &boxes, &ctx).unwrap();
     assert_eq!(out1.masks.dims(), &[2, 4, 64, 64]);
-    check(
+    assert_close(
         "one image, box 0",
         &out1.masks.get(0).unwrap(),
         &out.masks.get(0).unwrap(),
@@ -215,7 +183,7 @@ fn sam_style_decoder_is_postprocessed_to_the_input_size() {
         .unwrap()
         .narrow(2, 0, 48)
         .unwrap();
-    check("postprocess = resize + crop", &out.masks, &expect, 0.0);
+    assert_close("postprocess = resize + crop", &out.masks, &expect, 0.0);
     // Preprocessing: normalised, then zero padding at the bottom.
     let x = sam.preprocess(&images).unwrap();
     assert_eq!(x.dims(), &[2, 3, 64, 64]);
@@ -261,7 +229,7 @@ fn resize_bilinear_matches_candle_and_has_a_backward() {
     for (oh, ow) in [(20, 28), (10, 3), (5, 7), (13, 9)] {
         let ours = resize_bilinear(&x, oh, ow).unwrap();
         let candle = x.upsample_bilinear2d(oh, ow, false).unwrap();
-        check(&format!("resize to {oh}x{ow}"), &ours, &candle, 1e-5);
+        assert_close(&format!("resize to {oh}x{ow}"), &ours, &candle, 1e-5);
     }
     let v = candle_core::Var::from_tensor(&x).unwrap();
     let y = resize_bilinear(v.as_tensor(), 20, 28).unwrap();

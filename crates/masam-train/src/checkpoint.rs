@@ -2,15 +2,13 @@
 //!
 //! A checkpoint holds the named trainable tensors, the optimiser state, the schedule step, named
 //! RNG stream states and a JSON config blob. It is written to a temporary file in the target's
-//! directory, flushed to disk (`fsync`), then renamed over the target, so a crash or an error at
+//! directory, flushed to disk (`fsync`), then renamed over the target ([`masam_fs::atomic_write`]), so a crash or an error at
 //! any point leaves either the previous file or the new one, never a half-written file.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::Write;
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -277,15 +275,22 @@ impl safetensors::View for HostTensor {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, then
-/// fsync of the directory. On any error the temp file is removed and `path` is untouched.
+/// Writes `bytes` to `path` atomically and durably with [`masam_fs::atomic_write_bytes`]
+/// (temp file in the same directory, fsync, rename, fsync of the directory). On any error the
+/// temp file is removed and `path` is untouched.
+///
+/// # Errors
+/// [`TrainError::Fs`], naming `path` and keeping the OS error as its source.
 pub fn atomic_write(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    atomic_write_with(path, |w| w.write_all(bytes))
+    Ok(masam_fs::atomic_write_bytes(path, bytes)?)
 }
 
-/// [`atomic_write`] with the content produced by `write` (which may stream it). If `write`
-/// returns an error (or panics), the temp file is removed and `path` keeps its previous
-/// content.
+/// [`atomic_write`] with the content produced by `write` (which may stream it), through
+/// [`masam_fs::atomic_write`]. If `write` returns an error (or panics), the temp file is
+/// removed and `path` keeps its previous content.
+///
+/// # Errors
+/// [`TrainError::Fs`], naming `path` and keeping the writer's or the OS error as its source.
 ///
 /// ```
 /// use std::io::Write;
@@ -304,60 +309,5 @@ pub fn atomic_write_with(
     path: impl AsRef<Path>,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let path = path.as_ref();
-    let file_name = path.file_name().ok_or_else(|| {
-        TrainError::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| TrainError::io(&tmp, e))?;
-    let guard = TempGuard(Some(tmp.clone()));
-    let mut w = BufWriter::new(file);
-    write(&mut w).map_err(|e| TrainError::io(&tmp, e))?;
-    let file: File = w
-        .into_inner()
-        .map_err(|e| TrainError::io(&tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    guard.disarm();
-    // Make the rename itself durable. Best effort: some filesystems refuse to fsync directories.
-    #[cfg(unix)]
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Removes the temp file on drop unless disarmed (covers errors and panics).
-struct TempGuard(Option<PathBuf>);
-
-impl TempGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+    Ok(masam_fs::atomic_write(path, write)?)
 }

@@ -11,7 +11,11 @@ pub enum TrainError {
     /// A tensor operation failed inside candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    /// A file could not be read, written, synced or renamed.
+    /// A file could not be written atomically (create, write, sync, rename); names the file and
+    /// keeps the underlying error as its source.
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
+    /// A file could not be read.
     #[error("I/O error on {path}: {source}")]
     Io {
         /// The file or directory involved.
@@ -61,6 +65,14 @@ pub enum TrainError {
     AllIgnored {
         /// The ignore index in use.
         ignore_index: i64,
+    },
+    /// A CPU-only path got a tensor stored on another device.
+    #[error("{what} must be on the CPU, found {device:?}")]
+    NotOnCpu {
+        /// Which tensor.
+        what: &'static str,
+        /// Where it is.
+        device: candle_core::DeviceLocation,
     },
     /// A configuration value is out of range.
     #[error("invalid config: {0}")]

@@ -6,7 +6,7 @@ use crate::error::{Result, TrainError};
 
 /// A learning rate as a function of the 0-based optimiser step `i` (the step about to be taken).
 ///
-/// The reference (`trainer.py`, `reference-spec.md` §4) builds AdamW with `lr = base/W` and after
+/// The authors' reference code (`trainer.py`) builds AdamW with `lr = base/W` and after
 /// each step `j` sets the lr of step `j + 1`: `base·(j+1)/W` while `j < W`, then
 /// `base·(1 − (j − W)/max_iter)^p`. As a function of the step it is used for:
 ///

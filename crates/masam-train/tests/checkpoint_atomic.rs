@@ -120,7 +120,10 @@ fn failed_write_leaves_previous_checkpoint_intact() {
         Err(std::io::Error::other("injected crash"))
     })
     .unwrap_err();
-    assert!(matches!(err, TrainError::Io { .. }), "{err}");
+    assert!(matches!(err, TrainError::Fs(_)), "{err}");
+    // The source chain reaches the writer's own error.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert_eq!(source.to_string(), "injected crash");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_eq!(
         entries(&dir),
@@ -164,7 +167,7 @@ fn unwritable_destination_is_an_error_without_side_effects() {
     std::fs::write(&not_a_dir, b"x").unwrap();
     let (state, _) = sample_state(1.0);
     let err = state.save(not_a_dir.join("ckpt.safetensors")).unwrap_err();
-    assert!(matches!(err, TrainError::Io { .. }), "{err}");
+    assert!(matches!(err, TrainError::Fs(_)), "{err}");
     assert!(atomic_write(dir.join("missing-subdir/ckpt"), b"abc").is_err());
     assert_eq!(entries(&dir), vec!["file"]);
     std::fs::remove_dir_all(&dir).unwrap();

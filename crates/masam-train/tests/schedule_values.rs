@@ -1,4 +1,5 @@
-//! Learning-rate schedule values at the reference's boundary steps (`reference-spec.md` §4).
+//! Learning-rate schedule values at the reference's boundary steps: warmup to 8e-4 over 250
+//! steps, then poly decay with power 7, as the authors' `trainer.py` sets them.
 
 use masam_train::LrSchedule;
 

@@ -3,8 +3,9 @@
 //! `(x0, y0, x1, y1)` in model pixels (SAM order, x = column), following the slice orientation and
 //! the zoom mapping of [`crate::transforms::SliceStack`].
 //!
-//! The reference does not ship its box generation (`reference-spec.md` §1.12); it uses one 3D box
-//! projection for every slice of a 5-slice sample, which is what [`project_stack`] returns.
+//! The authors' box-prompt variant ships no box generation (and is not wired into their
+//! training script); it uses one 3D box projection for every slice of a 5-slice sample, which is
+//! what [`project_stack`] returns.
 //!
 //! ```
 //! use masam_volume::boxes::{tight_box, project_to_slice, ModelGrid};

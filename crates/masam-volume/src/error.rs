@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+/// A boxed error from another crate (DICOM, PNG, NIfTI or JSON decoder), kept as the
+/// [`source`](std::error::Error::source) of a [`VolumeError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Result alias used throughout `masam-volume`.
 pub type Result<T, E = VolumeError> = std::result::Result<T, E>;
 
@@ -19,6 +23,10 @@ pub enum VolumeError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a file atomically failed, or an input is not a regular file (see
+    /// [`masam_fs::FsError`], which names the file and keeps the OS error as its source).
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// The file is not a NIfTI-1 file or its header is inconsistent (magic, sizeof_hdr, dims).
     #[error("{path}: invalid NIfTI header: {reason}")]
     InvalidHeader {
@@ -26,6 +34,10 @@ pub enum VolumeError {
         path: PathBuf,
         /// What was wrong.
         reason: String,
+        /// The underlying error (a decoder's or parser's), if there is one; its message is part
+        /// of `reason` too.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The voxel data would exceed the configured allocation limit (checked before reading).
     #[error("{path}: header declares dims {dims:?} × {bytes_per_voxel} B = {bytes} B, over the limit of {limit} B")]
@@ -128,6 +140,10 @@ pub enum VolumeError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+        /// The underlying error (a decoder's or parser's), if there is one; its message is part
+        /// of `reason` too.
+        #[source]
+        source: Option<BoxError>,
     },
     /// DICOM files do not form one consistent series.
     #[error("{path}: DICOM series: {reason}")]
@@ -144,6 +160,10 @@ pub enum VolumeError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+        /// The underlying error (a decoder's or parser's), if there is one; its message is part
+        /// of `reason` too.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A dataset description (e.g. MSD `dataset.json`) is malformed.
     #[error("{path}: dataset description: {reason}")]
@@ -152,6 +172,20 @@ pub enum VolumeError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+        /// The underlying error (a decoder's or parser's), if there is one; its message is part
+        /// of `reason` too.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// An array could not take the shape computed for it (an internal inconsistency, never
+    /// expected on valid input).
+    #[error("{what}: {source}")]
+    Shape {
+        /// Which array.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: ndarray::ShapeError,
     },
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
@@ -162,6 +196,33 @@ pub enum VolumeError {
 }
 
 impl VolumeError {
+    /// A [`VolumeError::InvalidHeader`] without an underlying error.
+    pub fn invalid_header(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::InvalidHeader {
+            path: path.into(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A [`VolumeError::Dicom`] without an underlying error.
+    pub fn dicom(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Dicom {
+            path: path.into(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// `context: source` as the reason of an error whose source is `source`.
+    pub(crate) fn caused(context: &str, source: impl std::fmt::Display) -> String {
+        if context.is_empty() {
+            source.to_string()
+        } else {
+            format!("{context}: {source}")
+        }
+    }
+
     /// Wraps an IO error with the file it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

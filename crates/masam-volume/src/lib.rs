@@ -34,7 +34,7 @@ pub mod phantom;
 pub mod transforms;
 pub mod volume;
 
-pub use error::{Result, VolumeError};
+pub use error::{BoxError, Result, VolumeError};
 /// Re-export of the `ndarray` version used in this crate's API.
 pub use ndarray;
 pub use volume::{Affine, Volume};

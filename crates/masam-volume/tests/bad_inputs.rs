@@ -81,6 +81,7 @@ fn named_path(e: &VolumeError) -> Option<&Path> {
         VolumeError::ShapeMismatch { label, .. } | VolumeError::AffineMismatch { label, .. } => {
             label
         }
+        VolumeError::Fs(e) => e.path(),
         _ => return None,
     })
 }
@@ -345,6 +346,12 @@ fn dataset_descriptions_and_pairs() {
     let e = msd::cases(&d.0).unwrap_err();
     assert!(matches!(e, VolumeError::Dataset { .. }), "{e}");
     assert_eq!(named_path(&e), Some(d.path("dataset.json").as_path()));
+    // The JSON parser's own error is the source.
+    let source = std::error::Error::source(&e).expect("a source");
+    assert!(
+        source.downcast_ref::<serde_json::Error>().is_some(),
+        "{source}"
+    );
     std::fs::write(
         d.path("dataset.json"),
         r#"{"training": [{"image": "./imagesTr/p_001.nii.gz", "label": "./labelsTr/p_001.nii.gz"}]}"#,
@@ -370,11 +377,21 @@ fn bad_dicom_and_png() {
     let e = read_dicom_series(&d.0).unwrap_err();
     assert!(matches!(e, VolumeError::Dicom { .. }), "{e}");
     assert_eq!(named_path(&e), Some(p.as_path()));
+    let source = std::error::Error::source(&e).expect("a source");
+    assert!(
+        source.downcast_ref::<dicom_object::ReadError>().is_some(),
+        "{source}"
+    );
     let png = d.path("broken.png");
     std::fs::write(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR garbage").unwrap();
     let e = read_rgb_frame(&png).unwrap_err();
     assert!(matches!(e, VolumeError::Image { .. }), "{e}");
     assert_eq!(named_path(&e), Some(png.as_path()));
+    let source = std::error::Error::source(&e).expect("a source");
+    assert!(
+        source.downcast_ref::<image::ImageError>().is_some(),
+        "{source}"
+    );
 }
 
 #[test]
@@ -397,7 +414,11 @@ fn writer_never_leaves_partial_files() {
     let e = NiftiWriter::new()
         .write(d.path("no_such_dir/out.nii"), &v)
         .unwrap_err();
-    assert!(matches!(e, VolumeError::Io { .. }), "{e}");
+    assert!(matches!(e, VolumeError::Fs(_)), "{e}");
+    assert_eq!(
+        named_path(&e),
+        Some(d.path("no_such_dir/out.nii").as_path())
+    );
     // Overwriting keeps the old file until the new one is complete; afterwards only outputs remain.
     NiftiWriter::new().write(&target, &v).unwrap();
     NiftiWriter::new()

@@ -1,7 +1,9 @@
 //! The reference preprocessing, bit for bit: the normalisation chain against NumPy goldens (the
-//! f32 bit patterns below were produced by running the spec's chain, `reference-spec.md` §2.2,
-//! with NumPy and 1.x promotion for the `+ 1e-8`), stack edge replication, orientation and
-//! colour-map round trips, the MRI variant, and the lazily loading dataset index end to end.
+//! f32 bit patterns below were produced by running the authors' load-time chain with NumPy:
+//! clip to [−200, 250], scale to 0..255, cast to f32, z-score with the f32 CT statistics,
+//! per-stack min-max with NumPy 1.x promotion for the `+ 1e-8`), stack edge replication,
+//! orientation and colour-map round trips, the MRI variant, and the lazily loading dataset index
+//! end to end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -57,6 +57,9 @@ pub enum RenderError {
         #[source]
         source: std::io::Error,
     },
+    /// The file could not be written (atomically: the target is left as it was).
+    #[error(transparent)]
+    Fs(#[from] masam_fs::FsError),
     /// The PNG encoder failed.
     #[error("{path}: {source}")]
     Encode {
@@ -79,33 +82,12 @@ where
     P: PixelWithColorType<Subpixel = u8>,
 {
     let path = path.as_ref();
-    let name = path
-        .file_name()
-        .ok_or_else(|| RenderError::Invalid(format!("{} is not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let io = |source| RenderError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let write = || -> Result<()> {
-        let file = std::fs::File::create(&tmp).map_err(io)?;
-        let mut w = std::io::BufWriter::new(file);
-        img.write_with_encoder(PngEncoder::new(&mut w))
-            .map_err(|source| RenderError::Encode {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    };
-    let out = write();
-    if out.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    out
+    let mut png = Vec::new();
+    img.write_with_encoder(PngEncoder::new(&mut png))
+        .map_err(|source| RenderError::Encode {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    masam_fs::atomic_write_bytes(path, &png)?;
+    Ok(())
 }

@@ -1,90 +1,16 @@
 //! [`DiceCeLoss`]: `ce_weight·CE + dice_weight·Dice`, the MA-SAM fine-tuning loss.
 
 use candle_core::{DType, Tensor};
-use serde::{Deserialize, Serialize};
 
 use super::cross_entropy::cross_entropy;
 use super::dice::soft_dice;
 use super::fused::dice_ce_fused;
 use super::log_softmax::log_softmax;
-use super::targets::{SegTargets, IGNORE_INDEX};
+use super::targets::SegTargets;
 use crate::error::{Result, TrainError};
 
-/// Weights and constants of [`DiceCeLoss`]. `Default` is the reference (`trainer.py: calc_loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DiceCeLossConfig {
-    /// Weight of the cross-entropy term (reference: `1 − dice_param` = 0.2).
-    pub ce_weight: f64,
-    /// Weight of the Dice term (reference: `--dice_param 0.8`).
-    pub dice_weight: f64,
-    /// Smoothing constant added to the Dice numerator and denominator (reference: 1e-5).
-    pub smooth: f64,
-    /// Label value excluded from both terms (reference: -100).
-    pub ignore_index: i64,
-}
-
-impl Default for DiceCeLossConfig {
-    fn default() -> Self {
-        Self {
-            ce_weight: 0.2,
-            dice_weight: 0.8,
-            smooth: 1e-5,
-            ignore_index: IGNORE_INDEX,
-        }
-    }
-}
-
-impl DiceCeLossConfig {
-    /// Sets the cross-entropy weight.
-    pub fn with_ce_weight(mut self, w: f64) -> Self {
-        self.ce_weight = w;
-        self
-    }
-    /// Sets the Dice weight.
-    pub fn with_dice_weight(mut self, w: f64) -> Self {
-        self.dice_weight = w;
-        self
-    }
-    /// Sets the Dice smoothing constant.
-    pub fn with_smooth(mut self, s: f64) -> Self {
-        self.smooth = s;
-        self
-    }
-    /// Sets the ignored label value.
-    pub fn with_ignore_index(mut self, i: i64) -> Self {
-        self.ignore_index = i;
-        self
-    }
-
-    /// Checks that the weights and `smooth` are finite and non-negative.
-    pub fn validate(&self) -> Result<()> {
-        for (name, v) in [
-            ("ce_weight", self.ce_weight),
-            ("dice_weight", self.dice_weight),
-            ("smooth", self.smooth),
-        ] {
-            if !v.is_finite() || v < 0.0 {
-                return Err(TrainError::InvalidConfig(format!(
-                    "{name} must be finite and >= 0, got {v}"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The three loss values of one batch. All are scalars (rank 0, f32) and all are differentiable;
-/// call `backward()` on `total`.
-#[derive(Debug, Clone)]
-pub struct DiceCeOutput {
-    /// `ce_weight·ce + dice_weight·dice`.
-    pub total: Tensor,
-    /// Mean cross-entropy over counted pixels.
-    pub ce: Tensor,
-    /// Soft Dice loss, mean over all classes (background included).
-    pub dice: Tensor,
-}
+pub use super::dice_ce_config::DiceCeLossConfig;
+pub use super::dice_ce_output::DiceCeOutput;
 
 /// Cross-entropy + soft Dice on class logits, exactly as the reference `calc_loss`.
 ///

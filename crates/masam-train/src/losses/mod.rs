@@ -11,6 +11,8 @@
 pub mod cross_entropy;
 pub mod dice;
 pub mod dice_ce;
+mod dice_ce_config;
+mod dice_ce_output;
 pub mod fused;
 pub mod log_softmax;
 pub mod reduce;

@@ -1,6 +1,6 @@
 //! Training augmentation: the MA-SAM reference recipe, made seedable and deterministic.
 //!
-//! The reference (`datasets/dataset.py: RandomGenerator`, see `reference-spec.md` §2.3) applies, in
+//! The authors' reference code (`datasets/dataset.py: RandomGenerator`) applies, in
 //! order: [`RandRotFlip`] (rot90 + flip), [`RandRotate`] (free angle in [−15, 14]°), [`RandGamma`]
 //! (`adjust_light`), [`RandErase`] and [`RandAugment`] (2 distinct ops out of shear x/y, scale,
 //! translate x/y, posterize, contrast, brightness, sharpness, identity). [`Recipe`] chains them with

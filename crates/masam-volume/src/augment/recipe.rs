@@ -8,9 +8,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// Config of [`Recipe`]: one sub-config per step; `Default` is the reference pipeline
-/// (`reference-spec.md` §2.3). Set a step's `prob` to 0 (or `rand_augment.num_ops` to 0) to
-/// switch it off.
+/// Config of [`Recipe`]: one sub-config per step; `Default` is the reference pipeline (the
+/// authors' `RandomGenerator`, see the [module docs](super)). Set a step's `prob` to 0 (or
+/// `rand_augment.num_ops` to 0) to switch it off.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RecipeConfig {
     /// Step 1: rot90 + flip.

@@ -29,7 +29,8 @@ pub fn cases(root: impl AsRef<Path>) -> Result<(Vec<CaseFiles>, Vec<CaseFiles>)>
     let text = std::fs::read_to_string(&json).map_err(|e| VolumeError::io(&json, e))?;
     let ds: DatasetJson = serde_json::from_str(&text).map_err(|e| VolumeError::Dataset {
         path: json.clone(),
-        reason: e.to_string(),
+        reason: VolumeError::caused("", &e),
+        source: Some(e.into()),
     })?;
     if ds.training.is_empty() && ds.test.is_empty() {
         return Err(VolumeError::Empty {

@@ -20,7 +20,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use ndarray::Array3;
 
-use crate::error::{Result, VolumeError};
+use crate::error::{BoxError, Result, VolumeError};
 use crate::volume::{Affine, Volume};
 
 /// Default limit on decoded voxels of a series (4 Gi voxels ≈ 16 GiB of f32 would be refused
@@ -48,19 +48,21 @@ pub struct DicomSlice {
 pub fn read_dicom_slice(path: impl AsRef<Path>) -> Result<DicomSlice> {
     let path = path.as_ref();
     let obj = open_dicom(path)?;
-    let err = |reason: String| VolumeError::Dicom {
+    let err = |reason: String| VolumeError::dicom(path, reason);
+    let caused = |context: &str, source: BoxError| VolumeError::Dicom {
         path: path.to_path_buf(),
-        reason,
+        reason: VolumeError::caused(context, &source),
+        source: Some(source),
     };
     let floats = |tag, name: &str| -> Result<Vec<f64>> {
         obj.element(tag)
             .map_err(|_| err(format!("missing {name}")))?
             .to_multi_float64()
-            .map_err(|e| err(format!("{name}: {e}")))
+            .map_err(|e| caused(name, e.into()))
     };
     let opt_float = |tag, default: f64, name: &str| -> Result<f64> {
         match obj.element_opt(tag) {
-            Ok(Some(e)) => e.to_float64().map_err(|e| err(format!("{name}: {e}"))),
+            Ok(Some(e)) => e.to_float64().map_err(|e| caused(name, e.into())),
             _ => Ok(default),
         }
     };
@@ -91,7 +93,7 @@ pub fn read_dicom_slice(path: impl AsRef<Path>) -> Result<DicomSlice> {
         .map(|s| s.trim_end_matches(['\0', ' ']).to_string());
     let decoded = obj
         .decode_pixel_data()
-        .map_err(|e| err(format!("pixel data: {e}")))?;
+        .map_err(|e| caused("pixel data", e.into()))?;
     if decoded.number_of_frames() != 1 || decoded.samples_per_pixel() != 1 {
         return Err(err(format!(
             "{} frames × {} samples per pixel; only single-frame greyscale slices form a series",
@@ -105,7 +107,7 @@ pub fn read_dicom_slice(path: impl AsRef<Path>) -> Result<DicomSlice> {
             0,
             &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
         )
-        .map_err(|e| err(format!("pixel conversion: {e}")))?;
+        .map_err(|e| caused("pixel conversion", e.into()))?;
     if raw.len() != rows * cols {
         return Err(err(format!("{} pixel values for {rows}×{cols}", raw.len())));
     }
@@ -115,7 +117,7 @@ pub fn read_dicom_slice(path: impl AsRef<Path>) -> Result<DicomSlice> {
             .map(|v| (v * slope + intercept) as f32)
             .collect(),
     )
-    .map_err(|e| err(e.to_string()))?;
+    .map_err(|e| caused("pixel array", e.into()))?;
     Ok(DicomSlice {
         path: path.to_path_buf(),
         pixels,
@@ -144,13 +146,15 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
         Ok(obj) => return Ok(obj),
         Err(e) => e,
     };
-    let fail = |reason: String| VolumeError::Dicom {
+    // The first parse's error is the source; a failed retry only adds to the message.
+    let fail = |reason: String, first: dicom_object::ReadError| VolumeError::Dicom {
         path: path.to_path_buf(),
         reason,
+        source: Some(first.into()),
     };
     let bytes = std::fs::read(path).map_err(|e| VolumeError::io(path, e))?;
     let Some(end) = pixel_data_end(&bytes) else {
-        return Err(fail(format!("cannot parse: {err}")));
+        return Err(fail(format!("cannot parse: {err}"), err));
     };
     let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         128
@@ -162,9 +166,10 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .from_reader(&bytes[start..end])
         .map_err(|e2| {
-            fail(format!(
+            let reason = format!(
                 "cannot parse: {err} (also after cutting trailing bytes at offset {end}: {e2})"
-            ))
+            );
+            fail(reason, err)
         })
 }
 

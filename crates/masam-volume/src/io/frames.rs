@@ -1,8 +1,8 @@
 //! Video frame folders (EndoVis18 layout): RGB frames and colour-coded label PNGs.
 //!
-//! Labels are decoded with the reference's colour map (`reference-spec.md` §2.1): an exact RGB
-//! match gives the class id, anything else is background 0. [`encode_label_frame`] is the exact
-//! inverse for ids present in the map.
+//! Labels are decoded with the colour map of the authors' EndoVis18 preprocessing script (see
+//! [`ColorMap::endovis18`]): an exact RGB match gives the class id, anything else is background
+//! 0. [`encode_label_frame`] is the exact inverse for ids present in the map.
 //!
 //! ```
 //! use masam_volume::io::frames::{decode_label_rgb, encode_label_frame, ColorMap};
@@ -79,14 +79,16 @@ pub fn read_rgb_frame(path: impl AsRef<Path>) -> Result<Array3<u8>> {
         .decode()
         .map_err(|e| VolumeError::Image {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: VolumeError::caused("", &e),
+            source: Some(e.into()),
         })?
         .to_rgb8();
     let (w, h) = img.dimensions();
     Array3::from_shape_vec((h as usize, w as usize, 3), img.into_raw()).map_err(|e| {
         VolumeError::Image {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: VolumeError::caused("", &e),
+            source: Some(e.into()),
         }
     })
 }
@@ -141,13 +143,11 @@ pub fn write_rgb_png(path: impl AsRef<Path>, rgb: &Array3<u8>) -> Result<()> {
     )
     .map_err(|e| VolumeError::Image {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: VolumeError::caused("", &e),
+        source: Some(e.into()),
     })?;
-    crate::io::writer::atomic_write(path, |mut f| {
-        use std::io::Write;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    })
+    masam_fs::atomic_write_bytes(path, &bytes)?;
+    Ok(())
 }
 
 /// Sorted `.png` files of a folder (without macOS `._*` resource forks); [`VolumeError::Empty`]

@@ -420,23 +420,23 @@ impl NiftiReader {
         }
         let _ = all_bytes;
         if header.bitpix as usize != stored.size() * 8 {
-            return Err(VolumeError::InvalidHeader {
-                path: path.to_path_buf(),
-                reason: format!(
+            return Err(VolumeError::invalid_header(
+                path,
+                format!(
                     "bitpix {} does not match datatype {} ({} bits)",
                     header.bitpix,
                     header.datatype,
                     stored.size() * 8
                 ),
-            });
+            ));
         }
         // Skip to the data: vox_offset (from the file start), plus earlier 4D volumes.
         let vox_offset = header.vox_offset;
         if !(vox_offset.is_finite() && vox_offset >= HEADER_SIZE as f32) {
-            return Err(VolumeError::InvalidHeader {
-                path: path.to_path_buf(),
-                reason: format!("vox_offset {vox_offset} is before the end of the header"),
-            });
+            return Err(VolumeError::invalid_header(
+                path,
+                format!("vox_offset {vox_offset} is before the end of the header"),
+            ));
         }
         let skip = (vox_offset as u64 - HEADER_SIZE as u64) + vol_bytes * index as u64;
         let skipped = std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
@@ -459,6 +459,19 @@ impl NiftiReader {
             .map_err(|e| VolumeError::io(path, e))?;
         if got as u64 != vol_bytes {
             return Err(truncated(path, got as u64, vol_bytes));
+        }
+        if is_gzip(path)? {
+            // the gzip trailer (CRC-32 and length of the whole stream) is only checked at its
+            // end: read the rest, so that a corrupted file is an error and not silent garbage
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| {
+                VolumeError::InvalidHeader {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "the gzip stream is corrupt (checksum or length mismatch): {e}"
+                    ),
+                    source: Some(e.into()),
+                }
+            })?;
         }
         let (slope, inter) = effective_scaling(header.scl_slope, header.scl_inter);
         let big = header.endianness == nifti::Endianness::Big;
@@ -500,7 +513,8 @@ impl NiftiReader {
         );
         let data = Array3::from_shape_vec(shape, data).map_err(|e| VolumeError::InvalidHeader {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: VolumeError::caused("voxel data", &e),
+            source: Some(e.into()),
         })?;
         let volume = Volume {
             data,
@@ -539,6 +553,14 @@ fn truncated(path: &Path, got: u64, expected: u64) -> VolumeError {
 }
 
 /// Opens a file, transparently gunzipping when it starts with the gzip magic.
+/// True when the file starts with the gzip magic bytes.
+fn is_gzip(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 2];
+    let mut f = File::open(path).map_err(|e| VolumeError::io(path, e))?;
+    let n = f.read(&mut head).map_err(|e| VolumeError::io(path, e))?;
+    Ok(n == 2 && head == [0x1f, 0x8b])
+}
+
 pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
     let file = File::open(path).map_err(|e| VolumeError::io(path, e))?;
     let mut buf = BufReader::with_capacity(1 << 20, file);
@@ -570,10 +592,7 @@ fn read_header_from(
             Err(e) => return Err(VolumeError::io(path, e)),
         }
     }
-    let invalid = |reason: String| VolumeError::InvalidHeader {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let invalid = |reason: String| VolumeError::invalid_header(path, reason);
     if got < HEADER_SIZE {
         return Err(invalid(format!(
             "file holds {got} bytes, shorter than the {HEADER_SIZE}-byte header"
@@ -586,7 +605,12 @@ fn read_header_from(
             "sizeof_hdr is {size_le} (expected 348; NIfTI-2 and non-NIfTI files are not supported)"
         )));
     }
-    let header = nifti::NiftiHeader::from_reader(&bytes[..]).map_err(|e| invalid(e.to_string()))?;
+    let header =
+        nifti::NiftiHeader::from_reader(&bytes[..]).map_err(|e| VolumeError::InvalidHeader {
+            path: path.to_path_buf(),
+            reason: VolumeError::caused("", &e),
+            source: Some(e.into()),
+        })?;
     if &header.magic == b"ni1\0" {
         return Err(invalid(
             "magic 'ni1' (separate .hdr/.img pair) is not supported; convert to .nii".into(),

@@ -1,6 +1,6 @@
 //! Atomic NIfTI-1 writing: images, label maps and probability maps on the grid of a reference
-//! volume. Data goes to a temporary file in the destination folder, is flushed and synced, and is
-//! then renamed over the destination, so a reader never sees a half-written file.
+//! volume. Files are written with [`masam_fs::atomic_write`] (temporary file in the destination
+//! folder, `fsync`, rename), so a reader never sees a half-written file.
 //!
 //! ```
 //! use masam_volume::io::writer::NiftiWriter;
@@ -14,10 +14,8 @@
 //! # Ok::<(), masam_volume::VolumeError>(())
 //! ```
 
-use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use ndarray::Array3;
 
@@ -149,18 +147,17 @@ impl<'a> NiftiWriter<'a> {
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase().ends_with(".gz"))
             .unwrap_or(false);
-        atomic_write(path, |f| {
+        masam_fs::atomic_write(path, |w| {
             if gz {
                 let level = flate2::Compression::new(self.compression.unwrap_or(1));
-                let mut enc = flate2::write::GzEncoder::new(f, level);
+                let mut enc = flate2::write::GzEncoder::new(w, level);
                 enc.write_all(&bytes)?;
-                enc.finish()?.sync_all()
+                enc.finish().map(drop)
             } else {
-                let mut f = f;
-                f.write_all(&bytes)?;
-                f.sync_all()
+                w.write_all(&bytes)
             }
-        })
+        })?;
+        Ok(())
     }
 }
 
@@ -175,41 +172,6 @@ pub fn write_nifti<T: Voxel>(
         Some(r) => w.reference(r).write(path, volume),
         None => w.write(path, volume),
     }
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Runs `fill` on a fresh temporary file next to `path`, then renames it to `path`. On any
-/// error the temporary file is removed and `path` is left untouched.
-pub fn atomic_write(path: &Path, fill: impl FnOnce(File) -> std::io::Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| VolumeError::InvalidArgument(format!("{}: no file name", path.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| VolumeError::io(&tmp, e))?;
-    if let Err(e) = fill(file) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(VolumeError::io(path, e));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(VolumeError::io(path, e));
-    }
-    Ok(())
 }
 
 fn encode_header(g: &NiftiGeometry, elem_size: usize, descrip: &str, out: &mut Vec<u8>) {

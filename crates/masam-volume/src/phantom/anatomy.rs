@@ -89,6 +89,44 @@ pub(crate) struct Anatomy {
     pub z_centre: f64,
 }
 
+/// The nominal shape of an organ blob, before the per-case jitter of [`Jit::blob`].
+#[derive(Debug, Clone, Copy)]
+struct BlobSpec {
+    /// Centre (x, y, z) mm, on the anatomical axes.
+    centre: [f64; 3],
+    /// Semi-axes (along the rotated x, the rotated y, z) mm.
+    semi: [f64; 3],
+    /// In-plane rotation (degrees).
+    angle_deg: f64,
+    /// Centre drift (dx/dz, dy/dz).
+    drift: [f64; 2],
+    /// Relative in-plane size change per unit of normalised height (0: none).
+    taper: f64,
+    /// Profile exponent along z (2 = ellipsoid, larger = flatter ends).
+    power: f64,
+    /// Relative size variation between cases (size × U(1 − v, 1 + v)).
+    size_var: f64,
+    /// Amplitude of the boundary harmonics (a wavy outline).
+    wavy: f64,
+}
+
+impl BlobSpec {
+    /// An ellipsoid with the common defaults: no rotation, drift or taper, ±10 % size and a
+    /// mildly wavy outline (0.1).
+    fn new(centre: [f64; 3], semi: [f64; 3]) -> Self {
+        Self {
+            centre,
+            semi,
+            angle_deg: 0.0,
+            drift: [0.0, 0.0],
+            taper: 0.0,
+            power: 2.0,
+            size_var: 0.1,
+            wavy: 0.1,
+        }
+    }
+}
+
 /// Per-case random placement helpers.
 struct Jit<'a, R: Rng + ?Sized> {
     rng: &'a mut R,
@@ -127,18 +165,17 @@ impl<R: Rng + ?Sized> Jit<'_, R> {
             .collect()
     }
     /// An organ blob with jittered centre, size, angle and shape.
-    #[allow(clippy::too_many_arguments)]
-    fn blob(
-        &mut self,
-        c: [f64; 3],
-        semi: [f64; 3],
-        angle_deg: f64,
-        drift: [f64; 2],
-        taper: f64,
-        power: f64,
-        size_var: f64,
-        wavy: f64,
-    ) -> Shape {
+    fn blob(&mut self, spec: BlobSpec) -> Shape {
+        let BlobSpec {
+            centre: c,
+            semi,
+            angle_deg,
+            drift,
+            taper,
+            power,
+            size_var,
+            wavy,
+        } = spec;
         let centre = self.p(c, 5.0, 6.0);
         let k = self.u(1.0 - size_var, 1.0 + size_var);
         let semi = [
@@ -262,16 +299,10 @@ impl Anatomy {
         ));
         // Lung bases, posterior, at the top.
         for sx in [-1.0, 1.0] {
-            let lung = j.blob(
-                [sx * 75.0, 45.0, 290.0],
-                [58.0, 55.0, 70.0],
-                0.0,
-                [0.0, 0.0],
-                0.0,
-                2.0,
-                0.1,
-                0.05,
-            );
+            let lung = j.blob(BlobSpec {
+                wavy: 0.05,
+                ..BlobSpec::new([sx * 75.0, 45.0, 290.0], [58.0, 55.0, 70.0])
+            });
             ops.push(op(lung, T::Lung, 0));
         }
         // Ribs: arcs inside the wall, sloping down anteriorly.
@@ -299,16 +330,11 @@ impl Anatomy {
         for sx in [-1.0, 1.0] {
             let para = j.rigid([sx * 32.0, 98.0, 140.0], [20.0, 15.0, tall], 8.0, &[]);
             ops.push(op(para, T::Muscle, 0));
-            let psoas = j.blob(
-                [sx * 38.0, 55.0, 20.0],
-                [18.0, 19.0, 110.0],
-                0.0,
-                [0.0, 0.0],
-                -0.6,
-                2.0,
-                0.1,
-                0.04,
-            );
+            let psoas = j.blob(BlobSpec {
+                taper: -0.6,
+                wavy: 0.04,
+                ..BlobSpec::new([sx * 38.0, 55.0, 20.0], [18.0, 19.0, 110.0])
+            });
             ops.push(op(psoas, T::Muscle, 0));
         }
         ops.push(op(
@@ -388,67 +414,51 @@ impl Anatomy {
             let c = [j.u(-80.0, 80.0), j.u(-80.0, 15.0), j.u(5.0, 120.0)];
             let semi = [j.u(12.0, 24.0), j.u(10.0, 20.0), j.u(15.0, 35.0)];
             let ang = j.u(0.0, 180.0);
-            let loop_ = j.blob(c, semi, ang, [0.0, 0.0], 0.0, 2.0, 0.1, 0.15);
+            let loop_ = j.blob(BlobSpec {
+                angle_deg: ang,
+                wavy: 0.15,
+                ..BlobSpec::new(c, semi)
+            });
             ops.push(op(loop_, T::Bowel, 0));
             if j.u(0.0, 1.0) < 0.3 {
-                let g = j.blob(
+                let g = j.blob(BlobSpec::new(
                     [c[0], c[1] - 4.0, c[2]],
                     [semi[0] * 0.4, semi[1] * 0.3, semi[2] * 0.5],
-                    0.0,
-                    [0.0, 0.0],
-                    0.0,
-                    2.0,
-                    0.1,
-                    0.1,
-                );
+                ));
                 ops.push(op_in(g, T::Gas, 0, &[T::Bowel]));
             }
         }
         // 6 liver: right lobe, inferior tip, left lobe.
-        let liver = j.blob(
-            [-62.0, -5.0, 190.0],
-            [72.0, 78.0, 62.0],
-            0.0,
-            [0.05, 0.0],
-            0.25,
-            2.5,
-            0.12,
-            0.08,
-        );
+        let liver = j.blob(BlobSpec {
+            drift: [0.05, 0.0],
+            taper: 0.25,
+            power: 2.5,
+            size_var: 0.12,
+            wavy: 0.08,
+            ..BlobSpec::new([-62.0, -5.0, 190.0], [72.0, 78.0, 62.0])
+        });
         ops.push(op(liver, T::Liver, 6));
-        let tip = j.blob(
-            [-92.0, 5.0, 142.0],
-            [32.0, 48.0, 34.0],
-            10.0,
-            [0.0, 0.0],
-            0.0,
-            2.0,
-            0.25,
-            0.1,
-        );
+        let tip = j.blob(BlobSpec {
+            angle_deg: 10.0,
+            size_var: 0.25,
+            ..BlobSpec::new([-92.0, 5.0, 142.0], [32.0, 48.0, 34.0])
+        });
         ops.push(op(tip, T::Liver, 6));
-        let left = j.blob(
-            [15.0, -50.0, 200.0],
-            [58.0, 28.0, 38.0],
-            -15.0,
-            [0.0, 0.0],
-            0.2,
-            2.0,
-            0.15,
-            0.1,
-        );
+        let left = j.blob(BlobSpec {
+            angle_deg: -15.0,
+            taper: 0.2,
+            size_var: 0.15,
+            ..BlobSpec::new([15.0, -50.0, 200.0], [58.0, 28.0, 38.0])
+        });
         ops.push(op(left, T::Liver, 6));
         // 4 gallbladder, under the liver.
-        let gb = j.blob(
-            [-40.0, -45.0, 140.0],
-            [15.0, 17.0, 30.0],
-            30.0,
-            [0.2, -0.3],
-            0.0,
-            2.0,
-            0.2,
-            0.06,
-        );
+        let gb = j.blob(BlobSpec {
+            angle_deg: 30.0,
+            drift: [0.2, -0.3],
+            size_var: 0.2,
+            wavy: 0.06,
+            ..BlobSpec::new([-40.0, -45.0, 140.0], [15.0, 17.0, 30.0])
+        });
         ops.push(op(gb, T::Gallbladder, 4));
         // 5 esophagus (before the stomach, which covers the junction), with a collapsed lumen.
         let eso_pts = [
@@ -463,57 +473,47 @@ impl Anatomy {
             ops.push(op_in(lumen, T::Gas, 5, &[T::Esophagus]));
         }
         // 7 stomach: body + antrum, gas cap in the fundus.
-        let st = j.blob(
-            [55.0, -35.0, 185.0],
-            [45.0, 38.0, 52.0],
-            20.0,
-            [-0.4, -0.1],
-            0.2,
-            2.0,
-            0.2,
-            0.12,
-        );
+        let st = j.blob(BlobSpec {
+            angle_deg: 20.0,
+            drift: [-0.4, -0.1],
+            taper: 0.2,
+            size_var: 0.2,
+            wavy: 0.12,
+            ..BlobSpec::new([55.0, -35.0, 185.0], [45.0, 38.0, 52.0])
+        });
         ops.push(op(st, T::Stomach, 7));
-        let antrum = j.blob(
-            [5.0, -52.0, 150.0],
-            [35.0, 17.0, 18.0],
-            -10.0,
-            [0.0, 0.0],
-            0.0,
-            2.0,
-            0.2,
-            0.1,
-        );
+        let antrum = j.blob(BlobSpec {
+            angle_deg: -10.0,
+            size_var: 0.2,
+            ..BlobSpec::new([5.0, -52.0, 150.0], [35.0, 17.0, 18.0])
+        });
         ops.push(op(antrum, T::Stomach, 7));
         if j.u(0.0, 1.0) < 0.75 {
-            let cap = j.blob(
-                [55.0, -62.0, 212.0],
-                [32.0, 16.0, 22.0],
-                10.0,
-                [0.0, 0.0],
-                0.0,
-                2.0,
-                0.3,
-                0.05,
-            );
+            let cap = j.blob(BlobSpec {
+                angle_deg: 10.0,
+                size_var: 0.3,
+                wavy: 0.05,
+                ..BlobSpec::new([55.0, -62.0, 212.0], [32.0, 16.0, 22.0])
+            });
             ops.push(op_in(cap, T::Gas, 7, &[T::Stomach]));
         }
         // 1 spleen, posterolateral left.
-        let sp = j.blob(
-            [92.0, 40.0, 195.0],
-            [26.0, 55.0, 45.0],
-            -30.0,
-            [0.0, 0.0],
-            0.0,
-            2.2,
-            0.2,
-            0.1,
-        );
+        let sp = j.blob(BlobSpec {
+            angle_deg: -30.0,
+            power: 2.2,
+            size_var: 0.2,
+            ..BlobSpec::new([92.0, 40.0, 195.0], [26.0, 55.0, 45.0])
+        });
         ops.push(op(sp, T::Spleen, 1));
         // 2 right kidney (image left, lower), 3 left kidney; medulla and sinus fat inside.
         for (label, sx, zc, ang) in [(2u8, -1.0, 112.0, 30.0), (3u8, 1.0, 126.0, -30.0)] {
             let c = [sx * 72.0, 50.0, zc];
-            let k = j.blob(c, [27.0, 24.0, 52.0], ang, [0.0, 0.0], 0.0, 2.0, 0.15, 0.05);
+            let k = j.blob(BlobSpec {
+                angle_deg: ang,
+                size_var: 0.15,
+                wavy: 0.05,
+                ..BlobSpec::new(c, [27.0, 24.0, 52.0])
+            });
             let Shape::Blob(kb) = &k else { unreachable!() };
             let kb = kb.clone();
             ops.push(op(k, T::KidneyCortex, label));

@@ -1,6 +1,8 @@
-//! Load-time normalisation of the reference (`reference-spec.md` §2.2) after the window:
-//! z-score with f32 dataset statistics, then per-stack min-max with the reference's f32/f64
-//! subtleties; and the MRI pre-normalisation of the prostate script (99th-percentile clip, min-max).
+//! The load-time normalisation of the authors' data loader (`dataset_reader.__getitem__`, the
+//! same in their `test.py`) after the window: z-score with f32 dataset statistics, then per-stack
+//! min-max with the reference's f32/f64 subtleties (`+ 1e-8` in f64, cast to f32 for the
+//! division, so it vanishes unless the range is below ~0.17); and the MRI pre-normalisation of
+//! the prostate script (99th-percentile clip, min-max).
 //!
 //! ```
 //! use masam_volume::transforms::{min_max_stack, NormalizeIntensity};

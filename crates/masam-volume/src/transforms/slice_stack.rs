@@ -146,8 +146,10 @@ impl SliceStack {
             prev = Some((k, s));
         }
         let out = self.cfg.intensity.normalize_stack(&raw);
-        Array3::from_shape_vec((idx.len(), oh, ow), out)
-            .map_err(|e| VolumeError::InvalidArgument(e.to_string()))
+        Array3::from_shape_vec((idx.len(), oh, ow), out).map_err(|source| VolumeError::Shape {
+            what: "image stack (D, H, W)",
+            source,
+        })
     }
 
     /// The label stack (D, H, W) for all D slices (nearest-neighbour resize).
@@ -210,8 +212,10 @@ impl SliceStack {
             }
         }
         let out = self.cfg.intensity.normalize_stack(&raw);
-        Array4::from_shape_vec((idx.len(), 3, oh, ow), out)
-            .map_err(|e| VolumeError::InvalidArgument(e.to_string()))
+        Array4::from_shape_vec((idx.len(), 3, oh, ow), out).map_err(|source| VolumeError::Shape {
+            what: "RGB stack (D, 3, H, W)",
+            source,
+        })
     }
 
     /// Model-space labels (H, W) → the voxel grid (Y, X) of the source volume: nearest resize

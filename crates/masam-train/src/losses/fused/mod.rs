@@ -23,7 +23,8 @@ use rayon::prelude::*;
 
 use self::cpu::{Geometry, CHUNK};
 use self::op::{label_slice, with_labels, DiceCeOp, LabelSlice};
-use super::dice_ce::{DiceCeLossConfig, DiceCeOutput};
+use super::dice_ce_config::DiceCeLossConfig;
+use super::dice_ce_output::DiceCeOutput;
 use crate::error::{Result, TrainError};
 
 /// (counted pixels, invalid labels) of a label slice.
@@ -76,9 +77,10 @@ pub(crate) fn dice_ce_fused(
     let (n_valid, bad) = {
         let (st, l) = labels.storage_and_layout();
         let Storage::Cpu(cpu) = &*st else {
-            return Err(
-                candle_core::Error::Msg("fused Dice+CE: labels must be on the CPU".into()).into(),
-            );
+            return Err(TrainError::NotOnCpu {
+                what: "labels of the fused Dice+CE loss",
+                device: labels.device().location(),
+            });
         };
         let ls = label_slice(cpu, l)?;
         with_labels!(ls, x => count_labels(x, k, cfg.ignore_index))
