@@ -2,6 +2,7 @@
 
 use masam_conv3d::Adapter3dConfig;
 use masam_fact::FactConfig;
+use masam_sam::mask_decoder::DecoderKind;
 use masam_sam::{ImageEncoderConfig, SamConfig};
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,9 @@ impl MaSamConfig {
         if sam.encoder.out_chans == self.sam.encoder.out_chans {
             // the decoder's width is the neck's: a same-width decoder keeps its settings
             sam.decoder = self.sam.decoder.clone();
+            if sam.decoder.kind == DecoderKind::Fusion {
+                sam.decoder.fusion_encoder_dim = dim;
+            }
         }
         Self {
             sam,
@@ -125,6 +129,26 @@ impl MaSamConfig {
             adapter_placement: self.adapter_placement,
             finetune: self.finetune,
         }
+    }
+
+    /// This model with mask decoder `kind` (SAM's 2 stages, the 4 progressive stages, or the
+    /// fusion of intermediate encoder features; see [`DecoderKind`]).
+    ///
+    /// ```
+    /// use masam_adapter::sam::mask_decoder::DecoderKind;
+    /// use masam_adapter::MaSamConfig;
+    /// let cfg = MaSamConfig::tiny().with_decoder(DecoderKind::Fusion);
+    /// assert_eq!(cfg.sam.decoder.fusion_encoder_dim, 64);
+    /// cfg.validate().unwrap();
+    /// ```
+    pub fn with_decoder(&self, kind: DecoderKind) -> Self {
+        let mut cfg = self.clone();
+        cfg.sam.decoder = cfg
+            .sam
+            .decoder
+            .clone()
+            .with_kind(kind, cfg.sam.encoder.embed_dim);
+        cfg
     }
 
     /// The model of the reference fixtures (`tests/fixtures/reference-tiny`).

@@ -12,6 +12,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use masam_volume::augment::BoxXyxy;
+use masam_volume::boxes::{project_stack, Box3d, BoxPromptConfig, ModelGrid};
+
 use crate::{Error, Result};
 
 /// One image volume and its label map.
@@ -68,6 +71,15 @@ pub struct InMemoryStacks {
     stack: SliceStack,
     recipe: Option<Recipe>,
     index: Vec<(usize, usize)>,
+    boxes: Option<StackBoxes>,
+}
+
+/// Box prompts of an [`InMemoryStacks`]: the configuration, the run seed of the jitter and
+/// each volume's 3D box (`None` where the class is absent).
+struct StackBoxes {
+    cfg: BoxPromptConfig,
+    seed: u64,
+    per_volume: Vec<Option<Box3d>>,
 }
 
 impl InMemoryStacks {
@@ -95,8 +107,104 @@ impl InMemoryStacks {
             stack,
             recipe,
             index,
+            boxes: None,
         })
     }
+
+    /// These stacks with box prompts: every sample carries the 3D box of `cfg.class` of its
+    /// volume projected onto the model grid (one 2D box per slice, the same for all slices of
+    /// the stack), moved by the augmentation like the label, then jittered (seeded by `seed`,
+    /// the epoch and the stack). Only stacks that touch their volume's box are kept (the others
+    /// are predicted as background without the model); an error when none is left.
+    pub fn with_box_prompts(mut self, cfg: BoxPromptConfig, seed: u64) -> Result<Self> {
+        if !(cfg.jitter.is_finite() && cfg.jitter >= 0.0) {
+            return Err(Error::Config(format!(
+                "box jitter must be a finite number of pixels >= 0, got {}",
+                cfg.jitter
+            )));
+        }
+        let per_volume: Vec<Option<Box3d>> = self
+            .volumes
+            .iter()
+            .map(|v| cfg.volume_box(&v.label.data))
+            .collect();
+        let mut kept = Vec::with_capacity(self.index.len());
+        for &(v, z) in &self.index {
+            let Some(b) = per_volume[v] else { continue };
+            let n = self.volumes[v].label.data.shape()[0];
+            let idx = self.stack.indices(n, z).map_err(|source| Error::Stack {
+                volume: v,
+                slice: z,
+                source: Box::new(source),
+            })?;
+            if idx.iter().any(|&s| s >= b.z0 && s <= b.z1) {
+                kept.push((v, z));
+            }
+        }
+        if kept.is_empty() {
+            return Err(Error::Box(masam_volume::boxes::BoxError::Empty {
+                class: cfg.class,
+            }));
+        }
+        self.index = kept;
+        self.boxes = Some(StackBoxes {
+            cfg,
+            seed,
+            per_volume,
+        });
+        Ok(self)
+    }
+
+    /// The tiled, unaugmented edge boxes of stack (volume `v`, centre `z`) on the model grid.
+    fn stack_boxes(&self, v: usize, z: usize) -> Result<Option<Vec<Option<BoxXyxy>>>> {
+        let Some(sb) = &self.boxes else {
+            return Ok(None);
+        };
+        let Some(b) = sb.per_volume[v] else {
+            return Ok(None);
+        };
+        let [n, y, x] = self.volumes[v].label.shape_zyx();
+        let idx = self.stack.indices(n, z).map_err(|source| Error::Stack {
+            volume: v,
+            slice: z,
+            source: Box::new(source),
+        })?;
+        let grid = ModelGrid {
+            shape_yx: (y, x),
+            model_hw: self.stack.config().out_size.unwrap_or((y, x)),
+            orient: self.stack.config().orient,
+        };
+        // inclusive pixel indices -> pixel edges (what the augmentations move)
+        Ok(project_stack(&b, &idx, &grid).map(|v| {
+            v.into_iter()
+                .map(|[x0, y0, x1, y1]| Some(BoxXyxy::new(x0, y0, x1 + 1.0, y1 + 1.0)))
+                .collect()
+        }))
+    }
+}
+
+/// Moves each face of `b` by a uniform random offset in `[-jitter, jitter]` pixels, keeping at
+/// least one pixel and staying inside a `w × h` image.
+fn jitter_box<R: Rng + ?Sized>(
+    b: BoxXyxy,
+    jitter: f32,
+    w: usize,
+    h: usize,
+    rng: &mut R,
+) -> BoxXyxy {
+    let mut d = || {
+        if jitter > 0.0 {
+            rng.random_range(-jitter..=jitter)
+        } else {
+            0.0
+        }
+    };
+    let (w, h) = (w as f32, h as f32);
+    let x0 = (b.x0 + d()).clamp(0.0, w - 1.0);
+    let y0 = (b.y0 + d()).clamp(0.0, h - 1.0);
+    let x1 = (b.x1 + d()).clamp(x0 + 1.0, w);
+    let y1 = (b.y1 + d()).clamp(y0 + 1.0, h);
+    BoxXyxy::new(x0, y0, x1, y1)
 }
 
 impl StackSource for InMemoryStacks {
@@ -133,11 +241,27 @@ impl StackSource for InMemoryStacks {
             slice: z,
             source: Box::new(source),
         };
-        let sample = Sample::grey(image, label).map_err(aug_err)?;
-        match &self.recipe {
-            Some(r) => r.apply(sample, epoch, index as u64).map_err(aug_err),
-            None => Ok(sample),
+        let mut sample = Sample::grey(image, label).map_err(aug_err)?;
+        sample.boxes = self.stack_boxes(v, z)?;
+        let mut sample = match &self.recipe {
+            Some(r) => r.apply(sample, epoch, index as u64).map_err(aug_err)?,
+            None => sample,
+        };
+        if let (Some(sb), Some(boxes)) = (&self.boxes, sample.boxes.as_mut()) {
+            let (_, _, h, w) = sample.image.dim();
+            // one draw per sample, the same box on every slice (the reference tiles one box)
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                sb.seed
+                    ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    ^ (index as u64).rotate_left(32),
+            );
+            let first = boxes.iter().flatten().next().copied();
+            // a box pushed out of the image by the augmentation: the whole image
+            let base = first.unwrap_or(BoxXyxy::new(0.0, 0.0, w as f32, h as f32));
+            let j = jitter_box(base, sb.cfg.jitter, w, h, &mut rng);
+            boxes.iter_mut().for_each(|b| *b = Some(j));
         }
+        Ok(sample)
     }
 }
 
@@ -148,6 +272,20 @@ pub struct Batch {
     pub images: Tensor,
     /// (B·D, H, W) class ids (i64), volume-major like the images.
     pub labels: Tensor,
+    /// Box prompts (B, D, 4) `(x0, y0, x1, y1)`, inclusive model pixels (SAM's convention), or
+    /// `None` for prompt-free training.
+    pub boxes: Option<Tensor>,
+}
+
+impl Batch {
+    /// A prompt-free batch.
+    pub fn new(images: Tensor, labels: Tensor) -> Self {
+        Self {
+            images,
+            labels,
+            boxes: None,
+        }
+    }
 }
 
 /// Stacks samples into a [`Batch`] on `device`.
@@ -158,7 +296,24 @@ pub fn collate(samples: &[Sample], device: &Device) -> Result<Batch> {
     let (d, c, h, w) = first.image.dim();
     let mut img = Vec::with_capacity(samples.len() * d * 3 * h * w);
     let mut lab = Vec::with_capacity(samples.len() * d * h * w);
+    let with_boxes = first.boxes.is_some();
+    let mut boxes = Vec::with_capacity(samples.len() * d * 4);
     for s in samples {
+        match (&s.boxes, with_boxes) {
+            (Some(bs), true) if bs.len() == d => {
+                for b in bs {
+                    // a slice without a box (cannot happen after `with_box_prompts`): the image
+                    let b = b.unwrap_or(BoxXyxy::new(0.0, 0.0, w as f32, h as f32));
+                    boxes.extend(b.to_inclusive());
+                }
+            }
+            (None, false) => {}
+            _ => {
+                return Err(Error::Config(
+                    "a batch mixes samples with and without box prompts".into(),
+                ))
+            }
+        }
         if s.image.dim() != (d, c, h, w) {
             return Err(Error::Config(
                 "samples of different shapes in one batch".into(),
@@ -176,6 +331,11 @@ pub fn collate(samples: &[Sample], device: &Device) -> Result<Batch> {
     Ok(Batch {
         images: Tensor::from_vec(img, (b, d, 3, h, w), device)?,
         labels: Tensor::from_vec(lab, (b * d, h, w), device)?,
+        boxes: if with_boxes {
+            Some(Tensor::from_vec(boxes, (b, d, 4), device)?)
+        } else {
+            None
+        },
     })
 }
 

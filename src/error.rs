@@ -101,6 +101,9 @@ pub enum Error {
     /// From candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A box prompt that does not fit its volume (inverted, outside, class absent).
+    #[error(transparent)]
+    Box(#[from] masam_volume::boxes::BoxError),
 }
 
 /// Conversions from the workspace crates' errors (boxed, so that [`Error`] stays small).

@@ -6,8 +6,9 @@ use masam_volume::Volume;
 
 use crate::data::LabelledVolume;
 use crate::model::MaSam;
-use crate::predict::predict_volume;
+use crate::predict::{predict_volume, predict_volume_with_box};
 use crate::Result;
+use masam_volume::boxes::BoxPromptConfig;
 
 /// Held-out Dice of `model` on `test` volumes (predicted with the sliding window on their own
 /// grids, [`predict_volume`]), one row per volume, one column per foreground class.
@@ -52,6 +53,21 @@ pub fn evaluate_with_predictions(
     names: &[String],
     batch: usize,
 ) -> Result<(MetricReport, Vec<Volume<u8>>)> {
+    evaluate_with_box_prompts(model, test, stack, names, batch, None)
+}
+
+/// [`evaluate_with_predictions`] under a box-prompt protocol: each case is predicted with
+/// [`predict_volume_with_box`] and the 3D box `prompt` makes from the case's own label map (no
+/// jitter: [`BoxPromptConfig::volume_box`]); a case without the class gets no box and is
+/// predicted as background. `None`: prompt-free, as [`evaluate_with_predictions`].
+pub fn evaluate_with_box_prompts(
+    model: &MaSam,
+    test: &[LabelledVolume],
+    stack: &StackConfig,
+    names: &[String],
+    batch: usize,
+    prompt: Option<&BoxPromptConfig>,
+) -> Result<(MetricReport, Vec<Volume<u8>>)> {
     let dev = model.device().clone();
     let model = &model.to_inference()?;
     let k = model.config.num_classes();
@@ -65,7 +81,17 @@ pub fn evaluate_with_predictions(
     let stack = SliceStack::new(*stack)?;
     let mut preds = Vec::with_capacity(test.len());
     for (i, case) in test.iter().enumerate() {
-        let pred = predict_volume(model, &case.image, &stack, batch, &dev)?;
+        let pred = match prompt {
+            None => predict_volume(model, &case.image, &stack, batch, &dev)?,
+            Some(p) => match p.volume_box(&case.label.data) {
+                Some(b) => predict_volume_with_box(model, &case.image, &stack, batch, &dev, &b)?,
+                None => Volume {
+                    data: masam_volume::ndarray::Array3::zeros(case.label.data.dim()),
+                    spacing: case.image.spacing,
+                    affine: case.image.affine,
+                },
+            },
+        };
         let s = case.image.spacing;
         metric.update_case(
             format!("case_{i}"),

@@ -21,7 +21,7 @@
 //! assert_eq!(logits.dims(), &[1, 5, 4, 64, 64]);
 //! let labels = Tensor::zeros((5, 64, 64), DType::I64, &Device::Cpu)?; // (B·D, H, W) class ids
 //! let mut trainer = Trainer::new(&model, TrainerConfig::default())?;
-//! let stats = trainer.step(&[Batch { images, labels }])?;
+//! let stats = trainer.step(&[Batch::new(images, labels)])?;
 //! assert!(stats.loss.is_finite());
 //! # Ok(()) }
 //! ```

@@ -57,22 +57,27 @@ pub fn predict_volume(
     predict(model, image, stack, &opts, None)
 }
 
-/// [`predict_volume`] with every option, e.g. a window stride above 1 (faster, and less exact
-/// than the reference's stride 1: `docs/performance.md` has the trade-off).
+/// [`predict_volume`] or [`predict_volume_with_box`] with every option, e.g. a window stride
+/// above 1 (faster, and less exact than the reference's stride 1: `docs/performance.md` has the
+/// trade-off).
 pub fn predict_volume_with(
     model: &MaSam,
     image: &Volume<f32>,
     stack: &SliceStack,
     opts: &PredictOptions,
+    box3d: Option<&Box3d>,
 ) -> Result<Volume<u8>> {
-    predict(model, image, stack, opts, None)
+    if let Some(b) = box3d {
+        b.check(image.shape_zyx())?;
+    }
+    predict(model, image, stack, opts, box3d)
 }
 
 /// Box-prompted prediction (the reference's box-prompt variant): like
 /// [`predict_volume`], but every window gets the 3D box `box3d` (voxel indices of `image`)
 /// projected onto the model grid as a per-slice 2D box prompt, tiled over the stack as the
 /// reference does. Windows whose slices all miss the box predict background without running the
-/// model.
+/// model. A box that is inverted or reaches outside the volume is an [`Error::Box`].
 pub fn predict_volume_with_box(
     model: &MaSam,
     image: &Volume<f32>,
@@ -81,13 +86,7 @@ pub fn predict_volume_with_box(
     device: &Device,
     box3d: &Box3d,
 ) -> Result<Volume<u8>> {
-    let [z, y, x] = image.shape_zyx();
-    if box3d.z1 >= z || box3d.y1 >= y || box3d.x1 >= x || box3d.z0 > box3d.z1 {
-        return Err(Error::Config(format!(
-            "box {box3d:?} does not fit the volume of shape (z, y, x) = {:?}",
-            [z, y, x]
-        )));
-    }
+    box3d.check(image.shape_zyx())?;
     let opts = PredictOptions {
         batch,
         stride: 1,

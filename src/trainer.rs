@@ -85,10 +85,10 @@ impl std::fmt::Display for StepStats {
 /// let cfg = TrainerConfig { steps: 2, batch: 1, accumulation: 1,
 ///     schedule: LrSchedule::Constant { lr: 1e-3 }, ..TrainerConfig::default() };
 /// let mut trainer = Trainer::new(&model, cfg)?;
-/// let batch = Batch {
-///     images: Tensor::rand(0f32, 1., (1, 5, 3, 64, 64), &Device::Cpu)?,
-///     labels: Tensor::zeros((5, 64, 64), DType::I64, &Device::Cpu)?,
-/// };
+/// let batch = Batch::new(
+///     Tensor::rand(0f32, 1., (1, 5, 3, 64, 64), &Device::Cpu)?,
+///     Tensor::zeros((5, 64, 64), DType::I64, &Device::Cpu)?,
+/// );
 /// let s = trainer.step(&[batch])?;
 /// assert_eq!(s.step, 0);
 /// assert!(s.loss.is_finite());
@@ -161,9 +161,11 @@ impl<'m> Trainer<'m> {
         for b in micro {
             let images = b.images.to_device(dev)?;
             let labels = b.labels.to_device(dev)?;
-            let out = self
-                .model
-                .forward(&images, &Prompt::None, crate::Mode::Train)?;
+            let prompt = match &b.boxes {
+                Some(t) => MaSam::boxes_prompt(&t.to_device(dev)?)?,
+                None => Prompt::None,
+            };
+            let out = self.model.forward(&images, &prompt, crate::Mode::Train)?;
             let l = self.loss.forward(&out.masks, &labels)?;
             let total = l.total.to_scalar::<f32>()?;
             if !total.is_finite() {

@@ -73,6 +73,7 @@ fn run_config(
         resume: false,
         eval_every: 0,
         export_reference: false,
+        box_prompt: None,
     }
 }
 

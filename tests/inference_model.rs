@@ -102,12 +102,7 @@ fn inference_model_cannot_be_trained_or_saved() {
     // the model it came from still trains
     let mut trainer = Trainer::new(&model, TrainerConfig::default()).unwrap();
     let labels = Tensor::zeros((10, 64, 64), DType::I64, &Device::Cpu).unwrap();
-    let s = trainer
-        .step(&[Batch {
-            images: images(3),
-            labels,
-        }])
-        .unwrap();
+    let s = trainer.step(&[Batch::new(images(3), labels)]).unwrap();
     assert!(s.loss.is_finite());
 }
 

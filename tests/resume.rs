@@ -15,10 +15,10 @@ fn batch(k: usize) -> Batch {
     let lab: Vec<i64> = (0..5 * 64 * 64)
         .map(|i| ((i / 64 + k) % 4) as i64)
         .collect();
-    Batch {
-        images: Tensor::from_vec(img, (1, 5, 3, 64, 64), &dev).unwrap(),
-        labels: Tensor::from_vec(lab, (5, 64, 64), &dev).unwrap(),
-    }
+    Batch::new(
+        Tensor::from_vec(img, (1, 5, 3, 64, 64), &dev).unwrap(),
+        Tensor::from_vec(lab, (5, 64, 64), &dev).unwrap(),
+    )
 }
 
 fn config() -> MaSamConfig {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use masam_adapter::data::{BatchLoader, InMemoryStacks, StackSource};
-use masam_adapter::evaluate::{evaluate, evaluate_with_predictions};
+use masam_adapter::evaluate::evaluate_with_box_prompts;
 use masam_adapter::metrics::MetricReport;
 use masam_adapter::volume::augment::{Recipe, RecipeConfig};
 use masam_adapter::volume::transforms::SliceStack;
@@ -133,7 +133,10 @@ pub fn run_from(
                 None
             };
             let train = std::mem::take(&mut data.train);
-            let src = InMemoryStacks::new(train, SliceStack::new(scfg)?, recipe)?;
+            let mut src = InMemoryStacks::new(train, SliceStack::new(scfg)?, recipe)?;
+            if let Some(bp) = cfg.box_prompt {
+                src = src.with_box_prompts(bp, cfg.trainer.seed)?;
+            }
             (Arc::new(src), data, vec![])
         }
     };
@@ -191,7 +194,10 @@ pub fn run_from(
             last_checkpoint = Some(step);
         }
         if cfg.eval_every > 0 && !test.is_empty() && step % cfg.eval_every == 0 {
-            let mean = evaluate(&model, &test, &scfg, &names, cfg.eval_batch)?.mean();
+            let bp = cfg.box_prompt.as_ref();
+            let mean = evaluate_with_box_prompts(&model, &test, &scfg, &names, cfg.eval_batch, bp)?
+                .0
+                .mean();
             evals.push((step, mean));
             if best.is_none_or(|b| mean > b) {
                 best = Some(mean);
@@ -214,8 +220,14 @@ pub fn run_from(
     let (dice, preds) = if test.is_empty() {
         (None, vec![])
     } else {
-        let (report, preds) =
-            evaluate_with_predictions(&model, &test, &scfg, &names, cfg.eval_batch)?;
+        let (report, preds) = evaluate_with_box_prompts(
+            &model,
+            &test,
+            &scfg,
+            &names,
+            cfg.eval_batch,
+            cfg.box_prompt.as_ref(),
+        )?;
         report.write_csv(cfg.out_dir.join("metrics.csv"))?;
         report.write_json(cfg.out_dir.join("metrics.json"))?;
         (Some(report), preds)

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use masam_adapter::conv3d::Adapter3dConfig;
 use masam_adapter::data::Sampling;
 use masam_adapter::sam::ImageEncoderConfig;
+use masam_adapter::volume::boxes::BoxPromptConfig;
 use masam_adapter::volume::transforms::{IntensityConfig, StackConfig};
 use masam_adapter::{AdamWConfig, Finetune, LrSchedule, MaSamConfig, TrainerConfig};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,11 @@ pub struct FinetuneConfig {
     /// (`masam_adapter.safetensors`; parameter-efficient runs only).
     #[serde(default)]
     pub export_reference: bool,
+    /// Box prompts (`None`: prompt-free MA-SAM). Training stacks carry the jittered box of the
+    /// class made from their volume's label, and held-out volumes are predicted with the
+    /// unjittered box of their own label.
+    #[serde(default)]
+    pub box_prompt: Option<BoxPromptConfig>,
 }
 
 impl FinetuneConfig {
@@ -118,6 +124,7 @@ impl FinetuneConfig {
             resume: false,
             eval_every: 0,
             export_reference: false,
+            box_prompt: None,
         }
     }
 
@@ -162,6 +169,7 @@ impl FinetuneConfig {
             resume: false,
             eval_every: 0,
             export_reference: false,
+            box_prompt: None,
         }
     }
 

@@ -563,7 +563,7 @@ fn bad_inputs_are_errors() {
     let img = RgbImage::new(4, 4);
     assert!(matches!(
         save_png(&img, dir.join("missing/x.png")),
-        Err(RenderError::Io { .. })
+        Err(RenderError::Fs(_))
     ));
     std::fs::create_dir(dir.join("taken.png")).unwrap();
     assert!(save_png(&img, dir.join("taken.png")).is_err());

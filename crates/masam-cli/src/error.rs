@@ -72,6 +72,15 @@ pub enum CliError {
     /// Flags that contradict each other or are incomplete.
     #[error("{0}")]
     Usage(String),
+    /// A box prompt that does not fit its input (inverted, outside the volume, class absent,
+    /// unparsable).
+    #[error("{input}: {source}")]
+    Box {
+        /// The input volume (or the box file) concerned.
+        input: PathBuf,
+        /// What is wrong with the box.
+        source: masam_volume::boxes::BoxError,
+    },
     /// From the model, training or prediction.
     #[error(transparent)]
     Model(#[from] masam_adapter::Error),

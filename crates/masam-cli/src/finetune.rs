@@ -61,6 +61,27 @@ pub struct FinetuneArgs {
     /// `--features cuda`).
     #[arg(long, value_name = "DEV")]
     pub device: Option<String>,
+    /// Mask decoder: `sam` (SAM's 2 upscaling stages, then bilinear to the input size),
+    /// `progressive` (the reference's 4 transposed-convolution stages) or `fusion` (the
+    /// progressive stages fused with intermediate encoder features, U-shaped) [default:
+    /// progressive, or the config's].
+    #[arg(long, value_name = "KIND", value_parser = ["sam", "progressive", "fusion"])]
+    pub decoder: Option<String>,
+    /// Box prompts: `tight` (the 3D box of --box-class in each volume's label), `relaxed` (that
+    /// box grown by --box-margin voxels per face) or `none` (prompt-free MA-SAM) [default: none,
+    /// or the config's `box_prompt`]. Training boxes are jittered by --box-jitter pixels; held-out
+    /// volumes are predicted with the box of their own label.
+    #[arg(long = "box", value_name = "MODE", value_parser = ["tight", "relaxed", "none"])]
+    pub box_mode: Option<String>,
+    /// The class whose box is the prompt [default: the highest class, e.g. the tumour].
+    #[arg(long, value_name = "K")]
+    pub box_class: Option<u8>,
+    /// Relaxed boxes: voxels added on each face, `N` (in-plane; 1 slice in z) or `Z,Y,X`.
+    #[arg(long, value_name = "N|Z,Y,X")]
+    pub box_margin: Option<String>,
+    /// Largest random shift of each box face during training, in model pixels [default: 4].
+    #[arg(long, value_name = "PX")]
+    pub box_jitter: Option<f32>,
     /// Print the complete configuration these flags give (TOML) and exit; save it, edit it and
     /// pass it back with --config.
     #[arg(long)]
@@ -404,6 +425,13 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         }
     }
     apply_ablations(&mut cfg, args)?;
+    if let Some(d) = &args.decoder {
+        let kind: masam_adapter::sam::mask_decoder::DecoderKind = d
+            .parse()
+            .map_err(|e: masam_adapter::sam::Error| CliError::Usage(e.to_string()))?;
+        cfg.model = cfg.model.with_decoder(kind);
+    }
+    apply_box_flags(args, &mut cfg)?;
     if let Some(p) = &cfg.sam_checkpoint {
         if !p.is_file() {
             return Err(CliError::not_found_hint(
@@ -416,6 +444,80 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     }
     cfg.model.validate()?;
     Ok(cfg)
+}
+
+/// Parses `--box-margin`: `N` (in-plane N, 1 slice) or `Z,Y,X`.
+pub fn parse_margin(text: &str) -> Result<[usize; 3]> {
+    let bad = || {
+        CliError::Usage(format!(
+            "--box-margin {text}: give N (voxels in-plane) or Z,Y,X (non-negative integers)"
+        ))
+    };
+    let v: Vec<usize> = text
+        .split(',')
+        .map(|t| t.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    match v[..] {
+        [n] => Ok([1, n, n]),
+        [z, y, x] => Ok([z, y, x]),
+        _ => Err(bad()),
+    }
+}
+
+/// Applies `--box`, `--box-class`, `--box-margin` and `--box-jitter` to `cfg.box_prompt`.
+fn apply_box_flags(args: &FinetuneArgs, cfg: &mut FinetuneConfig) -> Result<()> {
+    use masam_adapter::volume::boxes::{BoxMode, BoxPromptConfig};
+    let k = cfg.model.num_classes();
+    match args.box_mode.as_deref() {
+        Some("none") => cfg.box_prompt = None,
+        Some(m) => {
+            let mut bp = cfg.box_prompt.unwrap_or(BoxPromptConfig {
+                jitter: 4.0,
+                ..BoxPromptConfig::tight(k.min(255) as u8)
+            });
+            bp.mode = if m == "relaxed" {
+                BoxMode::Relaxed
+            } else {
+                BoxMode::Tight
+            };
+            cfg.box_prompt = Some(bp);
+        }
+        None => {}
+    }
+    let tuning = args.box_class.is_some() || args.box_margin.is_some() || args.box_jitter.is_some();
+    let Some(bp) = cfg.box_prompt.as_mut() else {
+        if tuning {
+            return Err(CliError::Usage(
+                "--box-class/--box-margin/--box-jitter need box prompts: add --box tight or \
+                 --box relaxed"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    };
+    if let Some(c) = args.box_class {
+        bp.class = c;
+    }
+    if let Some(m) = &args.box_margin {
+        bp.margin_zyx = parse_margin(m)?;
+    }
+    if let Some(j) = args.box_jitter {
+        bp.jitter = j;
+    }
+    if bp.class == 0 || bp.class as usize > k {
+        return Err(CliError::Usage(format!(
+            "--box-class {}: the model has foreground classes 1..={k}",
+            bp.class
+        )));
+    }
+    if !(bp.jitter.is_finite() && bp.jitter >= 0.0) {
+        return Err(CliError::Usage(format!(
+            "--box-jitter {}: give a number of pixels >= 0",
+            bp.jitter
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `masam finetune`.

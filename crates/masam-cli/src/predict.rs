@@ -8,6 +8,7 @@ use clap::Args;
 use masam_adapter::predict::{predict_volume_with, PredictOptions};
 use masam_adapter::MaSam;
 use masam_app::{run_dir, FinetuneConfig, RunDir};
+use masam_volume::boxes::{expand_box, tight_box, Box3d, BoxError};
 use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiGeometry, NiftiReader};
 use masam_volume::io::NiftiWriter;
 use masam_volume::transforms::SliceStack;
@@ -73,6 +74,150 @@ pub struct PredictArgs {
     /// class ids.
     #[arg(long)]
     pub color: bool,
+    /// Box prompt `z0,y0,x0,z1,y1,x1`: voxel indices of the input volume, BOTH ENDS INCLUSIVE,
+    /// z = slice (NIfTI k axis), y = row (j), x = column (i). Stacks that miss the box are
+    /// background. For a single input.
+    #[arg(long = "box", value_name = "Z0,Y0,X0,Z1,Y1,X1", conflicts_with_all = ["box_from_label", "boxes"])]
+    pub box_zyx: Option<String>,
+    /// Box prompt from a label map on the input's grid: the tight box of --box-class, grown by
+    /// --relax voxels per face. For a single input.
+    #[arg(long, value_name = "FILE", conflicts_with = "boxes")]
+    pub box_from_label: Option<PathBuf>,
+    /// The class of --box-from-label [default: the run's box class, else the highest class].
+    #[arg(long, value_name = "K", requires = "box_from_label")]
+    pub box_class: Option<u8>,
+    /// --box-from-label: voxels added on each face, `N` (in-plane, 1 slice) or `Z,Y,X`
+    /// [default: 0, the tight box].
+    #[arg(long, value_name = "N|Z,Y,X", requires = "box_from_label")]
+    pub relax: Option<String>,
+    /// Box prompts for a folder of inputs: a JSON object mapping each input file name to its
+    /// box `[z0, y0, x0, z1, y1, x1]` (inclusive voxel indices, as --box), e.g.
+    /// `{"case1.nii.gz": [10, 40, 52, 30, 90, 120]}`. Every input needs an entry.
+    #[arg(long, value_name = "JSON")]
+    pub boxes: Option<PathBuf>,
+}
+
+/// Where the box prompt of each input comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoxSource {
+    /// No prompt.
+    None,
+    /// One box for the single input.
+    Fixed(Box3d),
+    /// The box of `class` in a label map, grown by `margin_zyx`.
+    FromLabel {
+        /// The label file.
+        label: PathBuf,
+        /// The class.
+        class: u8,
+        /// Voxels added per face (z, y, x).
+        margin_zyx: [usize; 3],
+    },
+    /// Boxes per input file name.
+    PerFile(std::collections::BTreeMap<String, Box3d>),
+}
+
+impl BoxSource {
+    /// The box source the flags describe (`default_class`: when --box-class is not given).
+    pub fn from_args(args: &PredictArgs, default_class: u8) -> Result<Self> {
+        if let Some(t) = &args.box_zyx {
+            let b = Box3d::parse(t).map_err(|source| CliError::Box {
+                input: args.input.clone(),
+                source,
+            })?;
+            return Ok(Self::Fixed(b));
+        }
+        if let Some(l) = &args.box_from_label {
+            if !l.is_file() {
+                return Err(CliError::not_found("label file", l));
+            }
+            let margin_zyx = match &args.relax {
+                Some(r) => crate::finetune::parse_margin(r)
+                    .map_err(|_| CliError::Usage(format!("--relax {r}: give N or Z,Y,X")))?,
+                None => [0; 3],
+            };
+            return Ok(Self::FromLabel {
+                label: l.clone(),
+                class: args.box_class.unwrap_or(default_class),
+                margin_zyx,
+            });
+        }
+        if let Some(j) = &args.boxes {
+            return Self::from_json(j);
+        }
+        Ok(Self::None)
+    }
+
+    /// Reads a `--boxes` file.
+    pub fn from_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| CliError::io(path, e))?;
+        let raw: std::collections::BTreeMap<String, Vec<usize>> = serde_json::from_str(&text)
+            .map_err(|e| CliError::Box {
+                input: path.to_path_buf(),
+                source: BoxError::Parse {
+                    text: "boxes file".into(),
+                    reason: format!(
+                        "{e}; expected {{\"<input file name>\": [z0, y0, x0, z1, y1, x1], ...}}"
+                    ),
+                },
+            })?;
+        let mut out = std::collections::BTreeMap::new();
+        for (name, v) in raw {
+            let t = v
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let b = Box3d::parse(&t).map_err(|source| CliError::Box {
+                input: path.join(&name),
+                source,
+            })?;
+            out.insert(name, b);
+        }
+        Ok(Self::PerFile(out))
+    }
+
+    /// The box of one input (`None`: no prompt), checked against the image.
+    pub fn box_for(&self, input: &Path, image: &Volume<f32>) -> Result<Option<Box3d>> {
+        let shape = image.shape_zyx();
+        let err = |source| CliError::Box {
+            input: input.to_path_buf(),
+            source,
+        };
+        let b = match self {
+            Self::None => return Ok(None),
+            Self::Fixed(b) => *b,
+            Self::FromLabel {
+                label,
+                class,
+                margin_zyx,
+            } => {
+                let lab = NiftiReader::new().read::<u8>(label)?.volume;
+                if lab.shape_zyx() != shape {
+                    return Err(CliError::ShapeMismatch {
+                        case: label.display().to_string(),
+                        pred: shape,
+                        gt: lab.shape_zyx(),
+                    });
+                }
+                let t = tight_box(&lab.data, *class).ok_or(BoxError::Empty { class: *class });
+                expand_box(&t.map_err(err)?, *margin_zyx, shape)
+            }
+            Self::PerFile(m) => {
+                let name = input
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                *m.get(&name).ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--boxes has no box for input `{name}` (keys are input file names)"
+                    ))
+                })?
+            }
+        };
+        b.check(shape).map_err(err)?;
+        Ok(Some(b))
+    }
 }
 
 /// One volume to predict.
@@ -379,6 +524,16 @@ impl Predictor {
 
     /// Predicts one volume (labels on its grid).
     pub fn predict(&self, image: &Volume<f32>, batch: usize) -> Result<Volume<u8>> {
+        self.predict_with_box(image, batch, None)
+    }
+
+    /// Predicts one volume, with a box prompt (inclusive voxel indices of `image`) when given.
+    pub fn predict_with_box(
+        &self,
+        image: &Volume<f32>,
+        batch: usize,
+        box3d: Option<&Box3d>,
+    ) -> Result<Volume<u8>> {
         if batch == 0 {
             return Err(CliError::Usage("--batch must be at least 1".into()));
         }
@@ -393,13 +548,34 @@ impl Predictor {
             &image,
             &self.stack,
             &opts,
+            box3d,
         )?)
+    }
+
+    /// The class a box made from a label map prompts by default: the run's box class, else the
+    /// highest class.
+    pub fn default_box_class(&self) -> u8 {
+        self.config
+            .box_prompt
+            .map(|b| b.class)
+            .unwrap_or(self.model.config.num_classes().min(255) as u8)
     }
 
     /// Reads `job.input`, predicts it and writes `job.output`; returns the labels.
     pub fn run_job(&self, job: &Job, batch: usize) -> Result<Volume<u8>> {
+        self.run_job_with_boxes(job, batch, &BoxSource::None)
+    }
+
+    /// [`Predictor::run_job`] with the box prompt `boxes` gives this input.
+    pub fn run_job_with_boxes(
+        &self,
+        job: &Job,
+        batch: usize,
+        boxes: &BoxSource,
+    ) -> Result<Volume<u8>> {
         let (image, geometry) = read_input(&job.input)?;
-        let labels = self.predict(&image, batch)?;
+        let b = boxes.box_for(&job.input, &image)?;
+        let labels = self.predict_with_box(&image, batch, b.as_ref())?;
         write_labels(&job.output, &labels, geometry.as_ref())?;
         Ok(labels)
     }
@@ -460,10 +636,18 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         img = predictor.model.config.sam.encoder.img_size,
         "predicting"
     );
+    let boxes = BoxSource::from_args(args, predictor.default_box_class())?;
+    if jobs.len() > 1 && matches!(boxes, BoxSource::Fixed(_) | BoxSource::FromLabel { .. }) {
+        return Err(CliError::Usage(
+            "--box and --box-from-label are for a single input; for a folder pass --boxes \
+             <json> (one box per input file name)"
+                .into(),
+        ));
+    }
     let pb = progress::bar(jobs.len() as u64, "volumes");
     for job in &jobs {
         pb.set_message(output_name(&job.input));
-        let labels = predictor.run_job(job, args.batch)?;
+        let labels = predictor.run_job_with_boxes(job, args.batch, &boxes)?;
         let fg = labels.data.iter().filter(|&&v| v > 0).count();
         pb.suspend(|| {
             tracing::info!(

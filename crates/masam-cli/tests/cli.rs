@@ -294,6 +294,7 @@ fn tiny_run_config(phantom: &PhantomConfig) -> FinetuneConfig {
         resume: false,
         eval_every: 0,
         export_reference: false,
+        box_prompt: None,
     }
 }
 

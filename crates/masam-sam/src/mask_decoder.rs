@@ -55,6 +55,71 @@ pub struct MaskDecoderConfig {
     /// ([`crate::pixel_skip`]); the decoder then needs the image. Off in SAM and MA-SAM.
     #[serde(default)]
     pub pixel_skip: bool,
+    /// Which decoder: SAM's 2 stages, the 4 progressive stages, or the U-shaped fusion of
+    /// intermediate encoder features ([`DecoderKind`]). Set it with
+    /// [`MaskDecoderConfig::with_kind`], which also sets the stages.
+    #[serde(default)]
+    pub kind: DecoderKind,
+    /// [`DecoderKind::Fusion`]: width of the encoder's block outputs (the ViT's embed dim).
+    #[serde(default)]
+    pub fusion_encoder_dim: usize,
+}
+
+/// The three mask decoders compared by the MA-SAM paper (its Table 6).
+///
+/// - `Sam`: SAM's decoder as is: 2 transposed-convolution stages (C/4, C/8), the logits at 4×
+///   the token grid, then bilinearly resized to the input size.
+/// - `Progressive` (default, the reference): 4 transposed-convolution stages (C/4 … C/32), the
+///   logits at full resolution (16× the token grid at patch 16).
+/// - `Fusion`: the progressive stages plus a U-shaped skip path: before the normalisation of
+///   stage `s` (0 = coarsest) it adds an intermediate encoder feature map, layer-normalised,
+///   projected to the stage's width by a linear layer and bilinearly upsampled to the stage's
+///   resolution. Stage `s` of `n` reads block `depth − 1 − (s + 1)·depth / n` (the patch
+///   embedding when that is negative): for ViT-B/L/H with 4 stages these are the outputs of the
+///   global-attention blocks before the last one, deepest to the coarsest stage, and the patch
+///   embedding at full resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// SAM's 2 upscaling stages.
+    Sam,
+    /// MA-SAM's 4 progressive upscaling stages.
+    #[default]
+    Progressive,
+    /// Progressive stages fused with intermediate encoder features.
+    Fusion,
+}
+
+impl std::str::FromStr for DecoderKind {
+    type Err = Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "sam" => Ok(Self::Sam),
+            "progressive" => Ok(Self::Progressive),
+            "fusion" => Ok(Self::Fusion),
+            _ => Err(Error::Config(format!(
+                "unknown decoder `{s}`: use sam, progressive or fusion"
+            ))),
+        }
+    }
+}
+
+impl DecoderKind {
+    /// The encoder block each of `stages` fusion stages reads (`None`: the patch embedding),
+    /// coarsest stage first.
+    ///
+    /// ```
+    /// use masam_sam::mask_decoder::DecoderKind;
+    /// assert_eq!(DecoderKind::fusion_sources(12, 4), vec![Some(8), Some(5), Some(2), None]);
+    /// ```
+    pub fn fusion_sources(depth: usize, stages: usize) -> Vec<Option<usize>> {
+        (0..stages)
+            .map(|s| {
+                let i = depth as isize - 1 - ((s + 1) * depth / stages.max(1)) as isize;
+                (i >= 0).then_some(i as usize)
+            })
+            .collect()
+    }
 }
 
 impl Default for MaskDecoderConfig {
@@ -75,7 +140,42 @@ impl MaskDecoderConfig {
             upscaling_channels: vec![64, 32],
             upscaling_ln_eps: 1e-6,
             pixel_skip: false,
+            kind: DecoderKind::Sam,
+            fusion_encoder_dim: 0,
         }
+    }
+
+    /// This configuration as decoder `kind` (`encoder_dim`: the ViT width, used by
+    /// [`DecoderKind::Fusion`]): `Sam` gets 2 upscaling stages (C/4, C/8), `Progressive` and
+    /// `Fusion` 4 (C/4, C/8, C/16, C/32) unless they already have 3 or more.
+    ///
+    /// ```
+    /// use masam_sam::mask_decoder::{DecoderKind, MaskDecoderConfig};
+    /// let d = MaskDecoderConfig::masam(256, 12).with_kind(DecoderKind::Sam, 768);
+    /// assert_eq!(d.upscaling_channels, vec![64, 32]);
+    /// let f = d.with_kind(DecoderKind::Fusion, 768);
+    /// assert_eq!((f.upscaling_channels.len(), f.fusion_encoder_dim), (4, 768));
+    /// ```
+    pub fn with_kind(mut self, kind: DecoderKind, encoder_dim: usize) -> Self {
+        let c = self.transformer_dim;
+        match kind {
+            DecoderKind::Sam => {
+                self.upscaling_channels = vec![(c / 4).max(1), (c / 8).max(1)];
+            }
+            DecoderKind::Progressive | DecoderKind::Fusion => {
+                if self.upscaling_channels.len() < 3 {
+                    self.upscaling_channels = vec![
+                        (c / 4).max(1),
+                        (c / 8).max(1),
+                        (c / 16).max(1),
+                        (c / 32).max(1),
+                    ];
+                }
+            }
+        }
+        self.kind = kind;
+        self.fusion_encoder_dim = encoder_dim;
+        self
     }
 
     /// MA-SAM: width `dim`, `num_classes + 1` mask tokens (0 = background), 4 upscaling stages
@@ -93,6 +193,8 @@ impl MaskDecoderConfig {
             upscaling_channels: vec![dim / 4, dim / 8, dim / 16, dim / 32],
             upscaling_ln_eps: 1e-6,
             pixel_skip: false,
+            kind: DecoderKind::Progressive,
+            fusion_encoder_dim: 0,
         }
     }
 
@@ -128,6 +230,13 @@ impl MaskDecoderConfig {
                 "mask decoder: upscaling_channels must be non-empty and positive, got {:?}",
                 self.upscaling_channels
             )));
+        }
+        if self.kind == DecoderKind::Fusion && self.fusion_encoder_dim == 0 {
+            return Err(Error::Config(
+                "mask decoder: the fusion decoder needs fusion_encoder_dim (the ViT width); \
+                 use MaskDecoderConfig::with_kind"
+                    .into(),
+            ));
         }
         if self.iou_head_depth == 0 || self.iou_head_hidden_dim == 0 {
             return Err(Error::Config(
@@ -280,8 +389,24 @@ pub struct MaskDecoder {
     mask_tokens: Tensor,
     upscaling: Vec<UpscaleStage>,
     pixel_skip: Option<PixelSkip>,
+    fusion: Vec<FusionSkip>,
     hypernetworks: Vec<Mlp>,
     iou_head: Mlp,
+}
+
+/// One skip of the fusion decoder: LayerNorm over the encoder width, linear to the stage width.
+#[derive(Debug, Clone)]
+struct FusionSkip {
+    norm: LayerNorm2d,
+    proj: Linear,
+}
+
+impl FusionSkip {
+    /// (N, h, w, C_enc) → (N, oh, ow, C_stage).
+    fn forward(&self, f: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+        let x = self.proj.forward(&self.norm.forward_channels_last(f)?)?;
+        crate::rel_pos::resize_bilinear_bhwc(&x, oh, ow)
+    }
 }
 
 impl MaskDecoder {
@@ -343,6 +468,22 @@ impl MaskDecoder {
         } else {
             None
         };
+        let fusion = if cfg.kind == DecoderKind::Fusion {
+            let vbf = vb.pp("fusion_skips");
+            cfg.upscaling_channels
+                .iter()
+                .enumerate()
+                .map(|(s, &cout)| -> Result<FusionSkip> {
+                    let v = vbf.pp(s.to_string());
+                    Ok(FusionSkip {
+                        norm: layer_norm_2d(cfg.fusion_encoder_dim, 1e-6, v.pp("norm"))?,
+                        proj: linear(cfg.fusion_encoder_dim, cout, v.pp("proj"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![]
+        };
         Ok(Self {
             cfg: cfg.clone(),
             transformer,
@@ -350,6 +491,7 @@ impl MaskDecoder {
             mask_tokens,
             upscaling,
             pixel_skip,
+            fusion,
             hypernetworks,
             iou_head,
         })
@@ -476,6 +618,28 @@ impl MaskDecoder {
         sparse_prompt_embeddings: &Tensor,
         dense_prompt_embeddings: &Tensor,
     ) -> crate::Result<(Tensor, Tensor)> {
+        self.predict_masks_with_features(
+            image_embeddings,
+            image,
+            None,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+        )
+    }
+
+    /// [`predict_masks_with_image`](Self::predict_masks_with_image) with the encoder features a
+    /// [`DecoderKind::Fusion`] decoder reads: one (B, h, w, C_enc) map per upscaling stage,
+    /// coarsest stage first ([`DecoderKind::fusion_sources`]); other decoders ignore them.
+    pub fn predict_masks_with_features(
+        &self,
+        image_embeddings: &Tensor,
+        image: Option<&Tensor>,
+        features: Option<&[Tensor]>,
+        image_pe: &Tensor,
+        sparse_prompt_embeddings: &Tensor,
+        dense_prompt_embeddings: &Tensor,
+    ) -> crate::Result<(Tensor, Tensor)> {
         let c = self.cfg.transformer_dim;
         self.check_input("image embeddings", image_embeddings, None)?;
         let (bi, _, h, w) = image_embeddings.dims4()?;
@@ -547,9 +711,40 @@ impl MaskDecoder {
                 ))
             }
         };
+        let fused = if self.fusion.is_empty() {
+            None
+        } else {
+            let n = self.fusion.len();
+            let feats = features.filter(|f| f.len() == n).ok_or_else(|| {
+                Error::Config(format!(
+                    "mask decoder: the fusion decoder needs {n} encoder feature maps (one per \
+                     stage), got {}",
+                    features.map_or(0, |f| f.len())
+                ))
+            })?;
+            let mut out = Vec::with_capacity(n);
+            for (s, (skip, f)) in self.fusion.iter().zip(feats).enumerate() {
+                let fd = f.dims();
+                if fd.len() != 4 || fd[0] != b || fd[3] != self.cfg.fusion_encoder_dim {
+                    return Err(Error::InputShape {
+                        what: "encoder feature for the fusion decoder",
+                        expected: format!("({b}, h, w, {})", self.cfg.fusion_encoder_dim),
+                        found: fd.to_vec(),
+                    });
+                }
+                out.push(skip.forward(f, h << (s + 1), w << (s + 1))?);
+            }
+            Some(out)
+        };
         let mut up = src;
         for (s, stage) in self.upscaling.iter().enumerate() {
-            up = stage.forward_nhwc(&up, skips.as_ref().map(|f| &f[s]))?;
+            let skip = match (skips.as_ref(), fused.as_ref()) {
+                (Some(p), Some(f)) => Some((&p[s] + &f[s])?),
+                (Some(p), None) => Some(p[s].clone()),
+                (None, Some(f)) => Some(f[s].clone()),
+                (None, None) => None,
+            };
+            up = stage.forward_nhwc(&up, skip.as_ref())?;
         }
         let (_, hu, wu, cu) = up.dims4()?;
         let hyper_in = self

@@ -1,5 +1,7 @@
-//! Full-resolution image features for the mask decoder's upscaling stages ("multi-scale
-//! fusion"), so that structures smaller than one encoder token can still be delineated.
+//! Pixel skips: full-resolution image features for the mask decoder's upscaling stages, so that
+//! structures smaller than one encoder token can still be delineated. (Not the paper's
+//! multi-scale fusion decoder, which fuses encoder features:
+//! [`DecoderKind::Fusion`](crate::mask_decoder::DecoderKind::Fusion).)
 //!
 //! SAM's decoder sees the image only through the encoder's token grid (1/16 of the input side
 //! for patch 16); its upscaling stages invent the finer detail. With `pixel_skip` on, a small

@@ -125,6 +125,14 @@ impl SamConfig {
         self.prompt.validate()?;
         self.decoder.validate()?;
         let c = self.encoder.out_chans;
+        if self.decoder.kind == crate::mask_decoder::DecoderKind::Fusion
+            && self.decoder.fusion_encoder_dim != self.encoder.embed_dim
+        {
+            return Err(Error::Config(format!(
+                "SAM: the fusion decoder reads {}-wide encoder features, the encoder is {} wide",
+                self.decoder.fusion_encoder_dim, self.encoder.embed_dim
+            )));
+        }
         if self.prompt.embed_dim != c || self.decoder.transformer_dim != c {
             return Err(Error::Config(format!(
                 "SAM: encoder output {c} channels, prompt encoder {}, mask decoder {}: they must agree",
@@ -358,11 +366,49 @@ impl Sam {
         prompt: &Prompt,
         selection: MaskSelection,
     ) -> Result<(Tensor, Tensor)> {
+        self.decode_with_features(embeddings, image, None, prompt, selection)
+    }
+
+    /// [`decode_with_image`](Self::decode_with_image) with the encoder features of a
+    /// [`DecoderKind::Fusion`](crate::mask_decoder::DecoderKind::Fusion) decoder (see
+    /// [`Sam::fusion_features`]).
+    pub fn decode_with_features(
+        &self,
+        embeddings: &Tensor,
+        image: Option<&Tensor>,
+        features: Option<&[Tensor]>,
+        prompt: &Prompt,
+        selection: MaskSelection,
+    ) -> Result<(Tensor, Tensor)> {
         let n = embeddings.dims().first().copied().unwrap_or(0);
         let (sparse, dense) = self.encode_prompt(prompt, n)?;
         let dense_pe = self.prompt_encoder.get_dense_pe()?;
-        self.mask_decoder
-            .forward_with_image(embeddings, image, &dense_pe, &sparse, &dense, selection)
+        let (masks, iou) = self
+            .mask_decoder
+            .predict_masks_with_features(embeddings, image, features, &dense_pe, &sparse, &dense)?;
+        let t = self.mask_decoder.config().num_mask_tokens();
+        let (start, len) = match selection {
+            MaskSelection::All => (0, t),
+            MaskSelection::Multimask => (1, t - 1),
+            MaskSelection::Single => (0, 1),
+        };
+        if len == t {
+            return Ok((masks, iou));
+        }
+        Ok((masks.narrow(1, start, len)?, iou.narrow(1, start, len)?))
+    }
+
+    /// The encoder features a fusion decoder reads from `out`, one per upscaling stage,
+    /// coarsest first ([`DecoderKind::fusion_sources`](crate::mask_decoder::DecoderKind::fusion_sources)).
+    pub fn fusion_features(&self, out: &crate::EncoderOutput) -> Vec<Tensor> {
+        let stages = self.mask_decoder.config().upscaling_channels.len();
+        crate::mask_decoder::DecoderKind::fusion_sources(out.blocks.len(), stages)
+            .into_iter()
+            .map(|i| match i {
+                Some(i) => out.blocks[i].clone(),
+                None => out.patch_embed.clone(),
+            })
+            .collect()
     }
 
     /// Runs the model and returns every mask channel ([`MaskSelection::All`]).
@@ -390,9 +436,21 @@ impl Sam {
     ) -> Result<SamOutput> {
         let (_, h, w) = self.check_images(images)?;
         let x = self.preprocess(images)?;
-        let embeddings = self.image_encoder.forward(&x, ctx)?;
         let (low_res_logits, iou_predictions) =
-            self.decode_with_image(&embeddings, Some(&x), prompt, selection)?;
+            if self.mask_decoder.config().kind == crate::mask_decoder::DecoderKind::Fusion {
+                let out = self.image_encoder.forward_with_intermediates(&x, ctx)?;
+                let features = self.fusion_features(&out);
+                self.decode_with_features(
+                    &out.embeddings,
+                    Some(&x),
+                    Some(&features),
+                    prompt,
+                    selection,
+                )?
+            } else {
+                let embeddings = self.image_encoder.forward(&x, ctx)?;
+                self.decode_with_image(&embeddings, Some(&x), prompt, selection)?
+            };
         let masks = self.postprocess_masks(&low_res_logits, (h, w), (h, w))?;
         Ok(SamOutput {
             masks,

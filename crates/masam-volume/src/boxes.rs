@@ -115,6 +115,185 @@ pub fn relax_box<R: Rng + ?Sized>(
     }
 }
 
+/// Which 3D box a box prompt is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxMode {
+    /// The tight box of the class.
+    #[default]
+    Tight,
+    /// The tight box grown by a fixed margin per face ([`BoxPromptConfig::margin_zyx`]),
+    /// clamped to the volume.
+    Relaxed,
+}
+
+/// How box prompts are made from a label map, for training and for evaluation.
+///
+/// The box of a volume is the 3D box of `class` ([`BoxMode::Tight`] or [`BoxMode::Relaxed`]).
+/// For every D-slice stack that touches it, its in-plane extent is projected onto the model grid
+/// and the same 2D box is given to every slice of the stack; stacks that miss the box entirely
+/// are not trained on and are predicted as background. In training each face of the projected
+/// box is moved by a seeded uniform random offset in `[-jitter, jitter]` model pixels.
+///
+/// ```
+/// use masam_volume::boxes::{BoxMode, BoxPromptConfig};
+/// let c: BoxPromptConfig = serde_json::from_str(r#"{"class": 2, "mode": "relaxed"}"#).unwrap();
+/// assert_eq!((c.class, c.mode, c.margin_zyx), (2, BoxMode::Relaxed, [1, 5, 5]));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BoxPromptConfig {
+    /// The class whose box is the prompt.
+    pub class: u8,
+    /// Tight or relaxed.
+    #[serde(default)]
+    pub mode: BoxMode,
+    /// Relaxed mode: voxels added on each face along (z, y, x).
+    #[serde(default = "default_margin")]
+    pub margin_zyx: [usize; 3],
+    /// Training only: largest random shift of each face of the 2D box, in model pixels.
+    #[serde(default = "default_jitter")]
+    pub jitter: f32,
+}
+
+fn default_margin() -> [usize; 3] {
+    [1, 5, 5]
+}
+
+fn default_jitter() -> f32 {
+    4.0
+}
+
+impl BoxPromptConfig {
+    /// Tight boxes of `class`, no jitter.
+    pub fn tight(class: u8) -> Self {
+        Self {
+            class,
+            mode: BoxMode::Tight,
+            margin_zyx: default_margin(),
+            jitter: 0.0,
+        }
+    }
+
+    /// The 3D box of a volume's label map; `None` when the class is absent.
+    pub fn volume_box(&self, label: &Array3<u8>) -> Option<Box3d> {
+        let b = tight_box(label, self.class)?;
+        let (z, y, x) = label.dim();
+        Some(match self.mode {
+            BoxMode::Tight => b,
+            BoxMode::Relaxed => expand_box(&b, self.margin_zyx, [z, y, x]),
+        })
+    }
+}
+
+/// `b` grown by `margin_zyx` voxels on every face, clamped to a volume of shape `shape_zyx`.
+pub fn expand_box(b: &Box3d, margin_zyx: [usize; 3], shape_zyx: [usize; 3]) -> Box3d {
+    let [mz, my, mx] = margin_zyx;
+    Box3d {
+        z0: b.z0.saturating_sub(mz),
+        z1: (b.z1 + mz).min(shape_zyx[0].saturating_sub(1)),
+        y0: b.y0.saturating_sub(my),
+        y1: (b.y1 + my).min(shape_zyx[1].saturating_sub(1)),
+        x0: b.x0.saturating_sub(mx),
+        x1: (b.x1 + mx).min(shape_zyx[2].saturating_sub(1)),
+    }
+}
+
+/// Why a box given by a user does not fit a volume.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoxError {
+    /// A start index after its end index.
+    #[error("inverted box: {axis}0 = {start} > {axis}1 = {end}")]
+    Inverted {
+        /// `z`, `y` or `x`.
+        axis: char,
+        /// Start index.
+        start: usize,
+        /// End index.
+        end: usize,
+    },
+    /// An end index past the volume.
+    #[error("box {axis}1 = {end} is outside the volume ({axis} has {size} voxels, 0..={last})", last = size.saturating_sub(1))]
+    Outside {
+        /// `z`, `y` or `x`.
+        axis: char,
+        /// End index.
+        end: usize,
+        /// Volume size along the axis.
+        size: usize,
+    },
+    /// The class is absent from the label map.
+    #[error("class {class} is absent from the label map: no box")]
+    Empty {
+        /// The class asked for.
+        class: u8,
+    },
+    /// A box that cannot be parsed.
+    #[error("bad box `{text}`: {reason}")]
+    Parse {
+        /// The text.
+        text: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Box3d {
+    /// Checks that the box is not inverted and lies inside a volume of shape `shape_zyx`.
+    pub fn check(&self, shape_zyx: [usize; 3]) -> std::result::Result<(), BoxError> {
+        let axes = [
+            ('z', self.z0, self.z1, shape_zyx[0]),
+            ('y', self.y0, self.y1, shape_zyx[1]),
+            ('x', self.x0, self.x1, shape_zyx[2]),
+        ];
+        for (axis, start, end, size) in axes {
+            if start > end {
+                return Err(BoxError::Inverted { axis, start, end });
+            }
+            if end >= size {
+                return Err(BoxError::Outside { axis, end, size });
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses `z0,y0,x0,z1,y1,x1` (voxel indices, both ends inclusive); checks the order.
+    ///
+    /// ```
+    /// use masam_volume::boxes::Box3d;
+    /// let b = Box3d::parse("1,2,3,4,5,6").unwrap();
+    /// assert_eq!((b.z0, b.y0, b.x0, b.z1, b.y1, b.x1), (1, 2, 3, 4, 5, 6));
+    /// assert!(Box3d::parse("4,2,3,1,5,6").is_err()); // inverted
+    /// assert!(Box3d::parse("1,2,3").is_err());
+    /// ```
+    pub fn parse(text: &str) -> std::result::Result<Self, BoxError> {
+        let err = |reason: String| BoxError::Parse {
+            text: text.to_string(),
+            reason,
+        };
+        let v: Vec<usize> = text
+            .split(',')
+            .map(|t| t.trim().parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| err(format!("{e} (expected 6 non-negative integers)")))?;
+        let [z0, y0, x0, z1, y1, x1] = v[..] else {
+            return Err(err(format!(
+                "{} numbers, expected 6: z0,y0,x0,z1,y1,x1",
+                v.len()
+            )));
+        };
+        let b = Self {
+            z0,
+            z1,
+            y0,
+            y1,
+            x0,
+            x1,
+        };
+        b.check([usize::MAX; 3])?;
+        Ok(b)
+    }
+}
+
 /// How voxel (y, x) maps to model pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelGrid {
