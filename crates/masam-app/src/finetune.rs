@@ -265,8 +265,7 @@ pub fn run_from(
     ))
 }
 
-/// The run's volumes as the model sees them before stacks are cut: [`DataSource::load`]
-/// (crate::DataSource::load), then the volume-level intensity step of the run
+/// The run's volumes as the model sees them before stacks are cut: [`DataSource::load`](crate::DataSource::load), then the volume-level intensity step of the run
 /// ([`crate::task::prepare_image`]: the MRI percentile normalisation; nothing for CT), the
 /// same step prediction applies.
 ///
