@@ -370,7 +370,7 @@ fn bad_dicom_and_png() {
     assert_eq!(named_path(&e), Some(png.as_path()));
     let source = std::error::Error::source(&e).expect("a source");
     assert!(
-        source.downcast_ref::<image::ImageError>().is_some(),
+        source.downcast_ref::<png::DecodingError>().is_some(),
         "{source}"
     );
 }

@@ -69,27 +69,58 @@ impl ColorMap {
     }
 }
 
-/// Reads a PNG (or any format the `image` crate was built with) as RGB, shape (H, W, 3).
+/// Largest decoded frame, in bytes (a 4K RGBA frame is 33 MB): a PNG header claiming more is an
+/// error before anything is allocated.
+pub const MAX_FRAME_BYTES: usize = 256 << 20;
+
+/// Reads a PNG frame as RGB, shape (H, W, 3): grey, grey + alpha, palette and 16-bit images are
+/// converted (alpha dropped, 16-bit reduced to the high byte).
 pub fn read_rgb_frame(path: impl AsRef<Path>) -> Result<Array3<u8>> {
     let path = path.as_ref();
-    let img = image::ImageReader::open(path)
-        .map_err(|e| VolumeError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| VolumeError::io(path, e))?
-        .decode()
-        .map_err(|e| VolumeError::Image {
-            path: path.to_path_buf(),
-            reason: VolumeError::caused("", &e),
-            source: Some(e.into()),
-        })?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    Array3::from_shape_vec((h as usize, w as usize, 3), img.into_raw()).map_err(|e| {
-        VolumeError::Image {
-            path: path.to_path_buf(),
-            reason: VolumeError::caused("", &e),
-            source: Some(e.into()),
+    let image_err = |e: png::DecodingError| VolumeError::Image {
+        path: path.to_path_buf(),
+        reason: VolumeError::caused("", &e),
+        source: Some(e.into()),
+    };
+    let file = masam_fs::open_regular_file(path)?;
+    let mut decoder = png::Decoder::new_with_limits(
+        std::io::BufReader::new(file),
+        png::Limits {
+            bytes: MAX_FRAME_BYTES,
+        },
+    );
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(image_err)?;
+    let size = reader.output_buffer_size().ok_or_else(|| {
+        VolumeError::invalid_header(path, "the PNG header claims an impossible image size")
+    })?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(image_err)?;
+    buf.truncate(info.buffer_size());
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => {
+            return Err(VolumeError::invalid_header(
+                path,
+                "indexed PNG was not expanded to RGB",
+            ))
         }
+    };
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for px in buf.chunks_exact(channels) {
+        match channels {
+            1 | 2 => rgb.extend_from_slice(&[px[0], px[0], px[0]]),
+            _ => rgb.extend_from_slice(&px[..3]),
+        }
+    }
+    Array3::from_shape_vec((h, w, 3), rgb).map_err(|e| VolumeError::Image {
+        path: path.to_path_buf(),
+        reason: VolumeError::caused("", &e),
+        source: Some(e.into()),
     })
 }
 
@@ -133,19 +164,20 @@ pub fn write_rgb_png(path: impl AsRef<Path>, rgb: &Array3<u8>) -> Result<()> {
         )));
     }
     let buf: Vec<u8> = rgb.iter().copied().collect();
-    let img = image::RgbImage::from_raw(w as u32, h as u32, buf).ok_or_else(|| {
-        VolumeError::InvalidArgument(format!("{}: bad buffer size", path.display()))
-    })?;
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| VolumeError::Image {
+    let image_err = |e: png::EncodingError| VolumeError::Image {
         path: path.to_path_buf(),
         reason: VolumeError::caused("", &e),
         source: Some(e.into()),
-    })?;
+    };
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, w as u32, h as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(image_err)?;
+        writer.write_image_data(&buf).map_err(image_err)?;
+        writer.finish().map_err(image_err)?;
+    }
     masam_fs::atomic_write_bytes(path, &bytes)?;
     Ok(())
 }
