@@ -2,8 +2,9 @@
 //!
 //! - **Input**: label maps (z, y, x) for [`DiceMetric`], binary masks for [`compute_dice`]
 //!   (use [`class_mask`](crate::label::class_mask) or [`foreground_mask`](crate::label::foreground_mask)).
-//! - **Classes**: [`Classes::foreground`] (ids `1..=K`, background out) by default in the
-//!   reference; [`Classes::with_background`] includes class 0.
+//! - **Classes**: [`Classes::foreground`](crate::Classes::foreground) (ids `1..=K`, background
+//!   out) by default in the reference;
+//!   [`Classes::with_background`](crate::Classes::with_background) includes class 0.
 //! - **Empty masks**: [`EmptyPolicy::overlap_reference`] by default (both empty → 1, one empty →
 //!   0, as the reference's `calculate_metric_percase`); MONAI's `ignore_empty` is
 //!   [`EmptyPolicy::all_nan`]-style (NaN, skipped by the nan-mean aggregation).
@@ -13,9 +14,10 @@ use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::overlap::counts;
+use crate::label::Mask;
+use crate::overlap::overlap_score;
 use crate::policy::EmptyPolicy;
-use crate::reduction::{Accumulator, Classes, Metric};
+use crate::reduction::{BinaryScore, MetricOf};
 
 /// Configuration of [`DiceMetric`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -50,11 +52,7 @@ pub fn compute_dice(
     gt: ArrayView3<'_, bool>,
     empty: &EmptyPolicy,
 ) -> Result<f64> {
-    let (p, g, i) = counts(pred, gt)?;
-    if let Some(v) = empty.resolve(p == 0, g == 0) {
-        return Ok(v);
-    }
-    Ok(2.0 * i as f64 / (p + g) as f64)
+    overlap_score(pred, gt, empty, |p, g, i| 2.0 * i as f64 / (p + g) as f64)
 }
 
 /// Cumulative Dice over label-map cases, per class.
@@ -69,46 +67,16 @@ pub fn compute_dice(
 /// assert_eq!(row, vec![2.0 / 3.0, 2.0 / 3.0]);
 /// assert!((m.aggregate().mean() - 2.0 / 3.0).abs() < 1e-12);
 /// ```
-#[derive(Debug, Clone)]
-pub struct DiceMetric {
-    cfg: DiceConfig,
-    acc: Accumulator,
-}
+pub type DiceMetric = MetricOf<DiceConfig>;
 
-impl DiceMetric {
-    /// A metric evaluating `classes` with `cfg`.
-    ///
-    /// # Errors
-    /// [`MetricsError::NoClasses`](crate::MetricsError::NoClasses) when `classes` is empty.
-    pub fn new(cfg: DiceConfig, classes: Classes) -> Result<Self> {
-        Ok(Self {
-            cfg,
-            acc: Accumulator::new("dice", classes)?,
-        })
+/// Reported as `dice`.
+impl BinaryScore for DiceConfig {
+    fn metric_name(&self) -> String {
+        "dice".into()
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &DiceConfig {
-        &self.cfg
-    }
-}
-
-impl Metric for DiceMetric {
-    fn score_binary(
-        &self,
-        pred: ArrayView3<'_, bool>,
-        gt: ArrayView3<'_, bool>,
-        _spacing: [f64; 3],
-    ) -> Result<f64> {
-        compute_dice(pred, gt, &self.cfg.empty)
-    }
-
-    fn accumulator(&self) -> &Accumulator {
-        &self.acc
-    }
-
-    fn accumulator_mut(&mut self) -> &mut Accumulator {
-        &mut self.acc
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, _spacing: [f64; 3]) -> Result<f64> {
+        compute_dice(pred, gt, &self.empty)
     }
 }
 
@@ -116,6 +84,7 @@ impl Metric for DiceMetric {
 mod tests {
     use super::*;
     use crate::policy::EmptyScore;
+    use crate::reduction::{Classes, Metric};
     use ndarray::Array3;
 
     #[test]

@@ -66,6 +66,12 @@ pub(crate) fn check_shapes(pred: &[usize], gt: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that prediction and ground truth shapes agree, then the spacing (as [`check_spacing`]).
+pub(crate) fn check_inputs(pred: &[usize], gt: &[usize], spacing: &[f64]) -> Result<()> {
+    check_shapes(pred, gt)?;
+    check_spacing(spacing)
+}
+
 /// Checks that every spacing entry is finite and strictly positive.
 pub(crate) fn check_spacing(spacing: &[f64]) -> Result<()> {
     if spacing.iter().any(|s| !s.is_finite() || *s <= 0.0) {

@@ -17,9 +17,10 @@
 use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_shapes, check_spacing, MetricsError, Result};
+use crate::error::{check_inputs, MetricsError, Result};
+use crate::label::Mask;
 use crate::policy::EmptyPolicy;
-use crate::reduction::{percentile, Accumulator, Classes, Metric};
+use crate::reduction::{percentile, BinaryScore, Classes, MetricOf};
 use crate::surface::surface_distances;
 
 /// Configuration of [`HausdorffMetric`].
@@ -60,14 +61,11 @@ pub fn compute_hausdorff(
     percentile_q: f64,
     empty: &EmptyPolicy,
 ) -> Result<f64> {
-    check_shapes(pred.shape(), gt.shape())?;
-    check_spacing(&spacing)?;
+    check_inputs(pred.shape(), gt.shape(), &spacing)?;
     if !(0.0..=100.0).contains(&percentile_q) {
         return Err(MetricsError::InvalidPercentile(percentile_q));
     }
-    let pred_empty = !pred.iter().any(|&b| b);
-    let gt_empty = !gt.iter().any(|&b| b);
-    if let Some(v) = empty.resolve(pred_empty, gt_empty) {
+    if let Some(v) = empty.resolve_masks(pred, gt) {
         return Ok(v);
     }
     let (mut all, backward) = surface_distances(pred, gt, spacing)?;
@@ -98,30 +96,31 @@ pub fn compute_hd95(
 }
 
 /// Cumulative percentile Hausdorff distance over label-map cases, per class.
-#[derive(Debug, Clone)]
-pub struct HausdorffMetric {
-    cfg: HausdorffConfig,
-    acc: Accumulator,
-}
+pub type HausdorffMetric = MetricOf<HausdorffConfig>;
 
 /// The HD95 metric: a [`HausdorffMetric`] with the default (95th percentile) configuration.
 pub type Hd95Metric = HausdorffMetric;
 
-impl HausdorffMetric {
-    /// A metric evaluating `classes` with `cfg`; reported as `hd<percentile>_mm`.
-    ///
-    /// # Errors
-    /// [`MetricsError::NoClasses`], [`MetricsError::InvalidPercentile`].
-    pub fn new(cfg: HausdorffConfig, classes: Classes) -> Result<Self> {
-        if !(0.0..=100.0).contains(&cfg.percentile) {
-            return Err(MetricsError::InvalidPercentile(cfg.percentile));
+/// Reported as `hd<percentile>_mm`; [`MetricsError::InvalidPercentile`] unless the percentile
+/// is in `[0, 100]`.
+impl BinaryScore for HausdorffConfig {
+    fn validate(&self) -> Result<()> {
+        if !(0.0..=100.0).contains(&self.percentile) {
+            return Err(MetricsError::InvalidPercentile(self.percentile));
         }
-        Ok(Self {
-            cfg,
-            acc: Accumulator::new(format!("hd{}_mm", cfg.percentile), classes)?,
-        })
+        Ok(())
     }
 
+    fn metric_name(&self) -> String {
+        format!("hd{}_mm", self.percentile)
+    }
+
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64> {
+        compute_hausdorff(pred, gt, spacing, self.percentile, &self.empty)
+    }
+}
+
+impl HausdorffMetric {
     /// HD95 with the default configuration.
     ///
     /// # Errors
@@ -129,35 +128,12 @@ impl HausdorffMetric {
     pub fn hd95(classes: Classes) -> Result<Self> {
         Self::new(HausdorffConfig::default(), classes)
     }
-
-    /// The configuration.
-    pub fn config(&self) -> &HausdorffConfig {
-        &self.cfg
-    }
-}
-
-impl Metric for HausdorffMetric {
-    fn score_binary(
-        &self,
-        pred: ArrayView3<'_, bool>,
-        gt: ArrayView3<'_, bool>,
-        spacing: [f64; 3],
-    ) -> Result<f64> {
-        compute_hausdorff(pred, gt, spacing, self.cfg.percentile, &self.cfg.empty)
-    }
-
-    fn accumulator(&self) -> &Accumulator {
-        &self.acc
-    }
-
-    fn accumulator_mut(&mut self) -> &mut Accumulator {
-        &mut self.acc
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduction::Metric;
     use ndarray::{s, Array3};
 
     #[test]

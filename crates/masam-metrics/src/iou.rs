@@ -2,7 +2,8 @@
 //! [`mean`](crate::MetricReport::mean) over classes.
 //!
 //! - **Input**: label maps (z, y, x) for [`IouMetric`], binary masks for [`compute_iou`].
-//! - **Classes**: as configured by [`Classes`] (background out with [`Classes::foreground`]).
+//! - **Classes**: as configured by [`Classes`](crate::Classes) (background out with
+//!   [`Classes::foreground`](crate::Classes::foreground)).
 //! - **Empty masks**: [`EmptyPolicy::overlap_reference`] by default (both empty → 1, one
 //!   empty → 0).
 //! - **Units**: unitless in `[0, 1]`; spacing is ignored.
@@ -11,9 +12,10 @@ use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::overlap::counts;
+use crate::label::Mask;
+use crate::overlap::overlap_score;
 use crate::policy::EmptyPolicy;
-use crate::reduction::{Accumulator, Classes, Metric};
+use crate::reduction::{BinaryScore, MetricOf};
 
 /// Configuration of [`IouMetric`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -47,54 +49,20 @@ pub fn compute_iou(
     gt: ArrayView3<'_, bool>,
     empty: &EmptyPolicy,
 ) -> Result<f64> {
-    let (p, g, i) = counts(pred, gt)?;
-    if let Some(v) = empty.resolve(p == 0, g == 0) {
-        return Ok(v);
-    }
-    Ok(i as f64 / (p + g - i) as f64)
+    overlap_score(pred, gt, empty, |p, g, i| i as f64 / (p + g - i) as f64)
 }
 
 /// Cumulative IoU over label-map cases, per class (mIoU = `aggregate().mean()`).
-#[derive(Debug, Clone)]
-pub struct IouMetric {
-    cfg: IouConfig,
-    acc: Accumulator,
-}
+pub type IouMetric = MetricOf<IouConfig>;
 
-impl IouMetric {
-    /// A metric evaluating `classes` with `cfg`.
-    ///
-    /// # Errors
-    /// [`MetricsError::NoClasses`](crate::MetricsError::NoClasses) when `classes` is empty.
-    pub fn new(cfg: IouConfig, classes: Classes) -> Result<Self> {
-        Ok(Self {
-            cfg,
-            acc: Accumulator::new("iou", classes)?,
-        })
+/// Reported as `iou`.
+impl BinaryScore for IouConfig {
+    fn metric_name(&self) -> String {
+        "iou".into()
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &IouConfig {
-        &self.cfg
-    }
-}
-
-impl Metric for IouMetric {
-    fn score_binary(
-        &self,
-        pred: ArrayView3<'_, bool>,
-        gt: ArrayView3<'_, bool>,
-        _spacing: [f64; 3],
-    ) -> Result<f64> {
-        compute_iou(pred, gt, &self.cfg.empty)
-    }
-
-    fn accumulator(&self) -> &Accumulator {
-        &self.acc
-    }
-
-    fn accumulator_mut(&mut self) -> &mut Accumulator {
-        &mut self.acc
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, _spacing: [f64; 3]) -> Result<f64> {
+        compute_iou(pred, gt, &self.empty)
     }
 }
 
@@ -102,6 +70,7 @@ impl Metric for IouMetric {
 mod tests {
     use super::*;
     use crate::dice::compute_dice;
+    use crate::reduction::{Classes, Metric};
     use ndarray::Array3;
 
     #[test]

@@ -7,6 +7,10 @@
 
 use ndarray::{Array3, ArrayView3, Zip};
 
+/// A binary mask (z, y, x): the input of the pure metric functions and of
+/// [`Metric::score_binary`](crate::Metric::score_binary).
+pub type Mask<'a> = ArrayView3<'a, bool>;
+
 /// An integer type usable as a label-map voxel (`u8`, `u16`, `u32`, `u64`, `usize`, `i8`..`i64`).
 pub trait Label: Copy + Send + Sync {
     /// The class id of this label, `None` for negative values.

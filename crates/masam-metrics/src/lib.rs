@@ -68,9 +68,9 @@ pub use hausdorff::{
     compute_hausdorff, compute_hd95, HausdorffConfig, HausdorffMetric, Hd95Metric,
 };
 pub use iou::{compute_iou, IouConfig, IouMetric};
-pub use label::{class_mask, foreground_mask, Label};
+pub use label::{class_mask, foreground_mask, Label, Mask};
 pub use policy::{EmptyPolicy, EmptyScore};
-pub use reduction::{percentile, Accumulator, Classes, Metric};
+pub use reduction::{percentile, Accumulator, BinaryScore, Classes, Metric, MetricOf};
 pub use report::{write_reports_json, MetricReport};
 pub use surface_dice::{
     compute_surface_dice, compute_surface_dice_at, SurfaceDiceConfig, SurfaceDiceMetric,

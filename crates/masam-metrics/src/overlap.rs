@@ -3,6 +3,8 @@
 use ndarray::{ArrayView3, Zip};
 
 use crate::error::{check_shapes, Result};
+use crate::label::Mask;
+use crate::policy::EmptyPolicy;
 
 /// `(|pred|, |gt|, |pred ∩ gt|)` of two binary masks.
 pub(crate) fn counts(
@@ -16,4 +18,17 @@ pub(crate) fn counts(
         |x, y| (x.0 + y.0, x.1 + y.1, x.2 + y.2),
     );
     Ok(c)
+}
+
+/// `score(|pred|, |gt|, |pred ∩ gt|)`, or the `empty` policy's score when a mask is empty.
+pub(crate) fn overlap_score(
+    pred: Mask<'_>,
+    gt: Mask<'_>,
+    empty: &EmptyPolicy,
+    score: impl FnOnce(u64, u64, u64) -> f64,
+) -> Result<f64> {
+    let (p, g, i) = counts(pred, gt)?;
+    Ok(empty
+        .resolve(p == 0, g == 0)
+        .unwrap_or_else(|| score(p, g, i)))
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::label::Mask;
+
 /// A score used in place of the formula when it is undefined.
 ///
 /// Serialises as `"nan"`, `"pos_inf"` or `{"value": x}` so that configs survive JSON/TOML.
@@ -89,5 +91,10 @@ impl EmptyPolicy {
             (true, false) => Some(self.pred_empty.get()),
             (false, false) => None,
         }
+    }
+
+    /// [`resolve`](Self::resolve) for two binary masks (empty = no voxel set).
+    pub(crate) fn resolve_masks(&self, pred: Mask<'_>, gt: Mask<'_>) -> Option<f64> {
+        self.resolve(!pred.iter().any(|&b| b), !gt.iter().any(|&b| b))
     }
 }

@@ -4,8 +4,8 @@
 use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_shapes, check_spacing, MetricsError, Result};
-use crate::label::{class_mask, Label};
+use crate::error::{check_inputs, MetricsError, Result};
+use crate::label::{class_mask, Label, Mask};
 use crate::report::MetricReport;
 
 /// Which class ids of a label map a metric evaluates, and their display names.
@@ -151,12 +151,7 @@ pub trait Metric {
     ///
     /// # Shapes
     /// - `pred`, `gt`: (z, y, x); `spacing`: (z, y, x) in mm
-    fn score_binary(
-        &self,
-        pred: ArrayView3<'_, bool>,
-        gt: ArrayView3<'_, bool>,
-        spacing: [f64; 3],
-    ) -> Result<f64>;
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64>;
 
     /// The accumulated cases.
     fn accumulator(&self) -> &Accumulator;
@@ -174,8 +169,7 @@ pub trait Metric {
         gt: ArrayView3<'_, L>,
         spacing: [f64; 3],
     ) -> Result<Vec<f64>> {
-        check_shapes(pred.shape(), gt.shape())?;
-        check_spacing(&spacing)?;
+        check_inputs(pred.shape(), gt.shape(), &spacing)?;
         self.accumulator()
             .classes()
             .ids()
@@ -228,6 +222,76 @@ pub trait Metric {
     /// Forgets every recorded case (the configuration stays).
     fn reset(&mut self) {
         self.accumulator_mut().clear();
+    }
+}
+
+/// The metric-specific part of a cumulative metric: a configuration that names the metric and
+/// scores one binary (prediction, ground truth) pair. [`MetricOf`] adds the per-class,
+/// per-case accumulation.
+///
+/// Implemented by [`DiceConfig`](crate::DiceConfig), [`IouConfig`](crate::IouConfig),
+/// [`HausdorffConfig`](crate::HausdorffConfig), [`SurfaceDiceConfig`](crate::SurfaceDiceConfig)
+/// and [`SurfaceDistanceConfig`](crate::SurfaceDistanceConfig).
+pub trait BinaryScore {
+    /// Checks the configuration's parameters; called by [`MetricOf::new`]. Accepts by default.
+    ///
+    /// # Errors
+    /// An invalid metric parameter.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The metric's name in its [`MetricReport`] (e.g. `dice`, `hd95_mm`).
+    fn metric_name(&self) -> String;
+
+    /// Scores one binary pair, as [`Metric::score_binary`].
+    ///
+    /// # Errors
+    /// Shape mismatch, invalid spacing, or an invalid metric parameter.
+    ///
+    /// # Shapes
+    /// - `pred`, `gt`: (z, y, x); `spacing`: (z, y, x) in mm
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64>;
+}
+
+/// A cumulative [`Metric`] made of a configuration `S` (which scores each binary pair) and an
+/// [`Accumulator`]; e.g. [`DiceMetric`](crate::DiceMetric) is `MetricOf<DiceConfig>`.
+#[derive(Debug, Clone)]
+pub struct MetricOf<S> {
+    cfg: S,
+    acc: Accumulator,
+}
+
+impl<S: BinaryScore> MetricOf<S> {
+    /// A metric evaluating `classes` with `cfg`, reported under
+    /// [`cfg.metric_name()`](BinaryScore::metric_name).
+    ///
+    /// # Errors
+    /// [`cfg.validate()`](BinaryScore::validate)'s error (checked first), then
+    /// [`MetricsError::NoClasses`] when `classes` is empty.
+    pub fn new(cfg: S, classes: Classes) -> Result<Self> {
+        cfg.validate()?;
+        let acc = Accumulator::new(cfg.metric_name(), classes)?;
+        Ok(Self { cfg, acc })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &S {
+        &self.cfg
+    }
+}
+
+impl<S: BinaryScore> Metric for MetricOf<S> {
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64> {
+        self.cfg.score_binary(pred, gt, spacing)
+    }
+
+    fn accumulator(&self) -> &Accumulator {
+        &self.acc
+    }
+
+    fn accumulator_mut(&mut self) -> &mut Accumulator {
+        &mut self.acc
     }
 }
 

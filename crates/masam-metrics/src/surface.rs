@@ -16,7 +16,7 @@
 use ndarray::{s, Array3, ArrayView3, Zip};
 
 use crate::distance_transform::distance_transform_edt;
-use crate::error::{check_shapes, check_spacing, Result};
+use crate::error::{check_inputs, Result};
 
 /// Inclusive-exclusive bounding box `[lo, hi)` of the `true` voxels of one or more masks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +134,7 @@ pub fn surface_distances(
     to: ArrayView3<'_, bool>,
     spacing: [f64; 3],
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    check_shapes(from.shape(), to.shape())?;
-    check_spacing(&spacing)?;
+    check_inputs(from.shape(), to.shape(), &spacing)?;
     let Some(bb) = BoundingBox::of_union(&[from.view(), to.view()]) else {
         return Ok((Vec::new(), Vec::new()));
     };

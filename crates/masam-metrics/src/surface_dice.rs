@@ -7,7 +7,8 @@
 //!
 //! - **Input**: label maps (z, y, x) for [`SurfaceDiceMetric`], binary masks for
 //!   [`compute_surface_dice`]; spacing (z, y, x) in mm.
-//! - **Classes**: as configured by [`Classes`] (background out with [`Classes::foreground`]).
+//! - **Classes**: as configured by [`Classes`](crate::Classes) (background out with
+//!   [`Classes::foreground`](crate::Classes::foreground)).
 //! - **Empty masks**: [`EmptyPolicy::surface_dice_deepmind`] by default — both empty → NaN (the
 //!   library's 0 / 0), exactly one empty → 0.
 //! - **Units**: unitless in `[0, 1]`; the tolerance is in mm.
@@ -15,9 +16,10 @@
 use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_shapes, check_spacing, MetricsError, Result};
+use crate::error::{check_inputs, MetricsError, Result};
+use crate::label::Mask;
 use crate::policy::EmptyPolicy;
-use crate::reduction::{Accumulator, Classes, Metric};
+use crate::reduction::{BinaryScore, MetricOf};
 use crate::surfel::compute_surface_distances;
 
 /// Configuration of [`SurfaceDiceMetric`].
@@ -58,14 +60,11 @@ pub fn compute_surface_dice_at(
     tolerances_mm: &[f64],
     empty: &EmptyPolicy,
 ) -> Result<Vec<f64>> {
-    check_shapes(pred.shape(), gt.shape())?;
-    check_spacing(&spacing)?;
+    check_inputs(pred.shape(), gt.shape(), &spacing)?;
     if let Some(&t) = tolerances_mm.iter().find(|t| !t.is_finite() || **t < 0.0) {
         return Err(MetricsError::InvalidTolerance(t));
     }
-    let pred_empty = !pred.iter().any(|&b| b);
-    let gt_empty = !gt.iter().any(|&b| b);
-    if let Some(v) = empty.resolve(pred_empty, gt_empty) {
+    if let Some(v) = empty.resolve_masks(pred, gt) {
         return Ok(vec![v; tolerances_mm.len()]);
     }
     let sd = compute_surface_distances(pred, gt, spacing)?;
@@ -99,55 +98,31 @@ pub fn compute_surface_dice(
 }
 
 /// Cumulative NSD over label-map cases, per class.
-#[derive(Debug, Clone)]
-pub struct SurfaceDiceMetric {
-    cfg: SurfaceDiceConfig,
-    acc: Accumulator,
-}
+pub type SurfaceDiceMetric = MetricOf<SurfaceDiceConfig>;
 
-impl SurfaceDiceMetric {
-    /// A metric evaluating `classes` with `cfg`; reported as `nsd@<tolerance>mm`.
-    ///
-    /// # Errors
-    /// [`MetricsError::NoClasses`], [`MetricsError::InvalidTolerance`].
-    pub fn new(cfg: SurfaceDiceConfig, classes: Classes) -> Result<Self> {
-        if !cfg.tolerance_mm.is_finite() || cfg.tolerance_mm < 0.0 {
-            return Err(MetricsError::InvalidTolerance(cfg.tolerance_mm));
+/// Reported as `nsd@<tolerance>mm`; [`MetricsError::InvalidTolerance`] unless the tolerance is
+/// finite and non-negative.
+impl BinaryScore for SurfaceDiceConfig {
+    fn validate(&self) -> Result<()> {
+        if !self.tolerance_mm.is_finite() || self.tolerance_mm < 0.0 {
+            return Err(MetricsError::InvalidTolerance(self.tolerance_mm));
         }
-        Ok(Self {
-            cfg,
-            acc: Accumulator::new(format!("nsd@{}mm", cfg.tolerance_mm), classes)?,
-        })
+        Ok(())
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SurfaceDiceConfig {
-        &self.cfg
-    }
-}
-
-impl Metric for SurfaceDiceMetric {
-    fn score_binary(
-        &self,
-        pred: ArrayView3<'_, bool>,
-        gt: ArrayView3<'_, bool>,
-        spacing: [f64; 3],
-    ) -> Result<f64> {
-        compute_surface_dice(pred, gt, spacing, self.cfg.tolerance_mm, &self.cfg.empty)
+    fn metric_name(&self) -> String {
+        format!("nsd@{}mm", self.tolerance_mm)
     }
 
-    fn accumulator(&self) -> &Accumulator {
-        &self.acc
-    }
-
-    fn accumulator_mut(&mut self) -> &mut Accumulator {
-        &mut self.acc
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64> {
+        compute_surface_dice(pred, gt, spacing, self.tolerance_mm, &self.empty)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduction::{Classes, Metric};
     use ndarray::{s, Array3};
 
     #[test]

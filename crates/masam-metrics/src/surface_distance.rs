@@ -9,7 +9,8 @@
 //!
 //! - **Input**: label maps (z, y, x) for [`SurfaceDistanceMetric`], binary masks for
 //!   [`compute_average_surface_distance`]; spacing (z, y, x) in mm.
-//! - **Classes**: as configured by [`Classes`] (background out with [`Classes::foreground`]).
+//! - **Classes**: as configured by [`Classes`](crate::Classes) (background out with
+//!   [`Classes::foreground`](crate::Classes::foreground)).
 //! - **Empty masks** (medpy raises): [`EmptyPolicy::distance_monai`] by default — ground truth
 //!   empty → NaN, prediction empty with a non-empty ground truth → +∞.
 //! - **Units**: mm.
@@ -17,9 +18,10 @@
 use ndarray::ArrayView3;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{check_shapes, check_spacing, Result};
+use crate::error::{check_inputs, Result};
+use crate::label::Mask;
 use crate::policy::EmptyPolicy;
-use crate::reduction::{Accumulator, Classes, Metric};
+use crate::reduction::{BinaryScore, MetricOf};
 use crate::surface::surface_distances;
 
 /// Which average surface distance to compute.
@@ -86,11 +88,8 @@ pub fn compute_average_surface_distance(
     mode: AsdMode,
     empty: &EmptyPolicy,
 ) -> Result<f64> {
-    check_shapes(pred.shape(), gt.shape())?;
-    check_spacing(&spacing)?;
-    let pred_empty = !pred.iter().any(|&b| b);
-    let gt_empty = !gt.iter().any(|&b| b);
-    if let Some(v) = empty.resolve(pred_empty, gt_empty) {
+    check_inputs(pred.shape(), gt.shape(), &spacing)?;
+    if let Some(v) = empty.resolve_masks(pred, gt) {
         return Ok(v);
     }
     let (forward, backward) = surface_distances(pred, gt, spacing)?;
@@ -108,91 +107,51 @@ pub fn compute_average_surface_distance(
 ///
 /// # Errors
 /// As [`compute_average_surface_distance`].
-pub fn compute_asd(
-    pred: ArrayView3<'_, bool>,
-    gt: ArrayView3<'_, bool>,
-    spacing: [f64; 3],
-) -> Result<f64> {
-    compute_average_surface_distance(
-        pred,
-        gt,
-        spacing,
-        AsdMode::Directed,
-        &EmptyPolicy::distance_monai(),
-    )
+pub fn compute_asd(pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64> {
+    asd_with_default_policy(pred, gt, spacing, AsdMode::Directed)
 }
 
 /// medpy's (≥ 0.5) `assd(pred, gt, voxelspacing=spacing)` with the default empty policy.
 ///
 /// # Errors
 /// As [`compute_average_surface_distance`].
-pub fn compute_assd(
-    pred: ArrayView3<'_, bool>,
-    gt: ArrayView3<'_, bool>,
+pub fn compute_assd(pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64> {
+    asd_with_default_policy(pred, gt, spacing, AsdMode::Symmetric)
+}
+
+/// [`compute_average_surface_distance`] with [`EmptyPolicy::distance_monai`].
+fn asd_with_default_policy(
+    pred: Mask<'_>,
+    gt: Mask<'_>,
     spacing: [f64; 3],
+    mode: AsdMode,
 ) -> Result<f64> {
-    compute_average_surface_distance(
-        pred,
-        gt,
-        spacing,
-        AsdMode::Symmetric,
-        &EmptyPolicy::distance_monai(),
-    )
+    compute_average_surface_distance(pred, gt, spacing, mode, &EmptyPolicy::distance_monai())
 }
 
 /// Cumulative ASD (or ASSD) over label-map cases, per class.
-#[derive(Debug, Clone)]
-pub struct SurfaceDistanceMetric {
-    cfg: SurfaceDistanceConfig,
-    acc: Accumulator,
-}
+pub type SurfaceDistanceMetric = MetricOf<SurfaceDistanceConfig>;
 
-impl SurfaceDistanceMetric {
-    /// A metric evaluating `classes` with `cfg`; reported as `asd_mm`, `assd_mm` or
-    /// `assd_mean_of_directed_mm`.
-    ///
-    /// # Errors
-    /// [`MetricsError::NoClasses`](crate::MetricsError::NoClasses).
-    pub fn new(cfg: SurfaceDistanceConfig, classes: Classes) -> Result<Self> {
-        let name = match cfg.mode {
+/// Reported as `asd_mm`, `assd_mm` or `assd_mean_of_directed_mm`.
+impl BinaryScore for SurfaceDistanceConfig {
+    fn metric_name(&self) -> String {
+        match self.mode {
             AsdMode::Directed => "asd_mm",
             AsdMode::Symmetric => "assd_mm",
             AsdMode::MeanOfDirected => "assd_mean_of_directed_mm",
-        };
-        Ok(Self {
-            cfg,
-            acc: Accumulator::new(name, classes)?,
-        })
+        }
+        .into()
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &SurfaceDistanceConfig {
-        &self.cfg
-    }
-}
-
-impl Metric for SurfaceDistanceMetric {
-    fn score_binary(
-        &self,
-        pred: ArrayView3<'_, bool>,
-        gt: ArrayView3<'_, bool>,
-        spacing: [f64; 3],
-    ) -> Result<f64> {
-        compute_average_surface_distance(pred, gt, spacing, self.cfg.mode, &self.cfg.empty)
-    }
-
-    fn accumulator(&self) -> &Accumulator {
-        &self.acc
-    }
-
-    fn accumulator_mut(&mut self) -> &mut Accumulator {
-        &mut self.acc
+    fn score_binary(&self, pred: Mask<'_>, gt: Mask<'_>, spacing: [f64; 3]) -> Result<f64> {
+        compute_average_surface_distance(pred, gt, spacing, self.mode, &self.empty)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduction::{Classes, Metric};
     use ndarray::Array3;
 
     #[test]

@@ -12,7 +12,7 @@
 use ndarray::{Array3, ArrayView3, Zip};
 
 use crate::distance_transform::distance_transform_edt;
-use crate::error::{check_shapes, check_spacing, MetricsError, Result};
+use crate::error::{check_inputs, MetricsError, Result};
 use crate::surface::BoundingBox;
 use crate::surfel_table::NEIGHBOUR_CODE_NORMALS_EIGHTHS;
 
@@ -133,8 +133,7 @@ pub fn compute_surface_distances(
     gt: ArrayView3<'_, bool>,
     spacing: [f64; 3],
 ) -> Result<SurfaceDistances> {
-    check_shapes(pred.shape(), gt.shape())?;
-    check_spacing(&spacing)?;
+    check_inputs(pred.shape(), gt.shape(), &spacing)?;
     let Some(bb) = BoundingBox::of_union(&[pred.view(), gt.view()]) else {
         return Ok(SurfaceDistances::default());
     };
