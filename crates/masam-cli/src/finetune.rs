@@ -1,4 +1,4 @@
-//! `masam finetune`: a whole fine-tuning run ([`masam_adapter::finetune::run`]) from a TOML file
+//! `masam finetune`: a whole fine-tuning run ([`masam_app::finetune::run`]) from a TOML file
 //! and/or flags, with a progress bar, the held-out Dice table at the end, and every artefact in
 //! the run folder.
 
