@@ -1,5 +1,5 @@
 //! The three mask decoders (`sam`, `progressive`, `fusion`): output shapes, gradients for every
-//! decoder parameter, and a training step each.
+//! trainable parameter (FacT, adapters, decoder), and a training step each.
 
 use candle_core::{DType, Device, Tensor};
 use masam_adapter::sam::mask_decoder::DecoderKind;
@@ -23,6 +23,14 @@ fn every_decoder_has_full_size_outputs_and_trains_all_its_parameters() {
         (DecoderKind::Fusion, 64),
     ] {
         let model = MaSam::random(&config(kind), 0, &dev).unwrap();
+        // fresh FacT increments are zero (V·S·U with a zero factor), which zeroes the other
+        // factors' gradients: give every factor a value so that every trainable tensor is checked
+        for (name, var) in model.trainable_vars() {
+            if name.starts_with("fact.") {
+                var.set(&var.as_tensor().randn_like(0.0, 0.05).unwrap())
+                    .unwrap();
+            }
+        }
         let out = model.forward(&x, &Prompt::None, Mode::Train).unwrap();
         assert_eq!(out.masks.dims(), &[5, 4, 64, 64], "{kind:?}");
         assert_eq!(
@@ -35,6 +43,25 @@ fn every_decoder_has_full_size_outputs_and_trains_all_its_parameters() {
         .unwrap();
         let grads = loss.backward().unwrap();
         let vars = model.trainable_vars();
+        // every trainable tensor outside the prompt encoder (whose point/box embeddings see no
+        // prompt here) receives a gradient: FacT, the 3D adapters and the decoder
+        for (name, v) in vars
+            .iter()
+            .filter(|(k, _)| !k.starts_with("prompt_encoder."))
+        {
+            let n = grads
+                .get(v.as_tensor())
+                .map(|g| {
+                    g.abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                })
+                .unwrap_or(0.0);
+            assert!(n > 0.0, "{kind:?}: {name} has no gradient");
+        }
         let decoder: Vec<_> = vars
             .iter()
             .filter(|(k, _)| k.starts_with("mask_decoder."))
