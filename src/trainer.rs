@@ -181,17 +181,27 @@ impl<'m> Trainer<'m> {
             acc.accumulate(l.total.backward()?)?;
         }
         let grads = acc.finish()?;
-        // one reduction per gradient: an overflow in the backward must not reach the weights
-        for (name, var) in self.opt.named_vars() {
+        // an overflow in the backward must not reach the weights: one reduction per gradient,
+        // one host read for all of them; the culprit is looked up only when the sum is not finite
+        let mut sums = Vec::new();
+        for (_, var) in self.opt.named_vars() {
             if let Some(g) = grads.get(var.as_tensor()) {
-                let s = g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?;
-                let s = s.to_scalar::<f32>()?;
-                if !s.is_finite() {
-                    return Err(Error::NonFinite {
-                        step: self.step,
-                        what: format!("gradient of `{name}`"),
-                    });
-                }
+                sums.push(g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?);
+            }
+        }
+        if !sums.is_empty() {
+            let all = candle_core::Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+            if let Some(i) = all.iter().position(|s| !s.is_finite()) {
+                let name = self
+                    .opt
+                    .named_vars()
+                    .filter(|(_, v)| grads.get(v.as_tensor()).is_some())
+                    .nth(i)
+                    .map_or_else(String::new, |(n, _)| n.to_string());
+                return Err(Error::NonFinite {
+                    step: self.step,
+                    what: format!("gradient of `{name}`"),
+                });
             }
         }
         self.opt.step(&grads)?;

@@ -383,15 +383,7 @@ pub fn write_label_png(path: &Path, ids: &Array2<u8>, cmap: Option<&ColorMap>) -
             let rgb = masam_adapter::volume::io::frames::encode_label_frame(ids, c)?;
             masam_adapter::volume::io::frames::write_rgb_png(path, &rgb)?;
         }
-        None => {
-            let (h, w) = ids.dim();
-            let img = image::GrayImage::from_raw(w as u32, h as u32, ids.iter().copied().collect())
-                .ok_or_else(|| AppError::Config("bad label buffer".into()))?;
-            img.save(path).map_err(|e| AppError::Dataset {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        }
+        None => masam_adapter::volume::io::frames::write_grey_png(path, ids)?,
     }
     Ok(())
 }
@@ -401,13 +393,5 @@ pub fn write_label_png(path: &Path, ids: &Array2<u8>, cmap: Option<&ColorMap>) -
 /// # Errors
 /// Unreadable files.
 pub fn read_id_png(path: &Path) -> Result<Array2<u8>> {
-    let img = image::open(path)
-        .map_err(|e| AppError::Dataset {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .to_luma8();
-    let (w, h) = img.dimensions();
-    Array2::from_shape_vec((h as usize, w as usize), img.into_raw())
-        .map_err(|e| AppError::Config(e.to_string()))
+    Ok(masam_adapter::volume::io::frames::read_grey_frame(path)?)
 }

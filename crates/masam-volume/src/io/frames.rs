@@ -164,6 +164,31 @@ pub fn write_rgb_png(path: impl AsRef<Path>, rgb: &Array3<u8>) -> Result<()> {
         )));
     }
     let buf: Vec<u8> = rgb.iter().copied().collect();
+    write_png(path, (w, h), png::ColorType::Rgb, &buf)
+}
+
+/// Writes an (H, W) array of 8-bit values (e.g. class ids) as a grey PNG, atomically.
+pub fn write_grey_png(path: impl AsRef<Path>, grey: &Array2<u8>) -> Result<()> {
+    let (h, w) = grey.dim();
+    let buf: Vec<u8> = grey.iter().copied().collect();
+    write_png(path.as_ref(), (w, h), png::ColorType::Grayscale, &buf)
+}
+
+/// Reads a grey 8-bit PNG (e.g. class ids written by [`write_grey_png`]) as (H, W); of a colour
+/// image, the first channel.
+pub fn read_grey_frame(path: impl AsRef<Path>) -> Result<Array2<u8>> {
+    Ok(read_rgb_frame(path)?
+        .index_axis(ndarray::Axis(2), 0)
+        .to_owned())
+}
+
+/// Encodes 8-bit pixels (`width × height`, row-major) as PNG and writes them atomically.
+fn write_png(
+    path: &Path,
+    (w, h): (usize, usize),
+    colour: png::ColorType,
+    pixels: &[u8],
+) -> Result<()> {
     let image_err = |e: png::EncodingError| VolumeError::Image {
         path: path.to_path_buf(),
         reason: VolumeError::caused("", &e),
@@ -172,10 +197,10 @@ pub fn write_rgb_png(path: impl AsRef<Path>, rgb: &Array3<u8>) -> Result<()> {
     let mut bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut bytes, w as u32, h as u32);
-        enc.set_color(png::ColorType::Rgb);
+        enc.set_color(colour);
         enc.set_depth(png::BitDepth::Eight);
         let mut writer = enc.write_header().map_err(image_err)?;
-        writer.write_image_data(&buf).map_err(image_err)?;
+        writer.write_image_data(pixels).map_err(image_err)?;
         writer.finish().map_err(image_err)?;
     }
     masam_fs::atomic_write_bytes(path, &bytes)?;
