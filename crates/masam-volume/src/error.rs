@@ -27,7 +27,7 @@ pub enum VolumeError {
     /// [`masam_fs::FsError`], which names the file and keeps the OS error as its source).
     #[error(transparent)]
     Fs(#[from] masam_fs::FsError),
-    /// The file is not a NIfTI-1 file or its header is inconsistent (magic, sizeof_hdr, dims).
+    /// The file is not a NIfTI-1/2 file or its header is inconsistent (magic, sizeof_hdr, dims).
     #[error("{path}: invalid NIfTI header: {reason}")]
     InvalidHeader {
         /// The file involved.
@@ -52,6 +52,47 @@ pub enum VolumeError {
         bytes: u64,
         /// The limit in force.
         limit: u64,
+    },
+    /// The volume would have more voxels than the configured limit (checked before reading; see
+    /// [`crate::io::ReadLimits`]).
+    #[error("{path}: dims {dims:?} = {voxels} voxels, over the limit of {limit}")]
+    TooManyVoxels {
+        /// The file involved.
+        path: PathBuf,
+        /// Dimensions as declared.
+        dims: Vec<u64>,
+        /// Their product (saturating).
+        voxels: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The header claims more data than the file holds or can hold (a truncated file, or a small
+    /// file whose header claims a huge image); checked before allocating for it.
+    #[error(
+        "{path}: {what}: the header claims {claimed} B but the file holds at most {available} B"
+    )]
+    ClaimExceedsData {
+        /// The file involved.
+        path: PathBuf,
+        /// Which data (e.g. "voxel data", "Pixel Data element").
+        what: String,
+        /// Bytes the header claims.
+        claimed: u64,
+        /// Bytes the file holds, or can hold once decompressed.
+        available: u64,
+    },
+    /// A header number is not usable: not finite (NaN, ±inf, `1e999`), or out of its range
+    /// (a spacing ≤ 0, a singular affine).
+    #[error("{path}: {field} = {value}: {expected}")]
+    InvalidValue {
+        /// The file involved.
+        path: PathBuf,
+        /// Which field (e.g. `scl_slope`, `pixdim[3]`, `Rescale Slope`).
+        field: String,
+        /// Its value as read (`f64`; `inf` for `1e999`).
+        value: f64,
+        /// What it must be.
+        expected: &'static str,
     },
     /// The NIfTI datatype code is not supported (complex, RGB, …).
     #[error("{path}: unsupported NIfTI datatype code {code}")]
@@ -83,8 +124,9 @@ pub enum VolumeError {
         /// The number of volumes in the file.
         count: usize,
     },
-    /// Voxels are NaN or infinite.
-    #[error("{path}: {count} non-finite voxel(s), first at flat index {first}")]
+    /// Voxels are NaN or infinite, as stored or once scaled and converted to the target type
+    /// (a float64 `1e300` is infinite as `f32`).
+    #[error("{path}: {count} non-finite voxel(s), first at flat index {first} (value {value:e} before conversion to the target type)")]
     NonFinite {
         /// The file involved.
         path: PathBuf,
@@ -92,6 +134,9 @@ pub enum VolumeError {
         count: usize,
         /// Flat (x-fastest) index of the first one.
         first: usize,
+        /// The first one's value in `f64`, after scaling and before conversion to the target
+        /// type (NaN, ±inf, or a finite value beyond the target type's range).
+        value: f64,
     },
     /// Image and label grids differ.
     #[error("shape mismatch: image {image} is {image_shape:?} (Z,Y,X) but label {label} is {label_shape:?}")]

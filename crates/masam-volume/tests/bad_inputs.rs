@@ -49,6 +49,9 @@ fn named_path(e: &VolumeError) -> Option<&Path> {
         VolumeError::Io { path, .. }
         | VolumeError::InvalidHeader { path, .. }
         | VolumeError::TooLarge { path, .. }
+        | VolumeError::TooManyVoxels { path, .. }
+        | VolumeError::ClaimExceedsData { path, .. }
+        | VolumeError::InvalidValue { path, .. }
         | VolumeError::UnsupportedDatatype { path, .. }
         | VolumeError::NotThreeD { path, .. }
         | VolumeError::VolumeIndex { path, .. }
@@ -101,9 +104,13 @@ fn truncated_uncompressed_data() {
     let b = valid_nii(&d);
     let p = d.join("short.nii");
     std::fs::write(&p, &b[..b.len() - 7]).unwrap();
+    // refused from the file's size, before the data is read
     match read_err(&p) {
-        VolumeError::Io { source, .. } => {
-            assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof)
+        VolumeError::ClaimExceedsData {
+            claimed, available, ..
+        } => {
+            assert_eq!(claimed, b.len() as u64);
+            assert_eq!(available, b.len() as u64 - 7);
         }
         e => panic!("{e}"),
     }

@@ -298,3 +298,19 @@ fn dicom_compressed_single_files() {
         other => panic!("expected a Dicom error, got {other:?}"),
     }
 }
+
+#[test]
+fn dicom_enhanced_mr_without_geometry_is_a_clear_error() {
+    let Some(d) = data_dir() else { return };
+    // pydicom-data's emri_small: Enhanced MR Image Storage, 10 frames of 64 × 64, stripped of
+    // its functional groups: no frame has a position, so no volume can be placed.
+    let p = d.join("dicom_misc/pydicom-data_emri_small.dcm");
+    match masam_volume::io::read_volume(&p) {
+        Err(e @ VolumeError::Dicom { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("Image Position (Patient) of frame 1"), "{msg}");
+            assert!(msg.contains("emri_small"), "{msg}");
+        }
+        other => panic!("expected a Dicom error, got {other:?}"),
+    }
+}

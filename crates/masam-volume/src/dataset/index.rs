@@ -97,7 +97,12 @@ impl StackDataset {
                 let g = NiftiReader::new()
                     .max_bytes(ds.cfg.max_file_bytes)
                     .read_header(img)?;
-                g.dim[3] as usize
+                // dims beyond dim[0] are not validated: a 2D file has one slice
+                if g.ndim() >= 3 {
+                    g.dim[3] as usize
+                } else {
+                    1
+                }
             } else {
                 ds.case(ci)?.image.shape_zyx()[0]
             };

