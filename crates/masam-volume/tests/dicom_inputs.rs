@@ -491,3 +491,25 @@ fn bytes_in_memory_read_like_the_file() {
         .unwrap_err();
     assert_eq!(named(&e).as_deref(), Some(Path::new("junk.dcm")));
 }
+
+#[test]
+fn deeply_nested_sequences_are_refused_not_a_stack_overflow() {
+    let d = TempDir::new("dicom-deep");
+    let p = d.join("deep.dcm");
+    classic_slice(&p, 0, |_| {});
+    let b = std::fs::read(&p).unwrap();
+    // keep the preamble and meta group, then 200 000 nested undefined-length sequences
+    let meta_end = 132 + 12 + u32::from_le_bytes([b[140], b[141], b[142], b[143]]) as usize;
+    let mut deep = b[..meta_end].to_vec();
+    for _ in 0..200_000 {
+        deep.extend_from_slice(&[
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    std::fs::write(&p, &deep).unwrap();
+    let e = read_volume(&p).unwrap_err();
+    assert!(matches!(e, VolumeError::Dicom { .. }), "{e}");
+    assert!(e.to_string().contains("nested deeper"), "{e}");
+    assert_eq!(named(&e).as_deref(), Some(p.as_path()));
+}

@@ -409,3 +409,22 @@ fn bytes_in_memory_read_like_the_file() {
         .unwrap_err();
     assert!(e.to_string().starts_with("cut.nii: "), "{e}");
 }
+
+#[test]
+fn a_2d_file_with_an_unset_third_voxel_size_reads() {
+    let d = TempDir::new("nifti-2d");
+    let mut b = nifti1(
+        &d,
+        &Volume::with_spacing(Array3::from_elem((1, 4, 5), 3.0f32), [0.5, 0.5, 1.0]),
+    );
+    b[40..42].copy_from_slice(&2i16.to_le_bytes()); // dim[0] = 2
+    b[46..48].copy_from_slice(&(-7i16).to_le_bytes()); // dim[3]: ignored
+    put_f32(&mut b, 88, 0.0); // pixdim[3]: ignored
+    b[254..256].copy_from_slice(&0i16.to_le_bytes()); // sform_code 0: the qform is used
+    let p = d.join("flat.nii");
+    std::fs::write(&p, &b).unwrap();
+    let img = NiftiReader::new().read::<f32>(&p).unwrap();
+    assert_eq!(img.volume.shape_zyx(), [1, 4, 5]);
+    assert_eq!(img.volume.spacing, [0.5, 0.5, 1.0]);
+    assert_eq!(img.volume.affine[2][2], 1.0);
+}

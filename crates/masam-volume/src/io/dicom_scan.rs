@@ -10,7 +10,8 @@
 //!
 //! It understands the file meta group, explicit and implicit VR little endian, explicit VR big
 //! endian, sequences and items of defined and undefined length, and encapsulated Pixel Data. A
-//! deflated data set is not scanned (the parser inflates it as a stream).
+//! deflated data set is not scanned (the parser inflates it as a stream). Sequences nested
+//! deeper than [`MAX_DEPTH`] levels are refused.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -18,6 +19,10 @@ use std::path::Path;
 use crate::error::{Result, VolumeError};
 
 const UNDEFINED: u32 = u32::MAX;
+/// Deepest nesting of sequences and items accepted (real files nest a few levels; the parser
+/// and the in-memory object recurse once per level, so a file of a million nested sequences
+/// would overflow the stack).
+pub(crate) const MAX_DEPTH: usize = 64;
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 
 /// How the elements at the current nesting level are encoded.
@@ -102,7 +107,7 @@ fn long_vr(vr: [u8; 2]) -> bool {
 ///
 /// # Errors
 /// [`VolumeError::ClaimExceedsData`] naming the element whose length exceeds the rest of the
-/// file.
+/// file; [`VolumeError::Dicom`] for nesting deeper than [`MAX_DEPTH`].
 pub(crate) fn check_lengths<R: Read + Seek>(path: &Path, file: R, len: u64) -> Result<Option<u64>> {
     let mut s = Scanner {
         r: BufReader::new(file),
@@ -192,6 +197,15 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
         }
         if s.pos >= s.len {
             return Ok(Some(None));
+        }
+        if open.len() > MAX_DEPTH {
+            return Err(VolumeError::dicom(
+                path,
+                format!(
+                    "sequences nested deeper than {MAX_DEPTH} levels at byte {}",
+                    s.pos
+                ),
+            ));
         }
         let enc = open.last().map(|o| o.encoding).unwrap_or(dataset);
         let big = enc.big_endian;
@@ -395,5 +409,25 @@ mod tests {
         let n = b.len();
         b[n - 16..n - 12].copy_from_slice(&0x1000_0000u32.to_le_bytes());
         assert!(check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_the_parser_recurses() {
+        let nest = |levels: usize| {
+            let mut b = head("1.2.840.10008.1.2.1");
+            for _ in 0..levels {
+                b.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0]);
+                b.extend_from_slice(&UNDEFINED.to_le_bytes());
+                b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+                b.extend_from_slice(&UNDEFINED.to_le_bytes());
+            }
+            b
+        };
+        let b = nest(100_000);
+        let e = check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).unwrap_err();
+        assert!(e.to_string().contains("nested deeper"), "{e}");
+        // a few levels (each sequence and item counts once) are fine
+        let b = nest(MAX_DEPTH / 2);
+        assert!(check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).is_ok());
     }
 }

@@ -717,7 +717,7 @@ fn read_header_from(path: &Path, reader: &mut dyn Read) -> Result<RawHeader> {
             "file holds {got} bytes, shorter than the {size}-byte header"
         )));
     }
-    let raw = parse_header(path, version, &bytes[..size])?;
+    let mut raw = parse_header(path, version, &bytes[..size])?;
     let dim = &raw.geometry.dim;
     let nd = dim[0];
     if !(1..=7).contains(&nd) {
@@ -726,6 +726,14 @@ fn read_header_from(path: &Path, reader: &mut dyn Read) -> Result<RawHeader> {
     if let Some(i) = (1..=nd as usize).find(|&i| dim[i] <= 0) {
         let what = if dim[i] == 0 { "is 0" } else { "is negative" };
         return Err(invalid(format!("dim[{i}] = {} {what}", dim[i])));
+    }
+    // Spatial axes beyond dim[0] (a 2D file's z) are one voxel of 1 mm, whatever is stored.
+    let g = &mut raw.geometry;
+    for i in (nd as usize + 1)..=3 {
+        g.dim[i] = 1;
+        if !(g.pixdim[i].is_finite() && g.pixdim[i] > 0.0) {
+            g.pixdim[i] = 1.0;
+        }
     }
     Ok(raw)
 }
