@@ -1,8 +1,9 @@
 //! Medical volume IO, the MA-SAM reference preprocessing, adjacent-slice stacks, augmentation and
 //! dataset layouts.
 //!
-//! * [`io`]: NIfTI-1 read/write (every datatype, both byte orders, scaling, full geometry, atomic
-//!   writes), DICOM series, EndoVis-style frame folders.
+//! * [`io`]: NIfTI-1 and NIfTI-2 read/write (every datatype, both byte orders, scaling, full
+//!   geometry, atomic writes), DICOM series and enhanced multi-frame files, EndoVis-style frame
+//!   folders; every reader checks a file's claims against [`io::ReadLimits`] before allocating.
 //! * [`transforms`]: the reference intensity chain (HU window → ×255/450 → f32 → z-score → per-stack
 //!   min-max), the MRI variant, the slice orientation of the authors' checkpoints, resizing, and
 //!   adjacent-slice stacks.
