@@ -101,9 +101,9 @@ pub enum CliError {
         /// The tolerance (mm).
         tolerance: f64,
         /// The prediction's voxel-to-world affine.
-        pred: masam_volume::Affine,
+        pred: Box<masam_volume::Affine>,
         /// The ground truth's.
-        gt: masam_volume::Affine,
+        gt: Box<masam_volume::Affine>,
     },
     /// Two files of one folder name the same case (`c1.nii` and `c1.nii.gz`).
     #[error(

@@ -287,15 +287,14 @@ fn load_pair(c: &Case, opts: &EvalOptions, k: u16) -> Result<(Volume<u16>, Volum
         });
     }
     let d = gt.affine_max_abs_diff(&pred.affine);
-    // NaN never passes
-    if !(d <= AFFINE_TOLERANCE_MM) {
+    if d.is_nan() || d > AFFINE_TOLERANCE_MM {
         if !opts.accept_geometry_mismatch {
             return Err(CliError::GeometryMismatch {
                 case: c.name.clone(),
                 max_abs_diff: d,
                 tolerance: AFFINE_TOLERANCE_MM,
-                pred: pred.affine,
-                gt: gt.affine,
+                pred: Box::new(pred.affine),
+                gt: Box::new(gt.affine),
             });
         }
         tracing::warn!(
