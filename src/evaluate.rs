@@ -7,7 +7,7 @@ use masam_volume::Volume;
 use crate::data::LabelledVolume;
 use crate::model::MaSam;
 use crate::predict::{predict_volume, predict_volume_with_box};
-use crate::Result;
+use crate::{Error, Result};
 use masam_volume::boxes::BoxPromptConfig;
 
 /// Held-out Dice of `model` on `test` volumes (predicted with the sliding window on their own
@@ -60,6 +60,11 @@ pub fn evaluate_with_predictions(
 /// [`predict_volume_with_box`] and the 3D box `prompt` makes from the case's own label map (no
 /// jitter: [`BoxPromptConfig::volume_box`]); a case without the class gets no box and is
 /// predicted as background. `None`: prompt-free, as [`evaluate_with_predictions`].
+///
+/// # Errors
+/// A label map whose shape is not its image's, or that holds labels above the model's
+/// classes ([`Error::Shape`], [`Error::Config`], before any prediction); prediction and
+/// metric errors.
 pub fn evaluate_with_box_prompts(
     model: &MaSam,
     test: &[LabelledVolume],
@@ -79,6 +84,10 @@ pub fn evaluate_with_box_prompts(
     let classes = Classes::foreground(k).with_names(names)?;
     let mut metric = DiceMetric::new(DiceConfig::default(), classes)?;
     let stack = SliceStack::new(*stack)?;
+    // checked before any prediction: a bad case found after an hour of inference helps no one
+    for (i, case) in test.iter().enumerate() {
+        check_case(i, case, k)?;
+    }
     let mut preds = Vec::with_capacity(test.len());
     for (i, case) in test.iter().enumerate() {
         let pred = match prompt {
@@ -102,4 +111,62 @@ pub fn evaluate_with_box_prompts(
         preds.push(pred);
     }
     Ok((metric.aggregate(), preds))
+}
+
+/// A held-out case must have a label map on its image's grid with labels `0..=k`.
+fn check_case(i: usize, case: &LabelledVolume, k: usize) -> Result<()> {
+    let (img, lab) = (case.image.data.dim(), case.label.data.dim());
+    if img != lab {
+        return Err(Error::Shape {
+            what: "held-out label map",
+            expected: format!("the shape of its image {img:?} (Z, Y, X)"),
+            found: vec![lab.0, lab.1, lab.2],
+        });
+    }
+    let (mut over, mut largest) = (0u64, 0u8);
+    for &v in case.label.data.iter() {
+        if usize::from(v) > k {
+            over += 1;
+            largest = largest.max(v);
+        }
+    }
+    if over > 0 {
+        return Err(Error::Config(format!(
+            "held-out case {i}: {over} voxel(s) hold labels above the model's {k} classes \
+             (up to {largest}); map the labels to 0..={k}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use masam_volume::ndarray::Array3;
+
+    fn case(label: Array3<u8>) -> LabelledVolume {
+        LabelledVolume {
+            image: Volume::with_spacing(Array3::<f32>::zeros((2, 4, 4)), [1.0; 3]),
+            label: Volume::with_spacing(label, [1.0; 3]),
+        }
+    }
+
+    #[test]
+    fn labels_above_the_classes_are_refused() {
+        let mut l = Array3::<u8>::zeros((2, 4, 4));
+        l[[0, 1, 1]] = 3;
+        assert!(check_case(0, &case(l.clone()), 3).is_ok());
+        l[[1, 2, 2]] = 9;
+        let e = check_case(4, &case(l), 3).unwrap_err().to_string();
+        assert!(
+            e.contains("case 4") && e.contains("1 voxel(s)") && e.contains("9"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_label_map_on_another_grid_is_refused() {
+        let e = check_case(0, &case(Array3::zeros((2, 4, 5))), 3).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e}");
+    }
 }

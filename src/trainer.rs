@@ -31,8 +31,14 @@ pub struct TrainerConfig {
     pub schedule: LrSchedule,
     /// Loss weights.
     pub loss: DiceCeLossConfig,
-    /// Run seed (data order, augmentation, fresh weights).
+    /// Run seed (data order, augmentation, fresh weights, FacT dropout masks).
     pub seed: u64,
+    /// Deterministic run: a run stopped at any point (even by `kill -9`) and resumed from its
+    /// last checkpoint ends bit-identical to an uninterrupted one. Training refuses what would
+    /// break that (a time budget instead of a step count, a CUDA device). Off in files written
+    /// before the field existed.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 impl Default for TrainerConfig {
@@ -45,6 +51,7 @@ impl Default for TrainerConfig {
             schedule: LrSchedule::reference(400 * 1000),
             loss: DiceCeLossConfig::default(),
             seed: 1234,
+            deterministic: false,
         }
     }
 }
@@ -121,6 +128,9 @@ impl<'m> Trainer<'m> {
         }
         let vars = model.trainable_vars().into_iter().collect();
         let opt = AdamW::from_map(vars, cfg.optimizer)?;
+        if let Some(f) = &model.fact {
+            f.dropout_rng().reseed(cfg.seed);
+        }
         let loss = DiceCeLoss::new(cfg.loss)?;
         Ok(Self {
             model,
@@ -154,6 +164,10 @@ impl<'m> Trainer<'m> {
         }
         let lr = self.cfg.schedule.lr_at(self.step);
         self.opt.set_lr(lr);
+        // the dropout masks of a step depend on (seed, step) only: a resumed run draws the same
+        if let Some(f) = &self.model.fact {
+            f.dropout_rng().begin_step(self.step);
+        }
         let vars: Vec<_> = self.opt.named_vars().map(|(_, v)| v.clone()).collect();
         let mut acc = GradAccumulator::new(vars.iter());
         let (mut tl, mut tce, mut td) = (0f32, 0f32, 0f32);

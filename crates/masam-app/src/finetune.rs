@@ -79,6 +79,31 @@ pub fn initial_model(cfg: &FinetuneConfig) -> Result<MaSam> {
     })
 }
 
+/// What a deterministic run (`cfg.trainer.deterministic`) cannot have: a time budget (where it
+/// stops would depend on the machine's speed) and a device other than the CPU (CUDA kernels
+/// accumulate in an order that varies from run to run).
+///
+/// # Errors
+/// [`AppError::Config`] naming the setting.
+pub fn check_deterministic(cfg: &FinetuneConfig) -> Result<()> {
+    if !cfg.trainer.deterministic {
+        return Ok(());
+    }
+    if let Some(b) = cfg.time_budget_s {
+        return Err(AppError::Config(format!(
+            "a deterministic run trains a fixed number of steps, but the configuration has a \
+             time budget of {b} s: remove `time_budget_s` (the CLI: no --minutes)"
+        )));
+    }
+    if !crate::device::parse_device(&cfg.device)?.is_cpu() {
+        return Err(AppError::Config(format!(
+            "a deterministic run is guaranteed on the CPU only, not on `{}`",
+            cfg.device
+        )));
+    }
+    Ok(())
+}
+
 /// Runs training then held-out evaluation; `on_step` sees every step (progress display).
 ///
 /// The run folder `cfg.out_dir` receives `config.toml` first, then `train_state.safetensors`
@@ -102,6 +127,7 @@ pub fn run_from(
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
     crate::runtime::tune_allocator();
+    check_deterministic(cfg)?;
     std::fs::create_dir_all(&cfg.out_dir).map_err(io_at(&cfg.out_dir))?;
     let config_path = cfg.out_dir.join(crate::run_dir::CONFIG_FILE);
     masam_fs::atomic_write_bytes(&config_path, toml::to_string_pretty(cfg)?.as_bytes())?;

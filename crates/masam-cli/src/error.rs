@@ -69,6 +69,70 @@ pub enum CliError {
         /// Ground-truth shape (Z, Y, X).
         gt: [usize; 3],
     },
+    /// A label map holds values that are not labels `0..=max_label`.
+    #[error(
+        "{what} `{file}`: values that are not labels 0..={max_label}: {found}; label maps must \
+         hold whole numbers from 0 (background) to the number of classes (--classes, or the \
+         task's)"
+    )]
+    InvalidLabels {
+        /// The file.
+        file: PathBuf,
+        /// "prediction" or "ground truth".
+        what: &'static str,
+        /// The largest label allowed.
+        max_label: u16,
+        /// The offending values and their voxel counts.
+        found: crate::label_check::BadLabels,
+    },
+    /// A prediction and its ground truth have the same shape but different affines.
+    #[error(
+        "case `{case}`: the prediction's affine differs from the ground truth's by up to \
+         {max_abs_diff:.4} mm (tolerance {tolerance} mm): prediction {pred:?}, ground truth \
+         {gt:?}; a mirrored or shifted prediction would be scored against the wrong voxels. \
+         Predict on the ground truth's grid, or pass --accept-geometry-mismatch to score voxel \
+         by voxel anyway (on the ground truth's spacing)"
+    )]
+    GeometryMismatch {
+        /// Case name.
+        case: String,
+        /// Largest absolute difference of the two affines' entries (mm).
+        max_abs_diff: f64,
+        /// The tolerance (mm).
+        tolerance: f64,
+        /// The prediction's voxel-to-world affine.
+        pred: Box<masam_volume::Affine>,
+        /// The ground truth's.
+        gt: Box<masam_volume::Affine>,
+    },
+    /// Two files of one folder name the same case (`c1.nii` and `c1.nii.gz`).
+    #[error(
+        "{} files in `{dir}` name the same case `{case}`: {}; keep one of them",
+        files.len(),
+        files.iter().map(|f| format!("`{}`", f.display())).collect::<Vec<_>>().join(", ")
+    )]
+    DuplicateCase {
+        /// The folder.
+        dir: PathBuf,
+        /// The case name (file name without `.nii[.gz]`).
+        case: String,
+        /// The files.
+        files: Vec<PathBuf>,
+    },
+    /// Some items of a folder batch failed; the others were processed and their outputs written.
+    #[error(
+        "{} of {total} {what} failed (the others were written):\n{}",
+        failures.len(),
+        failures.iter().map(|f| format!("  {}: {}", f.item.display(), f.chain())).collect::<Vec<_>>().join("\n")
+    )]
+    BatchFailed {
+        /// What the items are ("volumes", "cases").
+        what: &'static str,
+        /// Items in the batch.
+        total: usize,
+        /// Every failure, in the order met.
+        failures: Vec<BatchFailure>,
+    },
     /// Flags that contradict each other or are incomplete.
     #[error("{0}")]
     Usage(String),
@@ -136,5 +200,36 @@ impl CliError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// One failed item of a folder batch.
+#[derive(Debug)]
+pub struct BatchFailure {
+    /// The file (or case) that failed.
+    pub item: PathBuf,
+    /// Why.
+    pub error: Box<CliError>,
+}
+
+impl BatchFailure {
+    /// A failure of `item`.
+    pub fn new(item: impl Into<PathBuf>, error: CliError) -> Self {
+        Self {
+            item: item.into(),
+            error: Box::new(error),
+        }
+    }
+
+    /// The error and its causes on one line (`error: cause: cause`).
+    pub fn chain(&self) -> String {
+        let mut text = self.error.to_string();
+        let mut source = std::error::Error::source(&*self.error);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 }

@@ -2,6 +2,7 @@
 //! and a folder of ground truths, matched by file name, with each volume's voxel spacing.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -10,10 +11,11 @@ use masam_metrics::{
     SurfaceDiceMetric, SurfaceDistanceConfig, SurfaceDistanceMetric,
 };
 use masam_volume::dataset::LabelMap;
-use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiReader};
+use masam_volume::io::nifti::is_nifti_path;
 use masam_volume::Volume;
 
-use crate::error::{CliError, Result};
+use crate::error::{BatchFailure, CliError, Result};
+use crate::label_check::{self, MAX_CLASSES};
 use crate::progress;
 
 /// Flags of `masam evaluate`.
@@ -49,6 +51,10 @@ pub struct EvaluateArgs {
     /// With --task amos: score only the CT (case ids below 500) or only the MRI cases.
     #[arg(long, value_name = "ct|mri", requires = "task")]
     pub modality: Option<String>,
+    /// Score predictions whose affine differs from their ground truth's (same shape, e.g. a
+    /// mirrored axis) voxel by voxel instead of refusing them.
+    #[arg(long)]
+    pub accept_geometry_mismatch: bool,
 }
 
 /// A prediction and its ground truth.
@@ -73,6 +79,9 @@ pub struct EvalOptions {
     pub nsd_tolerance_mm: f64,
     /// Applied to every stored ground-truth label before scoring.
     pub gt_map: LabelMap,
+    /// Score a prediction whose affine differs from its ground truth's (same shape) voxel by
+    /// voxel instead of refusing it.
+    pub accept_geometry_mismatch: bool,
 }
 
 impl Default for EvalOptions {
@@ -82,6 +91,7 @@ impl Default for EvalOptions {
             names: None,
             nsd_tolerance_mm: 1.0,
             gt_map: LabelMap::Identity,
+            accept_geometry_mismatch: false,
         }
     }
 }
@@ -89,7 +99,23 @@ impl Default for EvalOptions {
 /// Short file stems of the reports, in the order [`evaluate`] returns them.
 pub const REPORT_FILES: [&str; 4] = ["dice", "hd95", "asd", "nsd"];
 
-fn nifti_by_stem(dir: &Path, what: &'static str) -> Result<BTreeMap<String, PathBuf>> {
+/// A file name without `.nii.gz` or `.nii` (any case), kept as an `OsString` so that names
+/// which are not UTF-8 stay distinct.
+fn case_stem(path: &Path) -> OsString {
+    let name = path.file_name().unwrap_or_default();
+    let lower = name.as_encoded_bytes().to_ascii_lowercase();
+    let stem = Path::new(name).file_stem();
+    let stem = if lower.ends_with(b".nii.gz") {
+        stem.and_then(|s| Path::new(s).file_stem())
+    } else if lower.ends_with(b".nii") {
+        stem
+    } else {
+        None
+    };
+    stem.unwrap_or(name).to_os_string()
+}
+
+fn nifti_by_stem(dir: &Path, what: &'static str) -> Result<BTreeMap<OsString, PathBuf>> {
     if !dir.is_dir() {
         return Err(CliError::not_found_hint(
             what,
@@ -98,23 +124,35 @@ fn nifti_by_stem(dir: &Path, what: &'static str) -> Result<BTreeMap<String, Path
         ));
     }
     let rd = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, e))?;
-    let mut out = BTreeMap::new();
+    let mut found: BTreeMap<OsString, Vec<PathBuf>> = BTreeMap::new();
     for entry in rd {
         let p = entry.map_err(|e| CliError::io(dir, e))?.path();
         // macOS archives leave a `._name` resource fork beside every file
         let fork = p
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("._"));
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b"._"));
         if p.is_file() && is_nifti_path(&p) && !fork {
-            out.insert(stem_of(&p), p);
+            found.entry(case_stem(&p)).or_default().push(p);
         }
     }
-    if out.is_empty() {
+    if found.is_empty() {
         return Err(CliError::NoInputs {
             what: "NIfTI files (.nii, .nii.gz)",
             dir: dir.to_path_buf(),
             hint: String::new(),
         });
+    }
+    let mut out = BTreeMap::new();
+    for (stem, mut files) in found {
+        if files.len() > 1 {
+            files.sort();
+            return Err(CliError::DuplicateCase {
+                dir: dir.to_path_buf(),
+                case: stem.to_string_lossy().into_owned(),
+                files,
+            });
+        }
+        out.insert(stem, files.remove(0));
     }
     Ok(out)
 }
@@ -130,7 +168,7 @@ pub fn match_cases(pred_dir: &Path, gt_dir: &Path) -> Result<Vec<Case>> {
     let no_gt: Vec<String> = preds
         .keys()
         .filter(|k| !gts.contains_key(*k))
-        .cloned()
+        .map(|k| k.to_string_lossy().into_owned())
         .collect();
     if !no_gt.is_empty() {
         return Err(CliError::MissingGroundTruth {
@@ -141,7 +179,7 @@ pub fn match_cases(pred_dir: &Path, gt_dir: &Path) -> Result<Vec<Case>> {
     let no_pred: Vec<String> = gts
         .keys()
         .filter(|k| !preds.contains_key(*k))
-        .cloned()
+        .map(|k| k.to_string_lossy().into_owned())
         .collect();
     if !no_pred.is_empty() {
         return Err(CliError::MissingPrediction {
@@ -151,40 +189,54 @@ pub fn match_cases(pred_dir: &Path, gt_dir: &Path) -> Result<Vec<Case>> {
     }
     Ok(preds
         .into_iter()
-        .map(|(name, pred)| Case {
-            gt: gts[&name].clone(),
-            name,
+        .map(|(stem, pred)| Case {
+            gt: gts[&stem].clone(),
+            name: stem.to_string_lossy().into_owned(),
             pred,
         })
         .collect())
 }
 
-fn read_labels(path: &Path) -> Result<Volume<u16>> {
-    Ok(NiftiReader::new().read::<u16>(path)?.volume)
-}
-
-/// The classes to score: `opts.classes` or the largest label of the ground truths (read here).
+/// The classes to score: `opts.classes` or the largest label of the ground truths (read here;
+/// files that cannot be read or hold values that are not labels up to [`MAX_CLASSES`] are left
+/// out of the count and reported when they are scored).
 ///
 /// # Errors
-/// Unreadable files, names that do not match the count, or no foreground at all without
-/// `classes`.
+/// More than [`MAX_CLASSES`] classes, names that do not match the count, no foreground at all
+/// without `classes` ([`CliError::BatchFailed`] with each file's error when some ground truths
+/// were left out).
 pub fn classes_for(cases: &[Case], opts: &EvalOptions) -> Result<Classes> {
     let k = match opts.classes {
         Some(k) => k,
         None => {
-            let mut max = 0u16;
+            let (mut max, mut failures) = (0u16, vec![]);
             for c in cases {
-                let gt = read_labels(&c.gt)?;
-                max = max.max(gt.data.iter().copied().max().unwrap_or(0));
+                match label_check::largest_label(&c.gt) {
+                    Ok(m) => max = max.max(m),
+                    Err(e) => failures.push(BatchFailure::new(&c.gt, e)),
+                }
+            }
+            if max == 0 && !failures.is_empty() {
+                // nothing to count the classes on: the files' own errors say more
+                return Err(CliError::BatchFailed {
+                    what: "ground truth files",
+                    total: cases.len(),
+                    failures,
+                });
             }
             tracing::info!(classes = max, "number of classes from the ground truth");
-            max as usize
+            usize::from(max)
         }
     };
     if k == 0 {
         return Err(CliError::Usage(
             "the ground truth holds no foreground label: pass --classes K".into(),
         ));
+    }
+    if k > MAX_CLASSES {
+        return Err(CliError::Usage(format!(
+            "--classes {k}: at most {MAX_CLASSES} classes are scored"
+        )));
     }
     let classes = Classes::foreground(k);
     Ok(match &opts.names {
@@ -201,17 +253,94 @@ pub fn classes_for(cases: &[Case], opts: &EvalOptions) -> Result<Classes> {
     })
 }
 
+/// Largest difference (mm) between the affines of a prediction and its ground truth that is
+/// still the same grid: NIfTI stores them in single precision.
+pub const AFFINE_TOLERANCE_MM: f64 = 1e-3;
+
+/// A prediction and its ground truth, checked: labels in `0..=k` (after `opts.gt_map` for the
+/// ground truth), same shape, and same affine unless `opts.accept_geometry_mismatch`.
+fn load_pair(c: &Case, opts: &EvalOptions, k: u16) -> Result<(Volume<u16>, Volume<u16>)> {
+    let pred = label_check::read_labels(&c.pred, "prediction", k)?;
+    let gt = if opts.gt_map == LabelMap::Identity {
+        label_check::read_labels(&c.gt, "ground truth", k)?
+    } else {
+        // the stored labels of a task are bytes; its mapping must land in 0..=k
+        let stored = label_check::read_labels(&c.gt, "ground truth", u16::from(u8::MAX))?;
+        let mapped = stored.data.mapv(|v| f32::from(opts.gt_map.apply(v as u8)));
+        let mapped = Volume {
+            data: mapped,
+            spacing: stored.spacing,
+            affine: stored.affine,
+        };
+        label_check::labels_within(&mapped, k).map_err(|found| CliError::InvalidLabels {
+            file: c.gt.clone(),
+            what: "ground truth (after the task's label mapping)",
+            max_label: k,
+            found,
+        })?
+    };
+    if pred.shape_zyx() != gt.shape_zyx() {
+        return Err(CliError::ShapeMismatch {
+            case: c.name.clone(),
+            pred: pred.shape_zyx(),
+            gt: gt.shape_zyx(),
+        });
+    }
+    let d = gt.affine_max_abs_diff(&pred.affine);
+    if d.is_nan() || d > AFFINE_TOLERANCE_MM {
+        if !opts.accept_geometry_mismatch {
+            return Err(CliError::GeometryMismatch {
+                case: c.name.clone(),
+                max_abs_diff: d,
+                tolerance: AFFINE_TOLERANCE_MM,
+                pred: Box::new(pred.affine),
+                gt: Box::new(gt.affine),
+            });
+        }
+        tracing::warn!(
+            case = %c.name,
+            max_abs_diff_mm = d,
+            "prediction and ground truth affines differ (--accept-geometry-mismatch): scoring \
+             voxel by voxel on the ground truth's spacing"
+        );
+    }
+    Ok((pred, gt))
+}
+
 /// Scores every case: Dice, HD95 (mm), ASD (mm, prediction → ground truth, medpy `asd`) and NSD
 /// at the tolerance, in that order ([`REPORT_FILES`]). `on_case` is called after each case.
+/// Stops at the first case that fails; [`evaluate_batch`] goes on past them.
 ///
 /// # Errors
-/// Unreadable files, [`CliError::ShapeMismatch`], metric errors.
+/// Unreadable files, [`CliError::InvalidLabels`], [`CliError::ShapeMismatch`],
+/// [`CliError::GeometryMismatch`], metric errors.
 pub fn evaluate(
     cases: &[Case],
     opts: &EvalOptions,
-    mut on_case: impl FnMut(&Case),
+    on_case: impl FnMut(&Case),
 ) -> Result<Vec<MetricReport>> {
+    let (reports, mut failures) = evaluate_batch(cases, opts, on_case)?;
+    if failures.is_empty() {
+        Ok(reports)
+    } else {
+        Err(*failures.swap_remove(0).error)
+    }
+}
+
+/// [`evaluate`] over a batch: a case that fails (unreadable, invalid labels, other grid) is
+/// left out of the reports and returned with its error; the others are scored. `on_case` is
+/// called after each case, scored or not.
+///
+/// # Errors
+/// What concerns every case: the class count and names ([`classes_for`]), metric set-up.
+pub fn evaluate_batch(
+    cases: &[Case],
+    opts: &EvalOptions,
+    mut on_case: impl FnMut(&Case),
+) -> Result<(Vec<MetricReport>, Vec<BatchFailure>)> {
     let classes = classes_for(cases, opts)?;
+    // classes_for bounds the count by MAX_CLASSES
+    let k = u16::try_from(classes.len()).unwrap_or(u16::MAX);
     let mut dice = DiceMetric::new(DiceConfig::default(), classes.clone())?;
     let mut hd95 = Hd95Metric::hd95(classes.clone())?;
     let mut asd = SurfaceDistanceMetric::new(SurfaceDistanceConfig::default(), classes.clone())?;
@@ -219,43 +348,30 @@ pub fn evaluate(
         SurfaceDiceConfig::default().with_tolerance_mm(opts.nsd_tolerance_mm),
         classes,
     )?;
+    let mut failures = vec![];
     for c in cases {
-        let pred = read_labels(&c.pred)?;
-        let mut gt = read_labels(&c.gt)?;
-        if opts.gt_map != LabelMap::Identity {
-            gt.data
-                .mapv_inplace(|v| opts.gt_map.apply(v.min(255) as u8) as u16);
+        let scored = load_pair(c, opts, k).and_then(|(pred, gt)| {
+            let s = gt.spacing;
+            let spacing_zyx = [s[2], s[1], s[0]];
+            let (p, g) = (pred.data.view(), gt.data.view());
+            dice.update_case(c.name.clone(), p, g, spacing_zyx)?;
+            hd95.update_case(c.name.clone(), p, g, spacing_zyx)?;
+            asd.update_case(c.name.clone(), p, g, spacing_zyx)?;
+            nsd.update_case(c.name.clone(), p, g, spacing_zyx)?;
+            Ok(())
+        });
+        if let Err(e) = scored {
+            failures.push(BatchFailure::new(&c.pred, e));
         }
-        if pred.shape_zyx() != gt.shape_zyx() {
-            return Err(CliError::ShapeMismatch {
-                case: c.name.clone(),
-                pred: pred.shape_zyx(),
-                gt: gt.shape_zyx(),
-            });
-        }
-        let d = gt.affine_max_abs_diff(&pred.affine);
-        if d > 1e-3 {
-            tracing::warn!(
-                case = %c.name,
-                max_abs_diff_mm = d,
-                "prediction and ground truth affines differ; scoring on the ground truth's spacing"
-            );
-        }
-        let s = gt.spacing;
-        let spacing_zyx = [s[2], s[1], s[0]];
-        let (p, g) = (pred.data.view(), gt.data.view());
-        dice.update_case(c.name.clone(), p, g, spacing_zyx)?;
-        hd95.update_case(c.name.clone(), p, g, spacing_zyx)?;
-        asd.update_case(c.name.clone(), p, g, spacing_zyx)?;
-        nsd.update_case(c.name.clone(), p, g, spacing_zyx)?;
         on_case(c);
     }
-    Ok(vec![
+    let reports = vec![
         dice.aggregate(),
         hd95.aggregate(),
         asd.aggregate(),
         nsd.aggregate(),
-    ])
+    ];
+    Ok((reports, failures))
 }
 
 /// Writes `<name>.json` and `<name>.csv` per report ([`REPORT_FILES`] names) and `metrics.json`
@@ -327,6 +443,7 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
                 names: args.names.clone().or(Some(names)),
                 nsd_tolerance_mm: args.nsd_tolerance,
                 gt_map: t.label_map(args.btcv_classes),
+                accept_geometry_mismatch: args.accept_geometry_mismatch,
             }
         }
         None => EvalOptions {
@@ -334,24 +451,34 @@ pub fn run(args: &EvaluateArgs) -> Result<Vec<MetricReport>> {
             names: args.names.clone(),
             nsd_tolerance_mm: args.nsd_tolerance,
             gt_map: LabelMap::Identity,
+            accept_geometry_mismatch: args.accept_geometry_mismatch,
         },
     };
     let pb = progress::bar(cases.len() as u64, "volumes");
-    let reports = evaluate(&cases, &opts, |c| {
+    let (reports, failures) = evaluate_batch(&cases, &opts, |c| {
         pb.set_message(c.name.clone());
         pb.inc(1);
     })?;
     pb.finish_and_clear();
-    for r in &reports {
-        println!("{r:.4}\n");
+    let scored = cases.len() - failures.len();
+    if scored > 0 {
+        for r in &reports {
+            println!("{r:.4}\n");
+        }
+        let files = write_reports(&reports, &args.out)?;
+        println!(
+            "{scored} case(s); wrote {} files to {}",
+            files.len(),
+            args.out.display()
+        );
     }
-    let files = write_reports(&reports, &args.out)?;
-    println!(
-        "{} case(s); wrote {} files to {}",
-        cases.len(),
-        files.len(),
-        args.out.display()
-    );
+    if !failures.is_empty() {
+        return Err(CliError::BatchFailed {
+            what: "cases",
+            total: cases.len(),
+            failures,
+        });
+    }
     Ok(reports)
 }
 

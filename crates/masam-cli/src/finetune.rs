@@ -54,9 +54,14 @@ pub struct FinetuneArgs {
     /// Continue the interrupted run in --out (its config.toml is reused unless --config is given).
     #[arg(long)]
     pub resume: bool,
-    /// Run seed (data order, augmentation, fresh weights).
+    /// Run seed (data order, augmentation, fresh weights, FacT dropout).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
+    /// Deterministic run: stopped at any point (even killed) and continued with --resume, it
+    /// ends with the same model, bit for bit, as an uninterrupted run. Trains exactly --steps
+    /// steps (no time budget; not with --minutes), on the CPU. Kept by --resume.
+    #[arg(long, conflicts_with = "minutes")]
+    pub deterministic: bool,
     /// Device to train on: cpu (default), cuda or cuda:N (CUDA needs a build with
     /// `--features cuda`).
     #[arg(long, value_name = "DEV")]
@@ -419,6 +424,10 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         cfg.time_budget_s = Some(m * 60.0);
     }
     cfg.resume = args.resume;
+    if args.deterministic {
+        cfg.trainer.deterministic = true;
+        cfg.time_budget_s = None;
+    }
     if let Some(run) = &args.init_from {
         // the model of the run we start from (its classes included), trained further here
         let src = run_dir::load_config(run.join(run_dir::CONFIG_FILE))?;

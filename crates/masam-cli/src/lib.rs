@@ -14,12 +14,13 @@ pub mod convert;
 pub mod error;
 pub mod evaluate;
 pub mod finetune;
+pub mod label_check;
 pub mod predict;
 pub mod progress;
 
 use clap::{Parser, Subcommand};
 
-pub use error::{CliError, Result};
+pub use error::{BatchFailure, CliError, Result};
 
 /// MA-SAM for 3D medical image segmentation: fine-tune on your CT/MRI volumes, predict label
 /// maps, evaluate them.

@@ -1,6 +1,7 @@
 //! `masam predict`: label maps for NIfTI files, DICOM series and folders of NIfTI files, written
 //! as NIfTI on each input's grid (same shape and affine; a NIfTI input's qform/sform are copied).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -9,12 +10,12 @@ use masam_adapter::predict::{predict_volume_with, PredictOptions};
 use masam_adapter::MaSam;
 use masam_app::{run_dir, FinetuneConfig, RunDir};
 use masam_volume::boxes::{expand_box, tight_box, Box3d, BoxError};
-use masam_volume::io::nifti::{is_nifti_path, stem_of, NiftiGeometry, NiftiReader};
+use masam_volume::io::nifti::{is_nifti_path, NiftiGeometry, NiftiReader};
 use masam_volume::io::NiftiWriter;
 use masam_volume::transforms::SliceStack;
 use masam_volume::Volume;
 
-use crate::error::{CliError, Result};
+use crate::error::{BatchFailure, CliError, Result};
 use crate::progress;
 
 /// Flags of `masam predict`.
@@ -297,17 +298,18 @@ pub fn input_kind(input: &Path) -> Result<InputKind> {
 }
 
 /// The output file name for one input placed in an output folder: a NIfTI input keeps its name,
-/// a DICOM file or series becomes `<name>.nii.gz`.
-pub fn output_name(input: &Path) -> String {
-    let name = input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "prediction".into());
+/// a DICOM file or series becomes `<name>.nii.gz`. Names that are not UTF-8 are kept as they are
+/// (two such inputs never share an output).
+pub fn output_name(input: &Path) -> OsString {
+    let Some(name) = input.file_name() else {
+        return OsString::from("prediction.nii.gz");
+    };
     if is_nifti_path(input) {
-        name
-    } else {
-        format!("{}.nii.gz", stem_of(input))
+        return name.to_os_string();
     }
+    let mut out = Path::new(name).file_stem().unwrap_or(name).to_os_string();
+    out.push(".nii.gz");
+    out
 }
 
 /// The volumes to predict and where each prediction goes (see [`PredictArgs`]).
@@ -645,9 +647,18 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         ));
     }
     let pb = progress::bar(jobs.len() as u64, "volumes");
+    let mut failures = vec![];
     for job in &jobs {
-        pb.set_message(output_name(&job.input));
-        let labels = predictor.run_job_with_boxes(job, args.batch, &boxes)?;
+        pb.set_message(output_name(&job.input).to_string_lossy().into_owned());
+        let labels = match predictor.run_job_with_boxes(job, args.batch, &boxes) {
+            Ok(l) => l,
+            Err(e) => {
+                pb.suspend(|| tracing::warn!(input = %job.input.display(), error = %e, "failed"));
+                failures.push(BatchFailure::new(&job.input, e));
+                pb.inc(1);
+                continue;
+            }
+        };
         let fg = labels.data.iter().filter(|&&v| v > 0).count();
         pb.suspend(|| {
             tracing::info!(
@@ -663,9 +674,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     pb.finish_and_clear();
     println!(
         "wrote {} prediction(s) to {}",
-        jobs.len(),
+        jobs.len() - failures.len(),
         args.output.display()
     );
+    if !failures.is_empty() {
+        return Err(CliError::BatchFailed {
+            what: "volumes",
+            total: jobs.len(),
+            failures,
+        });
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::config::{FactConfig, FactKind};
+use crate::dropout_rng::DropoutRng;
 use crate::error::{FactError, Result};
 use crate::factors::SharedFactors;
 use crate::hook::FactHook;
@@ -51,6 +52,7 @@ pub struct Fact {
     depth: usize,
     factors: Arc<SharedFactors>,
     cores: Cores,
+    dropout: Arc<DropoutRng>,
 }
 
 impl Fact {
@@ -67,7 +69,14 @@ impl Fact {
             depth,
             factors,
             cores,
+            dropout: Arc::new(DropoutRng::new(0)),
         })
+    }
+
+    /// The dropout masks' source shared by all increments: seed it with the run seed
+    /// ([`DropoutRng::reseed`]) and start each training step with [`DropoutRng::begin_step`].
+    pub fn dropout_rng(&self) -> &Arc<DropoutRng> {
+        &self.dropout
     }
 
     /// The configuration.
@@ -171,6 +180,7 @@ impl Fact {
             self.cfg.mlp_ratio,
             self.cfg.scale,
             self.cfg.dropout,
+            self.dropout.clone(),
         ))
     }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use candle_core::{Result as CResult, Tensor};
 
+use crate::dropout_rng::DropoutRng;
 use crate::error::{FactError, Result};
 use crate::factors::SharedFactors;
 use crate::projection::Projection;
@@ -33,7 +34,8 @@ pub(crate) enum CoreSource {
 ///
 /// So `ΔW` has shape (m_out·C, m_in·C) with block (j, k) equal to `V · S[j, k] · U`, where
 /// `S[j, k]` is the (j, k) r×r block of S. Dropout (training only) acts on the rank-space
-/// activation `S·U x`, as in the reference.
+/// activation `S·U x`, as in the reference; its masks come from a seeded [`DropoutRng`], so a
+/// training run repeats bit for bit.
 ///
 /// # Shapes
 /// - `x`: (…, m_in·C); [`Increment::delta`] returns (…, m_out·C)
@@ -45,6 +47,7 @@ pub struct Increment {
     mlp_ratio: usize,
     scale: f64,
     dropout: f32,
+    rng: Arc<DropoutRng>,
 }
 
 impl Increment {
@@ -90,6 +93,7 @@ impl Increment {
             mlp_ratio,
             scale,
             dropout,
+            Arc::new(DropoutRng::new(0)),
         ))
     }
 
@@ -100,6 +104,7 @@ impl Increment {
         mlp_ratio: usize,
         scale: f64,
         dropout: f32,
+        rng: Arc<DropoutRng>,
     ) -> Self {
         Self {
             factors,
@@ -108,7 +113,20 @@ impl Increment {
             mlp_ratio,
             scale,
             dropout,
+            rng,
         }
+    }
+
+    /// This increment drawing its dropout masks from `rng` (a new increment has its own,
+    /// seeded with 0; [`crate::Fact`] gives all of a model's increments the same one).
+    pub fn with_dropout_rng(mut self, rng: Arc<DropoutRng>) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// Where the dropout masks come from.
+    pub fn dropout_rng(&self) -> &Arc<DropoutRng> {
+        &self.rng
     }
 
     /// The adapted projection.
@@ -182,7 +200,10 @@ impl Increment {
         // Rank space: h = z · Sᵀ, (rows, m_out·r).
         let mut h = z.matmul(&self.core()?.t()?)?;
         if train && self.dropout > 0.0 {
-            h = candle_nn::ops::dropout(&h, self.dropout)?;
+            let mask = self
+                .rng
+                .mask(h.shape(), self.dropout, h.dtype(), h.device())?;
+            h = (h * mask)?;
         }
         if self.scale != 1.0 {
             h = (h * self.scale)?;

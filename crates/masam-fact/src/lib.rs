@@ -72,6 +72,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod config;
+pub mod dropout_rng;
 pub mod error;
 pub mod fact;
 pub mod factors;
@@ -87,6 +88,7 @@ pub mod tt;
 pub use backend::{merge_tensors, FactBackend, ProjectionMap, ServeMode};
 pub use checkpoint::{read_tensors, ReferenceFormat};
 pub use config::{FactConfig, FactKind};
+pub use dropout_rng::DropoutRng;
 pub use error::{FactError, Result};
 pub use fact::Fact;
 pub use factors::SharedFactors;

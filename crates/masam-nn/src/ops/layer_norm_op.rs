@@ -326,7 +326,9 @@ fn rows_bwd(x: &[f32], w: &[f32], dy: &[f32], eps: f32, dx: &mut [f32]) -> Vec<f
             }
             acc
         })
-        .reduce(|| vec![0f32; 2 * c], add_into)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0f32; 2 * c], add_into)
 }
 
 /// `a += b` element-wise; returns `a`.
@@ -502,5 +504,7 @@ fn channels_bwd(
             }
             acc
         })
-        .reduce(|| vec![0f32; 2 * c], add_into)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0f32; 2 * c], add_into)
 }
