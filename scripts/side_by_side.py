@@ -158,6 +158,11 @@ def main():
         case, extra, slow = CASES[name]
         reps = a.slow_reps if slow else a.reps
         env = dict(base, MASAM_SBS_CASE=case, **extra)
+        if case == "conv3d":
+            # bench_conv3d_torch.py has a fixed protocol (2 warm-up runs, median of 10): so has
+            # the Rust side, whatever the knobs say for the other cases
+            env.pop("MASAM_SBS_WARMUP", None)
+            env.pop("MASAM_SBS_ITERS", None)
         runs = {"masam": [], "pytorch": []}
         for i in range(reps):
             # A/B, then B/A on the next repetition, so that drifts in load hit both sides alike
