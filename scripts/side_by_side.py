@@ -130,6 +130,26 @@ def table(results, threads):
     return "\n".join(rows) + f"\n\n{threads} threads each side; medians of fresh processes.\n"
 
 
+def write(out, started, mach, threads, results):
+    """Writes side_by_side.json and side_by_side.md under `out`; returns the markdown."""
+    mach["load_avg_now"] = os.getloadavg()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                         stdout=subprocess.PIPE, text=True).stdout.strip()
+    report = {"started": started, "commit": git, "threads": threads, "machine": mach,
+              "cases": results}
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "side_by_side.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    md = table(results, threads)
+    md += (f"\nMachine: {mach.get('cpu')}, {mach.get('cpus')} logical CPUs, "
+           f"AVX-512 {'yes' if mach.get('avx512f') else 'no'}; load average at start "
+           f"{mach.get('load_avg_at_start')}, at the last case's end {mach['load_avg_now']}; "
+           f"commit {git}; started {started}.\n")
+    with open(os.path.join(out, "side_by_side.md"), "w") as f:
+        f.write(md)
+    return md
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--python", default=os.environ.get("MASAM_TORCH_PYTHON", "python3"))
@@ -154,6 +174,7 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     mach = machine()
     results = {}
+    md = ""
     for name in cases:
         case, extra, slow = CASES[name]
         reps = a.slow_reps if slow else a.reps
@@ -178,21 +199,8 @@ def main():
                                   "error": r.get("error")}), file=sys.stderr, flush=True)
         results[name] = {"masam": summarise(runs["masam"]), "pytorch": summarise(runs["pytorch"]),
                          "raw": runs}
-    mach["load_avg_at_end"] = os.getloadavg()
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                         stdout=subprocess.PIPE, text=True).stdout.strip()
-    report = {"started": started, "commit": git, "threads": a.threads, "machine": mach,
-              "cases": results}
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "side_by_side.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    md = table(results, a.threads)
-    md += (f"\nMachine: {mach.get('cpu')}, {mach.get('cpus')} logical CPUs, "
-           f"AVX-512 {'yes' if mach.get('avx512f') else 'no'}; load average at start "
-           f"{mach.get('load_avg_at_start')}, at end {mach.get('load_avg_at_end')}; "
-           f"commit {git}; {started}.\n")
-    with open(os.path.join(a.out, "side_by_side.md"), "w") as f:
-        f.write(md)
+        # written after every case, so that an interrupted sitting keeps what it measured
+        md = write(a.out, started, mach, a.threads, results)
     print(json.dumps({k: {s: {m: v[s].get(m) for m in ("median_s", "peak_rss_mib", "ok")}
                           for s in ("masam", "pytorch")} for k, v in results.items()}))
     print(md)
