@@ -233,6 +233,11 @@ impl Group {
     }
 }
 
+/// Runs `f`: a fallible block whose error becomes a group's `error` status.
+fn attempt<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    f()
+}
+
 fn load(dir: &Path, name: &str) -> Result<HashMap<String, Tensor>> {
     let p = dir.join(name);
     candle_core::safetensors::load(&p, &Device::Cpu)
@@ -346,7 +351,7 @@ fn pth_vs_safetensors(fx: &Fixture, stem: &'static str) -> Group {
     if let Some(why) = fx.lacks(&[pth, st]) {
         return Group::missing(stem, &[pth, st], why);
     }
-    let r = (|| -> Result<Vec<Check>> {
+    let r = attempt(|| -> Result<Vec<Check>> {
         let a =
             masam_fact::read_tensors(fx.dir.join(pth)).with_context(|| format!("reading {pth}"))?;
         let b =
@@ -360,7 +365,7 @@ fn pth_vs_safetensors(fx: &Fixture, stem: &'static str) -> Group {
             }
         }
         Ok(checks)
-    })();
+    });
     Group::from(stem, &[pth, st], r).with_note(".pth and .safetensors hold equal tensors")
 }
 
@@ -380,7 +385,7 @@ fn converted_encoder(fx: &Fixture) -> Group {
     let Some(sam) = fx.pick("sam_base") else {
         return Group::missing("converted_encoder", &FILES, "needs sam_base".into());
     };
-    let r = (|| -> Result<Vec<Check>> {
+    let r = attempt(|| -> Result<Vec<Check>> {
         let ck = SamCheckpoint::load(&sam).context("loading sam_base")?;
         let conv = ck
             .convert(&cfg.sam.encoder)
@@ -391,7 +396,7 @@ fn converted_encoder(fx: &Fixture) -> Group {
             .into_iter()
             .map(|(k, w)| compare(k, got.get(k), w, "max_rel", FORWARD_TOL))
             .collect())
-    })();
+    });
     Group::from("converted_encoder", &FILES, r)
 }
 
@@ -412,7 +417,7 @@ fn plain_outputs(fx: &Fixture) -> Group {
             "needs sam_base and masam_adapter".into(),
         );
     };
-    let r = (|| -> Result<Vec<Check>> {
+    let r = attempt(|| -> Result<Vec<Check>> {
         let plain = load(fx.dir, FILES[0])?;
         let conv = SamCheckpoint::load(&sam)?.convert(&cfg.sam.encoder)?;
         let mut weights = conv.checkpoint.encoder_tensors();
@@ -450,7 +455,7 @@ fn plain_outputs(fx: &Fixture) -> Group {
             .filter(|(k, _)| !inputs.contains(&k.as_str()))
             .map(|(k, w)| compare(k, got.get(k), w, "max_rel", FORWARD_TOL))
             .collect())
-    })();
+    });
     Group::from("plain_outputs", &FILES, r)
 }
 
@@ -543,7 +548,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
         return (all_missing(&why), None);
     }
     // the model and the inputs: a failure here puts every model group in error
-    let setup = (|| -> Result<_> {
+    let setup = attempt(|| -> Result<_> {
         let sam = SamCheckpoint::load(&sam_path).context("loading sam_base")?;
         let model = MaSam::from_sam_checkpoint(cfg, &sam, 0, &Device::Cpu)?;
         model
@@ -554,7 +559,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
         let labels = get(&inputs, "inputs.safetensors", "labels")?.clone();
         let loss_fn = loss_config(Some(rc))?;
         Ok((model, images, labels, loss_fn))
-    })();
+    });
     let (model, images, labels, loss_fn) = match setup {
         Ok(s) => s,
         Err(e) => {
@@ -575,7 +580,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
     };
 
     // checkpoint round trip, part of masam_adapter's group in spirit: kept with the outputs
-    let round_trip = (|| -> Result<Check> {
+    let round_trip = attempt(|| -> Result<Check> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let tmp = std::env::temp_dir().join(format!(
@@ -602,7 +607,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
             tolerance: 0.0,
             pass: worst == 0.0,
         })
-    })();
+    });
 
     // unmerged forward, then its gradients
     let unmerged = forward_outputs(&model, &images, &labels, &loss_fn);
@@ -631,7 +636,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
         (_, Err(e)) => groups.push(Group::from("outputs", names[0].1, Err(anyhow!("{e:#}")))),
     }
     if let Ok((_, total)) = &unmerged {
-        let r = (|| -> Result<(Vec<Check>, TrainableSet)> {
+        let r = attempt(|| -> Result<(Vec<Check>, TrainableSet)> {
             let grads = total.backward()?;
             let (mut by_key, mut nonzero) = (HashMap::new(), BTreeSet::new());
             for (name, var) in model.trainable_vars() {
@@ -657,7 +662,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
                 .map(|(k, w)| compare(k, by_key.get(k), w, "max_rel", GRAD_TOL))
                 .collect();
             Ok((checks, ts))
-        })();
+        });
         grads_group = Some(match r {
             _ if !fx.has("grads.safetensors") => Group::missing(
                 "grads",
@@ -714,7 +719,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
             groups.push(Group::missing(name, files, why));
             continue;
         }
-        let r = (|| -> Result<Vec<Check>> {
+        let r = attempt(|| -> Result<Vec<Check>> {
             let m = m.map_err(|e| anyhow!("{e:#}"))?;
             let bbox = load(fx.dir, "bbox_outputs.safetensors")?;
             let prompt = MaSam::boxes_prompt(get(&bbox, "bbox_outputs.safetensors", "boxes")?)?;
@@ -729,7 +734,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
                 .filter(|(k, _)| k.as_str() != "boxes")
                 .map(|(k, w)| compare(k, got.get(k), w, "max_rel", FORWARD_TOL))
                 .collect())
-        })();
+        });
         groups.push(Group::from(name, files, r));
     }
 
@@ -738,7 +743,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
         Err(e) if !has_outputs => Group::missing("adamw", names[5].1, format!("{e}")),
         Err(e) => Group::from("adamw", names[5].1, Err(anyhow!("{e:#}"))),
         Ok(expect) => {
-            let r = (|| -> Result<Vec<Check>> {
+            let r = attempt(|| -> Result<Vec<Check>> {
                 let want = get(expect, "outputs.safetensors", "adamw_losses")?;
                 let (a, s) = (&rc.adamw, rc.adamw.steps);
                 let oc = AdamWConfig::default()
@@ -764,7 +769,7 @@ fn model_groups(fx: &Fixture) -> (Vec<Group>, Option<TrainableSet>) {
                     "max_abs",
                     ADAMW_TOL,
                 )])
-            })();
+            });
             Group::from("adamw", names[5].1, r)
         }
     });
@@ -777,7 +782,7 @@ fn loss_group(fx: &Fixture) -> Group {
     if let Some(why) = fx.lacks(&FILES) {
         return Group::missing("loss", &FILES, why);
     }
-    let r = (|| -> Result<Vec<Check>> {
+    let r = attempt(|| -> Result<Vec<Check>> {
         let f = load(fx.dir, FILES[0])?;
         let logits = Var::from_tensor(get(&f, FILES[0], "logits")?)?;
         let labels = get(&f, FILES[0], "labels")?;
@@ -808,7 +813,7 @@ fn loss_group(fx: &Fixture) -> Group {
                 compare(k, g.as_ref(), w, "max_rel", tol)
             })
             .collect())
-    })();
+    });
     Group::from("loss", &FILES, r)
 }
 
@@ -818,7 +823,7 @@ fn conv3d_group(fx: &Fixture) -> Group {
     if let Some(why) = fx.lacks(&FILES) {
         return Group::missing("conv3d", &FILES, why);
     }
-    let r = (|| -> Result<Vec<Check>> {
+    let r = attempt(|| -> Result<Vec<Check>> {
         let t = load(fx.dir, FILES[0])?;
         let cases: BTreeSet<&str> = t.keys().filter_map(|k| k.strip_suffix(".x")).collect();
         if cases.is_empty() {
@@ -865,7 +870,7 @@ fn conv3d_group(fx: &Fixture) -> Group {
             }
         }
         Ok(checks)
-    })();
+    });
     Group::from("conv3d", &FILES, r)
 }
 
@@ -882,7 +887,7 @@ fn metrics_group(fx: &Fixture) -> Group {
     if let Some(why) = fx.lacks(&FILES) {
         return Group::missing("metrics", &FILES, why);
     }
-    let r = (|| -> Result<Vec<Check>> {
+    let r = attempt(|| -> Result<Vec<Check>> {
         let t = load(fx.dir, FILES[0])?;
         let want = get(&t, FILES[0], "metrics")?.to_dtype(DType::F64)?;
         let (n, cols) = want.dims2()?;
@@ -919,6 +924,6 @@ fn metrics_group(fx: &Fixture) -> Group {
             checks.push(compare(name, Some(&g), &w, "max_rel", METRICS_TOL));
         }
         Ok(checks)
-    })();
+    });
     Group::from("metrics", &FILES, r)
 }
