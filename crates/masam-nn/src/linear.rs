@@ -33,12 +33,22 @@ impl Linear {
         self.inner.bias()
     }
 
+    /// True when neither the weight nor the bias takes part in a graph (plain tensors, e.g. a
+    /// frozen encoder's): the layer then needs no parameter gradient.
+    fn is_frozen(w: &Tensor, bias: Option<&Tensor>) -> bool {
+        !w.track_op() && bias.is_none_or(|b| !b.track_op())
+    }
+
     /// Applies the layer.
     ///
     /// Every input is multiplied as one (rows, in) matrix (a strided input is copied first):
     /// candle's own `Linear` broadcasts the weight for strided 3D/4D inputs, and the backward
     /// of that broadcast reduces a weight-sized gradient per batch element. The bias is added
     /// by [`add_bias`].
+    ///
+    /// When the weight and bias are plain tensors (frozen) and `x` takes part in a graph, the
+    /// layer runs as a [`crate::FrozenLinear`]: the backward computes only `dL/dx`, where
+    /// candle's matmul backward would also compute a gradient for the weight.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight();
         let dims = x.dims();
@@ -48,6 +58,11 @@ impl Linear {
         let (out, win) = w.dims2()?;
         if k != win {
             candle_core::bail!("Linear: input {dims:?} does not fit weight (out {out}, in {win})");
+        }
+        if Self::is_frozen(w, self.bias()) && x.track_op() {
+            // candle's matmul backward would also compute (and zero-fill, then accumulate) a
+            // gradient for the plain weight: one wasted GEMM per layer and step
+            return crate::FrozenLinear::new(w.clone(), self.bias().cloned()).forward(x);
         }
         let rows: usize = lead.iter().product();
         let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
@@ -104,4 +119,43 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get_with_hints((out_dim, in_dim), "weight", bound(in_dim))?;
     Ok(Linear::new(w, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// A frozen layer on a tracked input: the same output and input gradient as the plain
+    /// matmul, and no gradient stored for the weight or bias; a trainable one still gets its.
+    #[test]
+    fn frozen_weights_get_no_gradient_and_the_input_the_same() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (6, 4), &dev)?;
+        let b = Tensor::randn(0f32, 1., 6, &dev)?;
+        let x = Var::randn(0f32, 1., (2, 3, 4), &dev)?;
+        let g = Tensor::randn(0f32, 1., (2, 3, 6), &dev)?;
+
+        let y = Linear::new(w.clone(), Some(b.clone())).forward(x.as_tensor())?;
+        let expected = x
+            .as_tensor()
+            .reshape((6, 4))?
+            .matmul(&w.t()?)?
+            .broadcast_add(&b)?
+            .reshape((2, 3, 6))?;
+        let d = (&y - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "output differs by {d}");
+        let grads = (&y * &g)?.sum_all()?.backward()?;
+        let dx = grads.get(&x).expect("input gradient");
+        let dx_ref = g.reshape((6, 6))?.matmul(&w)?.reshape((2, 3, 4))?;
+        let d = (dx - dx_ref)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "input gradient differs by {d}");
+        assert!(grads.get(&w).is_none() && grads.get(&b).is_none());
+
+        let wv = Var::from_tensor(&w)?;
+        let y = Linear::new(wv.as_tensor().clone(), Some(b.clone())).forward(x.as_tensor())?;
+        let grads = (&y * &g)?.sum_all()?.backward()?;
+        assert!(grads.get(wv.as_tensor()).is_some());
+        Ok(())
+    }
 }

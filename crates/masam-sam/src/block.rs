@@ -8,9 +8,9 @@ use crate::attention::Attention;
 use crate::config::ImageEncoderConfig;
 use crate::extension::{BlockContext, BlockHooks};
 use crate::mlp::Mlp;
-use crate::window::{window_partition, window_unpartition};
 
-/// One encoder block: `norm1` → (window partition) → [`Attention`] → (unpartition, crop) →
+/// One encoder block: `norm1` → [`Attention`] (over windows, see
+/// [`Attention::forward_windowed`]) →
 /// residual → `norm2` → [`Mlp`] → residual, with the hooks of [`BlockHooks`] called at the points
 /// documented in [`crate::extension`].
 ///
@@ -65,7 +65,6 @@ impl Block {
 
     /// Runs the block.
     pub fn forward(&self, x: &Tensor, ctx: &BlockContext) -> Result<Tensor> {
-        let (_, h, w, _) = x.dims4()?;
         let x = match &self.hooks.pre_attn {
             Some(hook) => hook.forward(x, ctx)?,
             None => x.clone(),
@@ -73,15 +72,10 @@ impl Block {
         let y = self.norm1.forward(&x)?;
         let qkv_hook = self.hooks.qkv.as_deref();
         let proj_hook = self.hooks.proj.as_deref();
-        let y = if self.window_size > 0 {
-            let (win, padded) = window_partition(&y, self.window_size)?;
-            let a = self
-                .attn
-                .forward_with_hooks(&win, qkv_hook, proj_hook, ctx)?;
-            window_unpartition(&a, self.window_size, padded, (h, w))?
-        } else {
-            self.attn.forward_with_hooks(&y, qkv_hook, proj_hook, ctx)?
-        };
+        // windows (or the whole map), real tokens only: see `Attention::forward_windowed`
+        let y = self
+            .attn
+            .forward_windowed(&y, self.window_size, qkv_hook, proj_hook, ctx)?;
         let x = (x + y)?;
         let x = match &self.hooks.post_attn {
             Some(hook) => hook.forward(&x, ctx)?,

@@ -120,9 +120,34 @@ pub fn decomposed_rel_pos_terms(
 ) -> Result<(Tensor, Tensor)> {
     let (qh, qw) = q_size;
     let (kh, kw) = k_size;
-    let (b, _, hd) = q.dims3()?;
     let rh = get_rel_pos(qh, kh, rel_pos_h)?; // (qh, kh, hd)
     let rw = get_rel_pos(qw, kw, rel_pos_w)?; // (qw, kw, hd)
+    rel_pos_terms(q, &rh, &rw)
+}
+
+/// The two terms of [`decomposed_rel_pos_terms`] from embeddings already gathered by
+/// [`get_rel_pos`] (or rows of them): `rel_h[b, (i,j), k] = Σ_c q[b,i,j,c]·rh[i,k,c]` and
+/// `rel_w[b, (i,j), l] = Σ_c q[b,i,j,c]·rw[j,l,c]`.
+///
+/// The windowed attention uses it for the queries of a partly padded window: they are the
+/// first `q_h × q_w` positions of a `k_h × k_w` window, so their embeddings are the first rows
+/// of the full window's.
+///
+/// # Shapes
+/// - `q`: (B, q_h·q_w, hd); `rh`: (q_h, k_h, hd), `rw`: (q_w, k_w, hd)
+/// - returns `rel_h` (B, q_h·q_w, k_h) and `rel_w` (B, q_h·q_w, k_w), contiguous
+pub fn rel_pos_terms(q: &Tensor, rh: &Tensor, rw: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (qh, kh, hd) = rh.dims3()?;
+    let (qw, kw, hd_w) = rw.dims3()?;
+    let (b, l, hd_q) = q.dims3()?;
+    if hd != hd_w || hd != hd_q || l != qh * qw {
+        candle_core::bail!(
+            "rel_pos_terms: queries {:?} do not fit embeddings {:?} and {:?}",
+            q.dims(),
+            rh.dims(),
+            rw.dims()
+        );
+    }
     let r_q = q.reshape((b, qh, qw, hd))?;
     // Batch over i: (qh, b·qw, hd) @ (qh, hd, kh).
     let rel_h = r_q

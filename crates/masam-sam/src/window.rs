@@ -3,6 +3,10 @@
 //! The token map is zero-padded at the bottom and right up to a multiple of the window size
 //! (after `norm1`, with no attention mask: padded tokens take part in attention as keys/values),
 //! cut into windows in row-major order, and put back and cropped afterwards.
+//!
+//! [`window_partition`] and [`window_unpartition`] are that definition, kept as the reference
+//! path; the encoder block runs [`crate::attention::Attention::forward_windowed`], which gives
+//! the same result without computing the padded tokens (their bands: [`window_bands`]).
 
 use candle_core::{Result, Tensor};
 
@@ -92,6 +96,54 @@ pub fn window_unpartition(
     } else {
         Ok(x)
     }
+}
+
+/// One band of windows along an axis of the token grid: `count` windows starting at window
+/// index `first`, each holding `real` tokens of the grid (the rest of the window is padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowBand {
+    /// Index of the band's first window along the axis.
+    pub first: usize,
+    /// Number of windows in the band.
+    pub count: usize,
+    /// Real (unpadded) tokens per window along the axis.
+    pub real: usize,
+}
+
+/// The windows along one axis of `len` tokens cut into windows of `ws`, grouped into bands of
+/// equal real extent: the whole windows, then the last, partly padded one (if `len` is not a
+/// multiple of `ws`). Empty for `ws == 0` or `len == 0`.
+///
+/// ```
+/// use masam_sam::window::{window_bands, WindowBand};
+/// // 32 tokens in windows of 14: two whole windows, then one with 4 real tokens.
+/// assert_eq!(
+///     window_bands(32, 14),
+///     vec![WindowBand { first: 0, count: 2, real: 14 }, WindowBand { first: 2, count: 1, real: 4 }]
+/// );
+/// assert_eq!(window_bands(28, 14), vec![WindowBand { first: 0, count: 2, real: 14 }]);
+/// ```
+pub fn window_bands(len: usize, ws: usize) -> Vec<WindowBand> {
+    if ws == 0 || len == 0 {
+        return Vec::new();
+    }
+    let (whole, rest) = (len / ws, len % ws);
+    let mut bands = Vec::with_capacity(2);
+    if whole > 0 {
+        bands.push(WindowBand {
+            first: 0,
+            count: whole,
+            real: ws,
+        });
+    }
+    if rest > 0 {
+        bands.push(WindowBand {
+            first: whole,
+            count: 1,
+            real: rest,
+        });
+    }
+    bands
 }
 
 #[cfg(test)]
