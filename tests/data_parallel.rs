@@ -193,10 +193,12 @@ fn a_two_rank_run_resumed_from_rank_zeros_checkpoint_continues_identically() {
     let dir = std::env::temp_dir().join(format!("masam-ddp-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ckpt = dir.join("train_state.safetensors");
-    let cfg = || TrainerConfig {
-        steps: 4,
-        ..trainer_cfg(DiceCeLossConfig::default(), 1)
-    };
+    fn cfg() -> TrainerConfig {
+        TrainerConfig {
+            steps: 4,
+            ..trainer_cfg(DiceCeLossConfig::default(), 1)
+        }
+    }
     // steps 0..4 without interruption
     let full = on_ranks(2, |c| {
         let r = c.rank();

@@ -264,7 +264,7 @@ pub fn run_ranked(
     }
     drop(loader);
     let train_seconds = start.elapsed().as_secs_f64();
-    let Some(mut loss_log) = loss_log else {
+    let Some(loss_log) = loss_log else {
         let steps = trainer.current_step();
         return Ok((
             model,
