@@ -56,8 +56,8 @@ fn weights(m: &masam_adapter::MaSam) -> Vec<Vec<f32>> {
 #[test]
 fn two_ranks_train_like_one_process_accumulating_their_shards() {
     let out2 = temp_dir("two");
-    let (m2, r2) = parallel::run_threads(&config(out2.clone(), 3, 1, 1e-3), None, 2, |_| {})
-        .unwrap();
+    let (m2, r2) =
+        parallel::run_threads(&config(out2.clone(), 3, 1, 1e-3), None, 2, |_| {}).unwrap();
     let out1 = temp_dir("one");
     let (m1, r1) = finetune::run(&config(out1.clone(), 3, 2, 1e-3), |_| {}).unwrap();
     assert_eq!(r2.steps, 3);
@@ -73,7 +73,10 @@ fn two_ranks_train_like_one_process_accumulating_their_shards() {
     assert!(worst < 1e-5, "weights differ by {worst}");
     // rank 0 wrote one loss history and the run's files
     let rows = masam_app::loss_log::read_losses(out2.join("loss.csv")).unwrap();
-    assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert!(out2.join("model.safetensors").is_file());
     assert!(out2.join(finetune::TRAIN_STATE_FILE).is_file());
     std::fs::remove_dir_all(&out1).ok();
