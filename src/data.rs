@@ -339,6 +339,23 @@ pub fn collate(samples: &[Sample], device: &Device) -> Result<Batch> {
     })
 }
 
+/// Which share of each global batch a [`BatchLoader`] loads: rank `rank` of `world_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This rank, `0..world_size`.
+    pub rank: usize,
+    /// Number of ranks sharing each global batch.
+    pub world_size: usize,
+}
+
+impl Shard {
+    /// The whole batch (one process).
+    pub const WHOLE: Shard = Shard {
+        rank: 0,
+        world_size: 1,
+    };
+}
+
 /// Background loading: a thread prepares batches (shuffled per epoch from `seed`) while the model
 /// trains. Batch `k` is the same whatever the machine's speed or thread count.
 pub struct BatchLoader {
@@ -368,9 +385,33 @@ impl BatchLoader {
         prefetch: usize,
         sampling: Sampling,
     ) -> Result<Self> {
+        Self::spawn_sharded(source, batch, seed, start, prefetch, sampling, Shard::WHOLE)
+    }
+
+    /// [`spawn_with`](Self::spawn_with) for one rank of a data-parallel run: batch `k` of this
+    /// loader is the `shard.rank`-th slice of `batch` stacks of the global batch `k` of
+    /// `batch × shard.world_size` stacks (drawn from `seed` exactly as one loader with that
+    /// batch would draw it), so the ranks together see what one process would see.
+    pub fn spawn_sharded(
+        source: Arc<dyn StackSource>,
+        batch: usize,
+        seed: u64,
+        start: u64,
+        prefetch: usize,
+        sampling: Sampling,
+        shard: Shard,
+    ) -> Result<Self> {
         if source.is_empty() || batch == 0 {
             return Err(Error::Config("no training stacks, or batch size 0".into()));
         }
+        if shard.rank >= shard.world_size {
+            return Err(Error::Config(format!(
+                "shard {} of a world of {}",
+                shard.rank, shard.world_size
+            )));
+        }
+        let global = batch * shard.world_size;
+        let mine = shard.rank * batch..(shard.rank + 1) * batch;
         let balance = match sampling {
             Sampling::Uniform => 0.0,
             Sampling::ClassBalanced(p) if (0.0..=1.0).contains(&p) => p,
@@ -393,7 +434,7 @@ impl BatchLoader {
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let n = source.len();
-            let per_epoch = (n / batch).max(1) as u64;
+            let per_epoch = (n / global).max(1) as u64;
             let mut k = start;
             loop {
                 let epoch = k / per_epoch;
@@ -401,8 +442,8 @@ impl BatchLoader {
                 order.shuffle(&mut ChaCha8Rng::seed_from_u64(
                     seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 ));
-                let pos = ((k % per_epoch) as usize) * batch;
-                let mut idx: Vec<usize> = (0..batch).map(|i| order[(pos + i) % n]).collect();
+                let pos = ((k % per_epoch) as usize) * global;
+                let mut idx: Vec<usize> = (0..global).map(|i| order[(pos + i) % n]).collect();
                 if balance > 0.0 && !pools.is_empty() {
                     let mut rng = ChaCha8Rng::seed_from_u64(
                         seed.wrapping_add(0xC1A5_5BA1) ^ k.wrapping_mul(0x2545_F491_4F6C_DD1D),
@@ -414,8 +455,10 @@ impl BatchLoader {
                         }
                     }
                 }
-                let samples: Result<Vec<Sample>> =
-                    idx.iter().map(|&i| source.sample(i, epoch)).collect();
+                let samples: Result<Vec<Sample>> = idx[mine.clone()]
+                    .iter()
+                    .map(|&i| source.sample(i, epoch))
+                    .collect();
                 let item = samples
                     .and_then(|s| collate(&s, &Device::Cpu))
                     .map(|b| (k, b));
@@ -505,6 +548,65 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// [`source`] with every slice's image a distinct constant, so that batches tell their
+    /// stacks apart.
+    fn numbered_source() -> Arc<dyn StackSource> {
+        let vols = (0..3)
+            .map(|v| {
+                let mut img = Array3::<f32>::zeros((10, 8, 8));
+                let mut lab = Array3::<u8>::zeros((10, 8, 8));
+                for z in 0..10 {
+                    img.slice_mut(ndarray::s![z, .., ..])
+                        .fill((v * 10 + z) as f32 * 10.0);
+                    lab[[z, 2, 2]] = 1 + (z == 9 && v == 2) as u8;
+                }
+                LabelledVolume {
+                    image: Volume::with_spacing(img, [1.0; 3]),
+                    label: Volume::with_spacing(lab, [1.0; 3]),
+                }
+            })
+            .collect();
+        let stack = SliceStack::new(StackConfig {
+            out_size: None,
+            ..StackConfig::default()
+        })
+        .unwrap();
+        Arc::new(InMemoryStacks::new(vols, stack, None).unwrap())
+    }
+
+    #[test]
+    fn shards_of_two_ranks_make_up_the_global_batch() {
+        let images = |b: &Batch| b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let source = numbered_source;
+        for sampling in [Sampling::Uniform, Sampling::ClassBalanced(0.5)] {
+            let mut whole = BatchLoader::spawn_with(source(), 4, 9, 3, 2, sampling).unwrap();
+            let mut ranks: Vec<_> = (0..2)
+                .map(|rank| {
+                    let shard = Shard {
+                        rank,
+                        world_size: 2,
+                    };
+                    BatchLoader::spawn_sharded(source(), 2, 9, 3, 2, sampling, shard).unwrap()
+                })
+                .collect();
+            for _ in 0..12 {
+                let (k, w) = whole.next_batch().unwrap();
+                let mut joined = vec![];
+                for r in ranks.iter_mut() {
+                    let (kr, b) = r.next_batch().unwrap();
+                    assert_eq!(kr, k);
+                    joined.extend(images(&b));
+                }
+                assert_eq!(joined, images(&w));
+            }
+        }
+        let bad = Shard {
+            rank: 2,
+            world_size: 2,
+        };
+        assert!(BatchLoader::spawn_sharded(source(), 2, 9, 0, 2, Sampling::Uniform, bad).is_err());
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub enum Error {
     /// From the loss, the optimiser or a training checkpoint.
     #[error(transparent)]
     Train(Box<masam_train::TrainError>),
+    /// From data-parallel communication (another rank failed or left, a collective mismatch).
+    #[error(transparent)]
+    Dist(Box<masam_dist::DistError>),
     /// A value could not be serialised (configuration into a checkpoint).
     #[error("serialising: {0}")]
     Serialize(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -124,6 +127,7 @@ boxed_from!(
     Volume: masam_volume::VolumeError,
     Metrics: masam_metrics::MetricsError,
     Train: masam_train::TrainError,
+    Dist: masam_dist::DistError,
 );
 
 /// Result alias of masam-adapter.

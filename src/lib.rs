@@ -56,6 +56,7 @@ pub use candle_core as candle;
 pub use candle_nn;
 
 pub use masam_conv3d as conv3d;
+pub use masam_dist as dist;
 pub use masam_fact as fact;
 pub use masam_metrics as metrics;
 pub use masam_nn as nn;

@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+
+use masam_dist::Communicator;
 
 use masam_sam::Prompt;
 use masam_train::{
@@ -107,6 +110,13 @@ pub struct Trainer<'m> {
     loss: DiceCeLoss,
     cfg: TrainerConfig,
     step: u64,
+    dist: Option<DataParallel>,
+}
+
+/// The data-parallel group a [`Trainer`] averages its gradients with.
+struct DataParallel {
+    comm: Arc<dyn Communicator>,
+    bucket_bytes: usize,
 }
 
 impl<'m> Trainer<'m> {
@@ -138,7 +148,41 @@ impl<'m> Trainer<'m> {
             loss,
             cfg,
             step: 0,
+            dist: None,
         })
+    }
+
+    /// Makes this trainer one rank of a data-parallel group: rank 0's trainable parameters are
+    /// broadcast to every rank now, and from then on every [`step`](Self::step) averages the
+    /// gradients over the ranks (all-reduced in buckets of at most `bucket_bytes`, see
+    /// [`masam_dist::buckets`]) before the optimiser step, so that all ranks take the same step.
+    /// Each rank passes its own share of the global batch to `step`. The frozen weights are not
+    /// sent: every rank must build them from the same checkpoint (or seed).
+    ///
+    /// The loss is computed per rank: its cross-entropy is the mean over the rank's pixels and
+    /// its Dice term sums over the rank's stacks only, so `W` ranks with batch `b` train exactly
+    /// like one process with batch `b` and `W` accumulated micro-batches (not like batch `W·b`,
+    /// whose Dice sums over all `W·b` stacks), as PyTorch's DistributedDataParallel does.
+    pub fn set_communicator(
+        &mut self,
+        comm: Arc<dyn Communicator>,
+        bucket_bytes: usize,
+    ) -> Result<()> {
+        if comm.world_size() > 1 {
+            let vars: Vec<_> = self.opt.named_vars().map(|(_, v)| v.clone()).collect();
+            let values: Vec<_> = vars.iter().map(|v| v.as_tensor().detach()).collect();
+            let root = masam_dist::buckets::broadcast(comm.as_ref(), &values, 0, bucket_bytes)?;
+            for (v, t) in vars.iter().zip(root) {
+                v.set(&t)?;
+            }
+        }
+        self.dist = Some(DataParallel { comm, bucket_bytes });
+        Ok(())
+    }
+
+    /// The data-parallel group set by [`set_communicator`](Self::set_communicator), if any.
+    pub fn communicator(&self) -> Option<&Arc<dyn Communicator>> {
+        self.dist.as_ref().map(|d| &d.comm)
     }
 
     /// The next step number.
@@ -172,6 +216,8 @@ impl<'m> Trainer<'m> {
         let mut acc = GradAccumulator::new(vars.iter());
         let (mut tl, mut tce, mut td) = (0f32, 0f32, 0f32);
         let dev = self.model.device();
+        let parallel = self.dist.as_ref().filter(|d| d.comm.world_size() > 1);
+        let mut bad_loss = None;
         for b in micro {
             let images = b.images.to_device(dev)?;
             let labels = b.labels.to_device(dev)?;
@@ -184,17 +230,29 @@ impl<'m> Trainer<'m> {
             let total = l.total.to_scalar::<f32>()?;
             if !total.is_finite() {
                 // nothing is updated: the parameters stay those of the last good step
-                return Err(Error::NonFinite {
-                    step: self.step,
-                    what: format!("loss {total}"),
-                });
+                let what = format!("loss {total}");
+                if parallel.is_none() {
+                    return Err(Error::NonFinite {
+                        step: self.step,
+                        what,
+                    });
+                }
+                // the other ranks learn of it in the next collective; all of them then fail
+                bad_loss = Some(what);
+                break;
             }
             tl += total;
             tce += l.ce.to_scalar::<f32>()?;
             td += l.dice.to_scalar::<f32>()?;
             acc.accumulate(l.total.backward()?)?;
         }
-        let grads = acc.finish()?;
+        let mut grads = acc.finish()?;
+        let n = micro.len() as f32;
+        let (mut loss, mut ce, mut dice) = (tl / n, tce / n, td / n);
+        if let Some(dp) = parallel {
+            (loss, ce, dice) =
+                self.average_over_ranks(dp, &mut grads, [loss, ce, dice], bad_loss)?;
+        }
         // an overflow in the backward must not reach the weights: one reduction per gradient,
         // one host read for all of them; the culprit is looked up only when the sum is not finite
         let mut sums = Vec::new();
@@ -219,16 +277,65 @@ impl<'m> Trainer<'m> {
             }
         }
         self.opt.step(&grads)?;
-        let n = micro.len() as f32;
         let stats = StepStats {
             step: self.step,
-            loss: tl / n,
-            ce: tce / n,
-            dice: td / n,
+            loss,
+            ce,
+            dice,
             lr,
         };
         self.step += 1;
         Ok(stats)
+    }
+
+    /// One small all-reduce of the losses, a failure flag and which variables have a gradient
+    /// on some rank, then the bucketed all-reduce of those gradients (a variable without a
+    /// gradient on this rank contributes zeros, like a micro-batch without one in
+    /// [`GradAccumulator`]); `grads` becomes the ranks' mean. Returns the ranks' mean losses.
+    fn average_over_ranks(
+        &self,
+        dp: &DataParallel,
+        grads: &mut candle_core::backprop::GradStore,
+        losses: [f32; 3],
+        bad_loss: Option<String>,
+    ) -> Result<(f32, f32, f32)> {
+        let vars: Vec<_> = self.opt.named_vars().map(|(_, v)| v.clone()).collect();
+        let mut head = losses.to_vec();
+        head.push(if bad_loss.is_some() { 1.0 } else { 0.0 });
+        head.extend(vars.iter().map(|v| {
+            if grads.get(v.as_tensor()).is_some() {
+                1.0
+            } else {
+                0.0
+            }
+        }));
+        let head = candle_core::Tensor::new(head.as_slice(), self.model.device())?;
+        let summed = dp.comm.all_reduce_sum(&head)?.to_vec1::<f32>()?;
+        if summed[3] > 0.0 {
+            return Err(Error::NonFinite {
+                step: self.step,
+                what: bad_loss.unwrap_or_else(|| "the loss of another rank".into()),
+            });
+        }
+        let mut present = vec![];
+        let mut local = vec![];
+        for (i, v) in vars.iter().enumerate() {
+            if summed[4 + i] > 0.0 {
+                local.push(match grads.get(v.as_tensor()) {
+                    Some(g) => g.clone(),
+                    None => v.as_tensor().zeros_like()?,
+                });
+                present.push(v);
+            }
+        }
+        let mean = masam_dist::buckets::all_reduce_mean(dp.comm.as_ref(), &local, dp.bucket_bytes)?;
+        let mut averaged = candle_core::backprop::GradStore::default();
+        for (v, g) in present.into_iter().zip(mean) {
+            averaged.insert(v.as_tensor(), g);
+        }
+        *grads = averaged;
+        let w = dp.comm.world_size() as f32;
+        Ok((summed[0] / w, summed[1] / w, summed[2] / w))
     }
 
     /// Saves parameters, optimiser state, step and configuration atomically (temp file + rename).

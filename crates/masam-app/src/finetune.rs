@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use masam_adapter::data::{BatchLoader, InMemoryStacks, StackSource};
+use masam_adapter::data::{BatchLoader, InMemoryStacks, Shard, StackSource};
+use masam_adapter::dist::{buckets, Communicator, SingleProcess};
 use masam_adapter::evaluate::evaluate_with_box_prompts;
 use masam_adapter::metrics::MetricReport;
 use masam_adapter::volume::augment::{Recipe, RecipeConfig};
@@ -124,19 +125,45 @@ pub fn run(
 pub fn run_from(
     cfg: &FinetuneConfig,
     init: Option<&std::path::Path>,
+    on_step: impl FnMut(&StepStats),
+) -> Result<(MaSam, FinetuneReport)> {
+    run_ranked(cfg, init, Arc::new(SingleProcess), on_step)
+}
+
+/// [`run_from`] as one rank of a data-parallel run over `comm` (see
+/// [`masam_adapter::Trainer::set_communicator`]).
+///
+/// Every rank builds the model from the configuration (the frozen weights must come out the
+/// same: the same checkpoint or seed), receives rank 0's trainable weights, resumes from the
+/// run folder's state when `cfg.resume` is set, and loads its own share of each global batch
+/// of `cfg.trainer.batch × world size` stacks ([`BatchLoader::spawn_sharded`]); the gradients
+/// are averaged in buckets of `buckets::DEFAULT_BUCKET_BYTES`. Only rank 0 writes to the run
+/// folder (configuration, `loss.csv`, checkpoints, weights, evaluation, figures); the other
+/// ranks return their model (the same weights) with a report without Dice. With a time budget,
+/// the ranks agree at every step on whether to go on (one small all-reduce).
+pub fn run_ranked(
+    cfg: &FinetuneConfig,
+    init: Option<&std::path::Path>,
+    comm: Arc<dyn Communicator>,
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
     crate::runtime::tune_allocator();
     check_deterministic(cfg)?;
-    std::fs::create_dir_all(&cfg.out_dir).map_err(io_at(&cfg.out_dir))?;
-    let config_path = cfg.out_dir.join(crate::run_dir::CONFIG_FILE);
-    masam_fs::atomic_write_bytes(&config_path, toml::to_string_pretty(cfg)?.as_bytes())?;
+    let root = comm.is_root();
+    let world = comm.world_size();
+    if root {
+        std::fs::create_dir_all(&cfg.out_dir).map_err(io_at(&cfg.out_dir))?;
+        let config_path = cfg.out_dir.join(crate::run_dir::CONFIG_FILE);
+        masam_fs::atomic_write_bytes(&config_path, toml::to_string_pretty(cfg)?.as_bytes())?;
+    }
 
     let model = initial_model(cfg)?;
     if let Some(w) = init {
         model.load_trainable(w)?;
-        let note = cfg.out_dir.join("init_from.txt");
-        std::fs::write(&note, format!("{}\n", w.display())).map_err(io_at(&note))?;
+        if root {
+            let note = cfg.out_dir.join("init_from.txt");
+            std::fs::write(&note, format!("{}\n", w.display())).map_err(io_at(&note))?;
+        }
     }
     let scfg = cfg.stack_config();
     let (source, data, videos): (Arc<dyn StackSource>, _, _) = match &cfg.data {
@@ -172,15 +199,28 @@ pub fn run_from(
     if cfg.resume && ckpt.exists() {
         trainer.resume(&ckpt)?;
     }
-    let mut loader = BatchLoader::spawn_with(
+    trainer.set_communicator(comm.clone(), buckets::DEFAULT_BUCKET_BYTES)?;
+    let shard = Shard {
+        rank: comm.rank(),
+        world_size: world,
+    };
+    let mut loader = BatchLoader::spawn_sharded(
         source,
         cfg.trainer.batch,
         cfg.trainer.seed,
         trainer.current_step() * cfg.trainer.accumulation as u64,
         4,
         cfg.sampling,
+        shard,
     )?;
-    let mut loss_log = LossLog::open(cfg.out_dir.join("loss.csv"), trainer.current_step())?;
+    let mut loss_log = if root {
+        Some(LossLog::open(
+            cfg.out_dir.join("loss.csv"),
+            trainer.current_step(),
+        )?)
+    } else {
+        None
+    };
     let mut last_checkpoint = cfg
         .resume
         .then(|| trainer.current_step())
@@ -191,18 +231,32 @@ pub fn run_from(
     let mut history = vec![];
     let mut evals: Vec<(u64, f64)> = vec![];
     let mut best: Option<f64> = None;
-    while trainer.current_step() < cfg.trainer.steps
-        && cfg
-            .time_budget_s
-            .is_none_or(|b| start.elapsed().as_secs_f64() < b)
-    {
+    let in_budget = |start: &Instant| -> Result<bool> {
+        let Some(b) = cfg.time_budget_s else {
+            return Ok(true);
+        };
+        let over = start.elapsed().as_secs_f64() >= b;
+        if world == 1 {
+            return Ok(!over);
+        }
+        // every rank stops at the same step: stop when any rank is over its budget
+        let flag = masam_adapter::candle::Tensor::new(&[over as u8 as f32], model.device())?;
+        let any = comm
+            .all_reduce_sum(&flag)
+            .map_err(masam_adapter::Error::from)?
+            .to_vec1::<f32>()?;
+        Ok(any[0] == 0.0)
+    };
+    while trainer.current_step() < cfg.trainer.steps && in_budget(&start)? {
         let micro: Vec<_> = (0..cfg.trainer.accumulation)
             .map(|_| loader.next_batch().map(|(_, b)| b))
             .collect::<masam_adapter::Result<_>>()?;
         let s = match trainer.step(&micro) {
             Ok(s) => s,
             Err(source @ masam_adapter::Error::NonFinite { .. }) => {
-                loss_log.sync()?;
+                if let Some(log) = loss_log.as_mut() {
+                    log.sync()?;
+                }
                 return Err(AppError::Diverged {
                     source: Box::new(source),
                     checkpoint: last_checkpoint.map(|step| (ckpt.clone(), step)),
@@ -211,12 +265,15 @@ pub fn run_from(
             Err(e) => return Err(e.into()),
         };
         on_step(&s);
-        loss_log.append(&s)?;
         history.push(s);
         let step = trainer.current_step();
+        let Some(log) = loss_log.as_mut() else {
+            continue; // the other ranks write nothing
+        };
+        log.append(&s)?;
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 {
             trainer.save(&ckpt)?;
-            loss_log.sync()?;
+            log.sync()?;
             last_checkpoint = Some(step);
         }
         if cfg.eval_every > 0 && !test.is_empty() && step % cfg.eval_every == 0 {
@@ -233,6 +290,19 @@ pub fn run_from(
     }
     drop(loader);
     let train_seconds = start.elapsed().as_secs_f64();
+    let Some(loss_log) = loss_log else {
+        let steps = trainer.current_step();
+        return Ok((
+            model,
+            FinetuneReport {
+                steps,
+                train_seconds,
+                history,
+                dice: None,
+                evaluations: evals,
+            },
+        ));
+    };
     trainer.save(&ckpt)?;
     model.save_trainable(cfg.out_dir.join(crate::run_dir::WEIGHTS_FILE))?;
     loss_log.sync()?;

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use masam_adapter::conv3d::Adapter3dConfig;
+use masam_adapter::dist::DistEnv;
 use masam_adapter::fact::FactConfig;
 use masam_adapter::volume::dataset::amos::Modality;
 use masam_adapter::{AdapterPlacement, Finetune, ImageEncoderConfig};
-use masam_app::{finetune, run_dir, DataSource, FinetuneConfig, Protocol, Task, TaskOptions};
+use masam_app::{
+    finetune, launch, parallel, run_dir, DataSource, FinetuneConfig, Protocol, Task, TaskOptions,
+};
 
 use crate::error::{CliError, Result};
 use crate::progress;
@@ -66,6 +69,16 @@ pub struct FinetuneArgs {
     /// `--features cuda`).
     #[arg(long, value_name = "DEV")]
     pub device: Option<String>,
+    /// Data-parallel training on N GPUs of this node: starts one process per GPU (rank i on
+    /// cuda:i) joined through NCCL; `--batch` is per GPU, so the global batch is N × batch.
+    /// Needs a build with `--features nccl`. On several nodes, start one process per GPU
+    /// yourself with RANK, WORLD_SIZE, LOCAL_RANK and MASAM_RENDEZVOUS set (docs/gpu.md).
+    #[arg(long, value_name = "N", conflicts_with = "ranks")]
+    pub gpus: Option<usize>,
+    /// Data-parallel training with N ranks as threads of this process on the CPU (the same
+    /// code path as --gpus, for testing it; `--batch` is per rank).
+    #[arg(long, value_name = "N")]
+    pub ranks: Option<usize>,
     /// Mask decoder: `sam` (SAM's 2 upscaling stages, then bilinear to the input size),
     /// `progressive` (the reference's 4 transposed-convolution stages) or `fusion` (the
     /// progressive stages fused with intermediate encoder features, U-shaped) [default:
@@ -559,6 +572,12 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         print!("{text}");
         return Ok(());
     }
+    // a process started by a multi-GPU launch (ours or a scheduler's) is one rank of it
+    let rank_env = DistEnv::from_env()
+        .map_err(|e| CliError::Usage(format!("multi-GPU launch variables: {e}")))?;
+    if let Some(env) = rank_env {
+        return run_rank(args, cfg, &env);
+    }
     let state = cfg.out_dir.join("train_state.safetensors");
     if state.exists() && !cfg.resume {
         return Err(CliError::Usage(format!(
@@ -583,6 +602,29 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         classes = cfg.model.num_classes(),
         "loading data and building the model"
     );
+    if let Some(n) = args.gpus {
+        if !launch::NCCL_AVAILABLE {
+            return Err(CliError::Usage(
+                "--gpus needs a masam built with NCCL: `cargo build --release -p masam-cli \
+                 --features nccl` (CUDA toolkit and libnccl); --ranks N runs CPU ranks"
+                    .into(),
+            ));
+        }
+        if n == 0 {
+            return Err(CliError::Usage("--gpus must be at least 1".into()));
+        }
+        std::fs::create_dir_all(&cfg.out_dir).map_err(|e| {
+            CliError::Usage(format!("cannot create {}: {e}", cfg.out_dir.display()))
+        })?;
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        let rendezvous = cfg.out_dir.join(format!(".nccl-id-{}", std::process::id()));
+        launch::launch_local(n, &args, &rendezvous)?;
+        println!(
+            "{n} ranks finished; predict with: masam predict --run {} --input <volume> --output <file>",
+            cfg.out_dir.display()
+        );
+        return Ok(());
+    }
     let pb = progress::bar(cfg.trainer.steps, "steps");
     let init = args
         .init_from
@@ -598,7 +640,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             ));
         }
     }
-    let (model, report) = finetune::run_from(&cfg, init.as_deref(), |s| {
+    let on_step = |s: &masam_adapter::StepStats| {
         pb.set_position(s.step + 1);
         pb.set_message(format!(
             "loss {:.4} (ce {:.4}, dice {:.4})",
@@ -612,12 +654,49 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             dice = s.dice,
             "step"
         );
-    })?;
+    };
+    let (model, report) = match args.ranks {
+        Some(n) if n != 1 => parallel::run_threads(&cfg, init.as_deref(), n, on_step)?,
+        _ => finetune::run_from(&cfg, init.as_deref(), on_step)?,
+    };
     pb.finish_and_clear();
     println!("{}", report.summary(&model, &cfg.out_dir));
     println!(
         "predict with: masam predict --run {} --input <volume> --output <file>",
         cfg.out_dir.display()
     );
+    Ok(())
+}
+
+/// This process as rank `env.rank` of a multi-GPU run: NCCL on GPU `env.local_rank`; rank 0
+/// writes the run folder and prints the summary.
+fn run_rank(args: &FinetuneArgs, mut cfg: FinetuneConfig, env: &DistEnv) -> Result<()> {
+    cfg.device = format!("cuda:{}", env.local_rank);
+    if cfg.out_dir.join(finetune::TRAIN_STATE_FILE).exists() && !cfg.resume {
+        return Err(CliError::Usage(format!(
+            "{} already holds a run; pass --resume to continue it, or choose another --out",
+            cfg.out_dir.display()
+        )));
+    }
+    let init = args
+        .init_from
+        .as_ref()
+        .map(|r| r.join(run_dir::WEIGHTS_FILE))
+        .filter(|_| !cfg.resume);
+    let comm = launch::nccl_communicator(env)?;
+    let root = env.rank == 0;
+    let pb = if root {
+        progress::bar(cfg.trainer.steps, "steps")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let (model, report) = finetune::run_ranked(&cfg, init.as_deref(), comm, |s| {
+        pb.set_position(s.step + 1);
+        pb.set_message(format!("loss {:.4}", s.loss));
+    })?;
+    pb.finish_and_clear();
+    if root {
+        println!("{}", report.summary(&model, &cfg.out_dir));
+    }
     Ok(())
 }

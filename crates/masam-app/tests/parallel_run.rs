@@ -1,0 +1,103 @@
+//! Whole fine-tuning runs with 2 data-parallel ranks (threads, CPU communicator): the same
+//! model and losses as one process accumulating the ranks' shards, rank 0 alone writes the run
+//! folder, and a diverging run stops every rank with the divergence error (no hang).
+
+use std::path::PathBuf;
+
+use masam_adapter::volume::phantom::PhantomConfig;
+use masam_adapter::{LrSchedule, MaSamConfig, TrainerConfig};
+use masam_app::{finetune, parallel, AppError, DataSource, FinetuneConfig};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("masam-parallel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The fixtures' tiny model on a small phantom (64 px, 12 slices: 12 stacks), batch 1.
+fn config(out: PathBuf, steps: u64, accumulation: usize, lr: f64) -> FinetuneConfig {
+    let mut model = MaSamConfig::tiny();
+    model.sam.decoder.num_multimask_outputs = 12;
+    model.fact = model.fact.map(|f| f.with_dropout(0.0));
+    let mut cfg = FinetuneConfig::phantom_default(steps, 3, out);
+    cfg.model = model;
+    cfg.trainer = TrainerConfig {
+        steps,
+        batch: 1,
+        accumulation,
+        schedule: LrSchedule::Constant { lr },
+        seed: 3,
+        ..TrainerConfig::default()
+    };
+    cfg.data = DataSource::Phantom {
+        phantom: PhantomConfig {
+            height: 64,
+            width: 64,
+            slices: 12,
+            spacing: [6.0, 6.0, 20.0],
+            noise_sd_hu: 12.0,
+        },
+        train_cases: 1,
+        test_cases: 0,
+    };
+    cfg.time_budget_s = None;
+    cfg.checkpoint_every = 2;
+    cfg
+}
+
+fn weights(m: &masam_adapter::MaSam) -> Vec<Vec<f32>> {
+    m.trainable_vars()
+        .values()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_ranks_train_like_one_process_accumulating_their_shards() {
+    let out2 = temp_dir("two");
+    let (m2, r2) =
+        parallel::run_threads(&config(out2.clone(), 3, 1, 1e-3), None, 2, |_| {}).unwrap();
+    let out1 = temp_dir("one");
+    let (m1, r1) = finetune::run(&config(out1.clone(), 3, 2, 1e-3), |_| {}).unwrap();
+    assert_eq!(r2.steps, 3);
+    for (a, b) in r2.history.iter().zip(&r1.history) {
+        assert!((a.loss - b.loss).abs() < 1e-5, "{a} vs {b}");
+    }
+    let mut worst = 0f32;
+    for (a, b) in weights(&m2).iter().zip(weights(&m1)) {
+        for (x, y) in a.iter().zip(&b) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    assert!(worst < 1e-5, "weights differ by {worst}");
+    // rank 0 wrote one loss history and the run's files
+    let rows = masam_app::loss_log::read_losses(out2.join("loss.csv")).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert!(out2.join("model.safetensors").is_file());
+    assert!(out2.join(finetune::TRAIN_STATE_FILE).is_file());
+    std::fs::remove_dir_all(&out1).ok();
+    std::fs::remove_dir_all(&out2).ok();
+}
+
+#[test]
+fn a_diverging_two_rank_run_stops_every_rank_with_the_divergence() {
+    let out = temp_dir("diverge");
+    let err = parallel::run_threads(&config(out.clone(), 30, 1, 1e9), None, 2, |_| {})
+        .err()
+        .expect("a learning rate of 1e9 diverges");
+    assert!(matches!(err, AppError::Diverged { .. }), "{err}");
+    assert!(!out.join("model.safetensors").exists());
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn zero_ranks_are_refused() {
+    let out = temp_dir("zero");
+    let e = parallel::run_threads(&config(out.clone(), 1, 1, 1e-3), None, 0, |_| {});
+    assert!(matches!(e, Err(AppError::Config(_))));
+    std::fs::remove_dir_all(&out).ok();
+}
