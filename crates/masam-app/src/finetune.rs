@@ -101,6 +101,7 @@ pub fn run_from(
     init: Option<&std::path::Path>,
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
+    cfg.validate()?;
     crate::runtime::tune_allocator();
     std::fs::create_dir_all(&cfg.out_dir).map_err(io_at(&cfg.out_dir))?;
     let config_path = cfg.out_dir.join(crate::run_dir::CONFIG_FILE);
