@@ -232,7 +232,7 @@ fn read_pth_from<R: Read + Seek>(
     let pickles: Vec<String> = zip
         .file_names()
         .filter_map(|n| n.ok())
-        .filter(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
+        .filter(|n| n.as_ref() == "data.pkl" || n.ends_with("/data.pkl"))
         .map(|n| n.into_owned())
         .collect();
     let pkl = match pickles.as_slice() {

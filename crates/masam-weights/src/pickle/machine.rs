@@ -73,7 +73,7 @@ pub(crate) fn run(bytes: &[u8], limits: &Limits) -> Result<Value, Fault> {
     }
 }
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
     fn charge(&mut self, units: u64) -> Step<()> {
         self.budget = self.budget.checked_sub(units).ok_or_else(|| {
             format!(
@@ -85,13 +85,14 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn take(&mut self, n: usize) -> Step<&[u8]> {
+    fn take(&mut self, n: usize) -> Step<&'a [u8]> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.bytes.len())
             .ok_or_else(|| format!("argument of {n} bytes runs past the end of the program"))?;
-        let s = &self.bytes[self.pos..end];
+        let bytes: &'a [u8] = self.bytes;
+        let s = &bytes[self.pos..end];
         self.pos = end;
         Ok(s)
     }
@@ -124,8 +125,9 @@ impl Machine<'_> {
             .ok_or_else(|| format!("length {n} runs past the end of the program"))
     }
 
-    fn line(&mut self) -> Step<&str> {
-        let rest = &self.bytes[self.pos..];
+    fn line(&mut self) -> Step<&'a str> {
+        let bytes: &'a [u8] = self.bytes;
+        let rest = &bytes[self.pos..];
         let n = rest
             .iter()
             .take(256)
@@ -404,7 +406,10 @@ impl Machine<'_> {
             }))?,
             b'd' => {
                 let items = self.pop_mark()?;
-                self.push(Value::Dict(Map::default()))?;
+                self.push(Value::Dict(Map {
+                    entries: Vec::new(),
+                    depth: 1,
+                }))?;
                 self.set_items(items)?
             }
             b's' => {
@@ -417,9 +422,9 @@ impl Machine<'_> {
                 self.set_items(items)?
             }
             b'c' => {
-                let module = self.line()?.to_string();
-                let name = self.line()?.to_string();
-                self.global(&module, &name)?
+                let module = self.line()?;
+                let name = self.line()?;
+                self.global(module, name)?
             }
             0x93 => {
                 let name = self.pop()?;
