@@ -72,7 +72,8 @@ impl Mutator {
 
     /// One input: a seed with 1 to 8 stacked mutations.
     pub fn input(&mut self) -> Vec<u8> {
-        let mut data = self.seeds[self.below(self.seeds.len())].clone();
+        let pick = self.below(self.seeds.len());
+        let mut data = self.seeds[pick].clone();
         let rounds = 1 + self.below(8);
         for _ in 0..rounds {
             self.mutate(&mut data);
@@ -121,7 +122,8 @@ impl Mutator {
                 data.splice(at..at, bytes);
             }
             6 => {
-                let other = self.seeds[self.below(self.seeds.len())].clone();
+                let pick = self.below(self.seeds.len());
+                let other = self.seeds[pick].clone();
                 if !other.is_empty() {
                     let i = self.below(other.len());
                     let n = 1 + self.below((other.len() - i).min(256));

@@ -247,6 +247,20 @@ fn read_pth_from<R: Read + Seek>(
         }
     };
     let prefix = &pkl[..pkl.len() - "data.pkl".len()];
+    let order = format!("{prefix}byteorder");
+    if zip.index_for_name(&order).is_some() {
+        let b = read_entry(&mut zip, &order, file_len, 16, path)?;
+        if b.trim_ascii() != b"little" {
+            return Err(zip_err(
+                path,
+                format!(
+                    "byte order `{}`: only little-endian storages are supported",
+                    String::from_utf8_lossy(&b)
+                ),
+                None,
+            ));
+        }
+    }
     let program = read_entry(&mut zip, &pkl, file_len, limits.max_pickle_bytes, path)?;
     let root = pickle::run(&program, limits).map_err(|f: pickle::Fault| WeightsError::Pickle {
         path: path.to_path_buf(),

@@ -229,3 +229,15 @@ fn limits_are_enforced() {
         WeightsError::OverBudget { .. }
     ));
 }
+
+#[test]
+fn big_endian_archives_are_refused() {
+    let r = Record::f32("w", "0", &[1]);
+    let files = vec![
+        ("archive/data.pkl".to_string(), state_dict_pickle(&[r])),
+        ("archive/byteorder".to_string(), b"big".to_vec()),
+        ("archive/data/0".to_string(), f32_bytes(&[1.])),
+    ];
+    let err = read_pth_bytes(&zip(&files), src(), &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("little-endian"), "{err}");
+}

@@ -311,8 +311,7 @@ impl<'a> Machine<'a> {
                 self.push(v)?;
             }
             b'N' => self.push(Value::None)?,
-            0x88 => self.push(Value::Bool(true))?,
-            0x89 => self.push(Value::Bool(false))?,
+            0x88 | 0x89 => self.push(Value::Bool)?,
             b'J' => {
                 let v = self.u32()? as i32;
                 self.push(Value::Int(v.into()))?
@@ -340,10 +339,8 @@ impl<'a> Machine<'a> {
                 self.push(Value::Int(i64::from_le_bytes(a)))?
             }
             b'G' => {
-                let b = self.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                self.push(Value::Float(f64::from_be_bytes(a)))?
+                self.take(8)?;
+                self.push(Value::Float)?
             }
             b'X' | 0x8c | 0x8d => {
                 let n = match op {
@@ -364,8 +361,8 @@ impl<'a> Machine<'a> {
                     _ => self.u64()?,
                 };
                 let n = self.len_arg(n)?;
-                let b: Rc<[u8]> = Rc::from(self.take(n)?);
-                self.push(Value::Bytes(b))?
+                self.take(n)?;
+                self.push(Value::Bytes)?
             }
             b')' => self.push(Value::Tuple(Rc::new(Seq {
                 items: Vec::new(),

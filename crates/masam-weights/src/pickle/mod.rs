@@ -7,7 +7,7 @@ mod value;
 use std::rc::Rc;
 
 pub(crate) use machine::{run, Fault};
-pub(crate) use value::{StorageRef, TensorRecord, Value};
+pub(crate) use value::{TensorRecord, Value};
 
 /// Keys under which training checkpoints commonly wrap the state dict.
 const WRAPPER_KEYS: [&str; 2] = ["model", "state_dict"];

@@ -62,11 +62,14 @@ pub(crate) struct TensorRecord {
 #[derive(Debug, Clone)]
 pub(crate) enum Value {
     None,
-    Bool(bool),
+    /// `True`/`False` (the value is never needed).
+    Bool,
     Int(i64),
-    Float(f64),
+    /// A float (the value is never needed).
+    Float,
     Str(Rc<str>),
-    Bytes(Rc<[u8]>),
+    /// A bytes object (only its presence is kept).
+    Bytes,
     Tuple(Rc<Seq>),
     List(Seq),
     Dict(Map),
@@ -112,11 +115,11 @@ impl Value {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
-            Value::Bool(_) => "bool",
+            Value::Bool => "bool",
             Value::Int(_) => "int",
-            Value::Float(_) => "float",
+            Value::Float => "float",
             Value::Str(_) => "str",
-            Value::Bytes(_) => "bytes",
+            Value::Bytes => "bytes",
             Value::Tuple(_) => "tuple",
             Value::List(_) => "list",
             Value::Dict(_) => "dict",
