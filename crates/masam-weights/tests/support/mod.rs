@@ -186,7 +186,7 @@ pub fn small_pth() -> Vec<u8> {
 /// A safetensors file of `(name, dtype string, shape, bytes)` with offsets in order.
 pub fn safetensors(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     let mut header = String::from("{");
-    let mut data = Vec::new();
+    let mut data: Vec<u8> = Vec::new();
     for (i, (name, dtype, shape, bytes)) in tensors.iter().enumerate() {
         if i > 0 {
             header.push(',');
