@@ -60,19 +60,30 @@ pub fn check(cfg: &FinetuneConfig) -> Result<()> {
     at_most("model.sam.prompt.embed_dim", p.embed_dim, MAX_WIDTH)?;
     at_most("model.sam.prompt.mask_in_chans", p.mask_in_chans, MAX_WIDTH)?;
     for (k, v) in [
-        ("model.sam.prompt.image_embedding_size", p.image_embedding_size),
+        (
+            "model.sam.prompt.image_embedding_size",
+            p.image_embedding_size,
+        ),
         ("model.sam.prompt.input_image_size", p.input_image_size),
     ] {
         at_most(k, v.0.max(v.1), MAX_IMG_SIZE)?;
     }
     let d = &m.sam.decoder;
-    at_most("model.sam.decoder.transformer_dim", d.transformer_dim, MAX_WIDTH)?;
+    at_most(
+        "model.sam.decoder.transformer_dim",
+        d.transformer_dim,
+        MAX_WIDTH,
+    )?;
     at_most(
         "model.sam.decoder.num_multimask_outputs",
         d.num_multimask_outputs,
         MAX_COUNT,
     )?;
-    at_most("model.sam.decoder.iou_head_depth", d.iou_head_depth, MAX_COUNT)?;
+    at_most(
+        "model.sam.decoder.iou_head_depth",
+        d.iou_head_depth,
+        MAX_COUNT,
+    )?;
     at_most(
         "model.sam.decoder.iou_head_hidden_dim",
         d.iou_head_hidden_dim,
@@ -98,8 +109,16 @@ pub fn check(cfg: &FinetuneConfig) -> Result<()> {
         t.embedding_dim,
         MAX_WIDTH,
     )?;
-    at_most("model.sam.decoder.transformer.num_heads", t.num_heads, MAX_COUNT)?;
-    at_most("model.sam.decoder.transformer.mlp_dim", t.mlp_dim, 4 * MAX_WIDTH)?;
+    at_most(
+        "model.sam.decoder.transformer.num_heads",
+        t.num_heads,
+        MAX_COUNT,
+    )?;
+    at_most(
+        "model.sam.decoder.transformer.mlp_dim",
+        t.mlp_dim,
+        4 * MAX_WIDTH,
+    )?;
     at_most(
         "model.sam.decoder.transformer.attention_downsample_rate",
         t.attention_downsample_rate,

@@ -89,7 +89,10 @@ fn oversized_non_utf8_and_non_regular_files_are_refused() {
     #[cfg(unix)]
     {
         let fifo = d.join("fifo.toml");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(made.success());
         let t0 = std::time::Instant::now();
         assert!(matches!(load_config(&fifo), Err(AppError::Fs(_))));

@@ -38,7 +38,11 @@ fn nii(dir: &TempDir) -> Vec<u8> {
 fn element(out: &mut Vec<u8>, group: u16, elem: u16, vr: &[u8; 2], value: &[u8]) {
     let mut value = value.to_vec();
     if value.len() % 2 == 1 {
-        value.push(if vr == b"UI" || vr == b"OB" || vr == b"OW" { 0 } else { b' ' });
+        value.push(if vr == b"UI" || vr == b"OB" || vr == b"OW" {
+            0
+        } else {
+            b' '
+        });
     }
     out.extend(group.to_le_bytes());
     out.extend(elem.to_le_bytes());
@@ -97,7 +101,11 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, n: usize, mut read: impl FnMut(&[u8]) -
         accepted += usize::from(read(input));
         let used = ALLOC.peak() - base;
         worst = worst.max(used);
-        assert!(used < CAP, "{name}: {used} bytes for an input of {}", input.len());
+        assert!(
+            used < CAP,
+            "{name}: {used} bytes for an input of {}",
+            input.len()
+        );
     });
     eprintln!("{name}: {n} inputs, {accepted} accepted, peak {worst} bytes");
     accepted
@@ -137,5 +145,8 @@ fn mutated_volumes_never_panic_or_blow_up() {
         std::fs::write(&path, b).unwrap();
         read_dicom_files(dir.path(), std::slice::from_ref(&path)).is_ok()
     });
-    assert!(accepted > 0, "no mutated DICOM was readable: the seed is not reaching the reader");
+    assert!(
+        accepted > 0,
+        "no mutated DICOM was readable: the seed is not reaching the reader"
+    );
 }

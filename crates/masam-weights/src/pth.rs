@@ -64,7 +64,11 @@ pub fn read_pth_bytes(
     )
 }
 
-fn zip_err(path: &Path, reason: impl Into<String>, source: Option<zip::result::ZipError>) -> WeightsError {
+fn zip_err(
+    path: &Path,
+    reason: impl Into<String>,
+    source: Option<zip::result::ZipError>,
+) -> WeightsError {
     WeightsError::Zip {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -127,7 +131,10 @@ fn read_entry<R: Read + Seek>(
     if buf.len() as u64 != size {
         return Err(zip_err(
             path,
-            format!("entry `{name}` holds {} bytes, not the {size} it claims", buf.len()),
+            format!(
+                "entry `{name}` holds {} bytes, not the {size} it claims",
+                buf.len()
+            ),
             None,
         ));
     }
@@ -227,8 +234,8 @@ fn read_pth_from<R: Read + Seek>(
             limit: limits.max_file_bytes,
         });
     }
-    let mut zip = zip::ZipArchive::new(reader)
-        .map_err(|e| zip_err(path, e.to_string(), Some(e)))?;
+    let mut zip =
+        zip::ZipArchive::new(reader).map_err(|e| zip_err(path, e.to_string(), Some(e)))?;
     let pickles: Vec<String> = zip
         .file_names()
         .filter_map(|n| n.ok())
@@ -237,7 +244,13 @@ fn read_pth_from<R: Read + Seek>(
         .collect();
     let pkl = match pickles.as_slice() {
         [one] => one.clone(),
-        [] => return Err(zip_err(path, "no data.pkl entry (not a torch.save file)", None)),
+        [] => {
+            return Err(zip_err(
+                path,
+                "no data.pkl entry (not a torch.save file)",
+                None,
+            ))
+        }
         many => {
             return Err(zip_err(
                 path,
@@ -285,9 +298,9 @@ fn read_pth_from<R: Read + Seek>(
     for (i, (name, t)) in records.iter().enumerate() {
         let entry = format!("{prefix}data/{}", t.storage.key);
         let stored = {
-            let e = zip.by_name(&entry).map_err(|e| {
-                tensor_err(path, name, format!("storage entry `{entry}`: {e}"))
-            })?;
+            let e = zip
+                .by_name(&entry)
+                .map_err(|e| tensor_err(path, name, format!("storage entry `{entry}`: {e}")))?;
             e.size()
         };
         if stored > file_len {
@@ -316,7 +329,11 @@ fn read_pth_from<R: Read + Seek>(
         for i in users {
             let t = &records[i].1;
             if check_view(t, data.len() as u64).is_err() {
-                return Err(tensor_err(path, &records[i].0, "storage changed while reading"));
+                return Err(tensor_err(
+                    path,
+                    &records[i].0,
+                    "storage changed while reading",
+                ));
             }
             out[i] = Some(RawTensor {
                 dtype: t.storage.dtype,

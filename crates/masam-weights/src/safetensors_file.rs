@@ -79,7 +79,13 @@ pub fn read_safetensors_bytes(
         });
     }
     let Some(head) = bytes.get(..8) else {
-        return Err(bad(path, format!("{} bytes: shorter than the 8-byte header length", bytes.len())));
+        return Err(bad(
+            path,
+            format!(
+                "{} bytes: shorter than the 8-byte header length",
+                bytes.len()
+            ),
+        ));
     };
     let mut n = [0u8; 8];
     n.copy_from_slice(head);
@@ -93,11 +99,12 @@ pub fn read_safetensors_bytes(
             ),
         ));
     }
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Safetensors {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-        source: Some(e),
-    })?;
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Safetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            source: Some(e),
+        })?;
     if st.len() > limits.max_tensors {
         return Err(WeightsError::OverBudget {
             path: path.to_path_buf(),
@@ -108,16 +115,21 @@ pub fn read_safetensors_bytes(
     }
     let mut out = Vec::with_capacity(st.len());
     for (name, view) in st.iter() {
-        let dtype = WeightDtype::from_safetensors(view.dtype()).ok_or_else(|| WeightsError::Tensor {
-            path: path.to_path_buf(),
-            name: name.to_string(),
-            reason: format!("dtype {:?} is not supported", view.dtype()),
-        })?;
+        let dtype =
+            WeightDtype::from_safetensors(view.dtype()).ok_or_else(|| WeightsError::Tensor {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                reason: format!("dtype {:?} is not supported", view.dtype()),
+            })?;
         if view.shape().len() > limits.max_rank {
             return Err(WeightsError::Tensor {
                 path: path.to_path_buf(),
                 name: name.to_string(),
-                reason: format!("{} dimensions, more than {}", view.shape().len(), limits.max_rank),
+                reason: format!(
+                    "{} dimensions, more than {}",
+                    view.shape().len(),
+                    limits.max_rank
+                ),
             });
         }
         // The crate checked that the data's length is the shape's size times the dtype's.

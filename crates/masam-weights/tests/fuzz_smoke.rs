@@ -23,7 +23,10 @@ fn seeds_pth() -> Vec<Vec<u8>> {
     t.stride = vec![1, 2];
     vec![
         small_pth(),
-        pth(state_dict_pickle(&[t]), &[("0", f32_bytes(&[1., 2., 3., 4.]))]),
+        pth(
+            state_dict_pickle(&[t]),
+            &[("0", f32_bytes(&[1., 2., 3., 4.]))],
+        ),
     ]
 }
 
@@ -59,7 +62,9 @@ fn mutated_checkpoints_never_panic_or_blow_up() {
     let limits = Limits::default();
     let src = Path::new("fuzz.pth");
     fuzz("pth", seeds_pth(), 3000, |b| {
-        read_pth_bytes(b, src, &limits).map(|t| t.len()).unwrap_or(0)
+        read_pth_bytes(b, src, &limits)
+            .map(|t| t.len())
+            .unwrap_or(0)
     });
     let src = Path::new("fuzz.safetensors");
     fuzz("safetensors", seeds_safetensors(), 3000, |b| {

@@ -133,7 +133,9 @@ fn the_reference_fixtures_pth_and_safetensors_hold_the_same_tensors() {
         let st: std::collections::HashMap<_, _> = st.into_iter().collect();
         assert!(pth.len() > 10, "{stem}: {} tensors", pth.len());
         for (name, t) in &pth {
-            let s = st.get(name).unwrap_or_else(|| panic!("{stem}: {name} missing"));
+            let s = st
+                .get(name)
+                .unwrap_or_else(|| panic!("{stem}: {name} missing"));
             assert_eq!((t.dtype, &t.shape), (s.dtype, &s.shape), "{stem}: {name}");
             assert_eq!(t.data, s.data, "{stem}: {name}");
         }

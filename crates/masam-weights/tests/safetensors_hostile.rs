@@ -27,13 +27,21 @@ fn with_header(header: &str, data_len: usize) -> Vec<u8> {
 #[test]
 fn a_valid_file_is_read() {
     let bytes = safetensors(&[
-        ("a", "F32", vec![2], [1f32, 2.].iter().flat_map(|v| v.to_le_bytes()).collect()),
+        (
+            "a",
+            "F32",
+            vec![2],
+            [1f32, 2.].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
         ("b", "I64", vec![], 5i64.to_le_bytes().to_vec()),
     ]);
     let t = read_safetensors_bytes(&bytes, src(), &Limits::default()).unwrap();
     assert_eq!(t.len(), 2);
     let a = t.iter().find(|(n, _)| n == "a").unwrap();
-    assert_eq!((a.1.dtype, a.1.shape.as_slice()), (WeightDtype::F32, &[2usize][..]));
+    assert_eq!(
+        (a.1.dtype, a.1.shape.as_slice()),
+        (WeightDtype::F32, &[2usize][..])
+    );
     let b = t.iter().find(|(n, _)| n == "b").unwrap();
     assert_eq!(b.1.data, 5i64.to_le_bytes());
 }
@@ -45,7 +53,10 @@ fn header_length_claims_beyond_the_file_are_refused() {
         bytes.extend(b"{}");
         assert!(matches!(refuse(&bytes), WeightsError::Safetensors { .. }));
     }
-    assert!(matches!(refuse(b"\x01\x00"), WeightsError::Safetensors { .. }));
+    assert!(matches!(
+        refuse(b"\x01\x00"),
+        WeightsError::Safetensors { .. }
+    ));
 }
 
 #[test]
@@ -75,15 +86,24 @@ fn malformed_headers_and_unsupported_dtypes_are_refused() {
     refuse(&with_header("{not json", 0));
     refuse(&with_header(&"[".repeat(100_000), 0));
     let h = r#"{"a":{"dtype":"F8_E5M2","shape":[1],"data_offsets":[0,1]}}"#;
-    assert!(matches!(refuse(&with_header(h, 1)), WeightsError::Tensor { .. }));
+    assert!(matches!(
+        refuse(&with_header(h, 1)),
+        WeightsError::Tensor { .. }
+    ));
     let dims = vec!["1"; 40].join(",");
     let h = format!(r#"{{"a":{{"dtype":"U8","shape":[{dims}],"data_offsets":[0,1]}}}}"#);
-    assert!(matches!(refuse(&with_header(&h, 1)), WeightsError::Tensor { .. }));
+    assert!(matches!(
+        refuse(&with_header(&h, 1)),
+        WeightsError::Tensor { .. }
+    ));
 }
 
 #[test]
 fn limits_are_enforced_and_files_are_checked_before_reading() {
-    let bytes = safetensors(&[("a", "U8", vec![3], vec![1, 2, 3]), ("b", "U8", vec![1], vec![4])]);
+    let bytes = safetensors(&[
+        ("a", "U8", vec![3], vec![1, 2, 3]),
+        ("b", "U8", vec![1], vec![4]),
+    ]);
     let one = Limits {
         max_tensors: 1,
         ..Limits::default()
@@ -104,6 +124,9 @@ fn limits_are_enforced_and_files_are_checked_before_reading() {
         read_safetensors(&path, &small).unwrap_err(),
         WeightsError::FileTooLarge { .. }
     ));
-    assert_eq!(read_safetensors(&path, &Limits::default()).unwrap().len(), 2);
+    assert_eq!(
+        read_safetensors(&path, &Limits::default()).unwrap().len(),
+        2
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

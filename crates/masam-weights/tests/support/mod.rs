@@ -176,7 +176,10 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
 pub fn small_pth() -> Vec<u8> {
     let w: Vec<f32> = (0..6).map(|v| v as f32).collect();
     let b = [0.5f32, -1.0, 2.0];
-    let records = [Record::f32("lin.weight", "0", &[2, 3]), Record::f32("lin.bias", "1", &[3])];
+    let records = [
+        Record::f32("lin.weight", "0", &[2, 3]),
+        Record::f32("lin.bias", "1", &[3]),
+    ];
     pth(
         state_dict_pickle(&records),
         &[("0", f32_bytes(&w)), ("1", f32_bytes(&b))],
