@@ -147,6 +147,7 @@ pub fn run_ranked(
     comm: Arc<dyn Communicator>,
     mut on_step: impl FnMut(&StepStats),
 ) -> Result<(MaSam, FinetuneReport)> {
+    cfg.validate()?;
     crate::runtime::tune_allocator();
     check_deterministic(cfg)?;
     let root = comm.is_root();

@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod config_limits;
 pub mod data_source;
 pub mod device;
 pub mod error;

@@ -173,6 +173,18 @@ impl FinetuneConfig {
         }
     }
 
+    /// Checks the whole configuration: the model's own rules
+    /// ([`MaSamConfig::validate`]: odd slices up to 63, at most 254 classes, consistent widths)
+    /// and the bounds of [`config_limits`](crate::config_limits) on every value that sizes an
+    /// allocation (image size, widths, depths, batch, steps).
+    ///
+    /// # Errors
+    /// [`AppError::Config`](crate::AppError::Config) or the model's error, naming the value.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.model.validate()?;
+        crate::config_limits::check(self)
+    }
+
     /// This configuration with the SAM checkpoint of its frozen backbone.
     pub fn with_sam_checkpoint(mut self, path: impl Into<PathBuf>) -> Self {
         self.sam_checkpoint = Some(path.into());

@@ -74,22 +74,40 @@ impl RunDir {
     }
 }
 
-/// Reads a [`FinetuneConfig`] from a TOML file.
+/// Reads a [`FinetuneConfig`] from a TOML file (a regular file of at most
+/// [`MAX_CONFIG_BYTES`](crate::config_limits::MAX_CONFIG_BYTES)) and checks it
+/// ([`FinetuneConfig::validate`]).
 ///
 /// # Errors
-/// [`AppError::Io`] when the file cannot be read, [`AppError::Toml`] (naming the file and the
-/// offending key) when it is not a valid configuration.
+/// [`AppError::Fs`] when the path is not a readable regular file, [`AppError::Io`] when it is
+/// too large or not UTF-8, [`AppError::Toml`] (naming the file and the offending key) when it
+/// is not a valid configuration, [`AppError::Config`] when a value is out of bounds.
 pub fn load_config(path: impl AsRef<Path>) -> Result<FinetuneConfig> {
+    use std::io::Read;
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| AppError::Io {
+    let io = |source| AppError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let limit = crate::config_limits::MAX_CONFIG_BYTES;
+    let mut bytes = Vec::new();
+    masam_fs::open_regular_file(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes: not a run configuration"),
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let cfg: FinetuneConfig = toml::from_str(&text).map_err(|source| AppError::Toml {
         path: path.to_path_buf(),
         source,
     })?;
-    cfg.model.validate()?;
+    cfg.validate()?;
     Ok(cfg)
 }
 

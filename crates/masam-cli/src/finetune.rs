@@ -467,7 +467,7 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
             ));
         }
     }
-    cfg.model.validate()?;
+    cfg.validate()?;
     Ok(cfg)
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{FactError, Result};
 use crate::fact::Fact;
@@ -73,7 +73,13 @@ impl ReferenceFormat {
 }
 
 /// Reads every tensor of a `.safetensors` file or of a `torch.save`d flat state dict (`.pth`,
-/// `.pt`, `.bin`), onto the CPU.
+/// `.pt`, `.bin`), onto the CPU, through [`masam_weights`]: the pickle is run by a bounded
+/// interpreter that only rebuilds tensors, and every size is checked against the file before
+/// anything is allocated.
+///
+/// # Errors
+/// [`FactError::Io`] when the file does not exist, [`FactError::Weights`] when the file is not
+/// a readable checkpoint (naming the file and the problem).
 pub fn read_tensors(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
     let path = path.as_ref();
     if !path.exists() {
@@ -83,11 +89,15 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<HashMap<String, Tensor>> {
         });
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if matches!(ext, "pth" | "pt" | "bin") {
-        Ok(candle_core::pickle::read_all(path)?.into_iter().collect())
+    let limits = masam_weights::Limits::default();
+    let raw = if matches!(ext, "pth" | "pt" | "bin") {
+        masam_weights::read_pth(path, &limits)?
     } else {
-        Ok(candle_core::safetensors::load(path, &Device::Cpu)?)
-    }
+        masam_weights::read_safetensors(path, &limits)?
+    };
+    raw.into_iter()
+        .map(|(name, t)| Ok((name, t.to_candle()?)))
+        .collect()
 }
 
 impl Fact {

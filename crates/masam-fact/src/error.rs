@@ -62,7 +62,11 @@ pub enum FactError {
     /// A file could not be written atomically.
     #[error(transparent)]
     Fs(#[from] masam_fs::FsError),
-    /// A candle error (tensor op, safetensors or pickle reading).
+    /// A checkpoint file was refused by the weight-file reader (it names the file and the
+    /// problem).
+    #[error(transparent)]
+    Weights(#[from] masam_weights::WeightsError),
+    /// A candle error (tensor op, or building a tensor from a checkpoint's bytes).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -155,7 +155,16 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// [`Error::BadCheckpoint`] caused by candle's reader (kept as the source).
+/// [`Error::BadCheckpoint`] from the weight-file reader (kept as the source).
+fn refused(path: &Path, source: masam_weights::WeightsError) -> Error {
+    Error::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason: source.to_string(),
+        source: Some(Box::new(source)),
+    }
+}
+
+/// [`Error::BadCheckpoint`] from candle (kept as the source).
 fn unreadable(path: &Path, source: candle_core::Error) -> Error {
     Error::BadCheckpoint {
         path: path.to_path_buf(),
@@ -164,14 +173,15 @@ fn unreadable(path: &Path, source: candle_core::Error) -> Error {
     }
 }
 
+/// The first bytes of `path`, which must be a regular file (a FIFO or device is refused
+/// without blocking on it).
 fn read_magic(path: &Path) -> Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
+    let f = masam_fs::open_regular_file(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
-        source,
+        source: e.into(),
     })?;
     let mut buf = Vec::with_capacity(8);
-    f.by_ref()
-        .take(8)
+    f.take(8)
         .read_to_end(&mut buf)
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),
@@ -180,20 +190,14 @@ fn read_magic(path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Runs `f`, turning both its error and any panic inside it into [`Error::BadCheckpoint`].
-fn guarded<T>(path: &Path, f: impl FnOnce() -> candle_core::Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(unreadable(path, e)),
-        Err(_) => Err(bad(path, "the reader panicked on malformed data")),
-    }
-}
-
-fn tidy(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<HashMap<String, Tensor>> {
-    tensors
-        .into_iter()
+/// Candle tensors from the reader's validated raw tensors.
+fn to_candle(
+    path: &Path,
+    raw: Vec<(String, masam_weights::RawTensor)>,
+) -> Result<HashMap<String, Tensor>> {
+    raw.into_iter()
         .map(|(k, t)| {
-            let t = t.contiguous().map_err(|e| unreadable(path, e))?;
+            let t = t.to_candle().map_err(|e| unreadable(path, e))?;
             Ok((k, t))
         })
         .collect()
@@ -236,7 +240,9 @@ impl SamCheckpoint {
     }
 
     /// Reads a zip-format `torch.save` state dict (plain, or wrapped as `{"model": …}` or
-    /// `{"state_dict": …}`) without executing any pickle code (`candle_core::pickle`).
+    /// `{"state_dict": …}`) without executing any pickle code: [`masam_weights::read_pth`]
+    /// (bounded interpreter, allow-listed globals, every size checked against the file before
+    /// allocation).
     ///
     /// # Errors
     /// As [`load`](Self::load).
@@ -249,41 +255,28 @@ impl SamCheckpoint {
                 "not a zip-format torch.save file (legacy or corrupt)",
             ));
         }
-        let mut tensors = guarded(path, || candle_core::pickle::read_all_with_key(path, None))?;
-        if tensors.is_empty() {
-            for key in ["model", "state_dict"] {
-                let wrapped = guarded(path, || {
-                    candle_core::pickle::read_all_with_key(path, Some(key))
-                });
-                if let Ok(t) = wrapped {
-                    if !t.is_empty() {
-                        tensors = t;
-                        break;
-                    }
-                }
-            }
-        }
+        let tensors = masam_weights::read_pth(path, &masam_weights::Limits::default())
+            .map_err(|e| refused(path, e))?;
         if tensors.is_empty() {
             return Err(bad(path, "no tensors found (not a state dict?)"));
         }
-        Ok(Self::from_tensors(tidy(path, tensors)?, path))
+        Ok(Self::from_tensors(to_candle(path, tensors)?, path))
     }
 
-    /// Reads a safetensors file.
+    /// Reads a safetensors file ([`masam_weights::read_safetensors`]: header and data layout
+    /// validated before any tensor is built).
     ///
     /// # Errors
     /// As [`load`](Self::load).
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         read_magic(path)?;
-        let tensors = guarded(path, || candle_core::safetensors::load(path, &Device::Cpu))?;
+        let tensors = masam_weights::read_safetensors(path, &masam_weights::Limits::default())
+            .map_err(|e| refused(path, e))?;
         if tensors.is_empty() {
             return Err(bad(path, "no tensors found"));
         }
-        Ok(Self::from_tensors(
-            tidy(path, tensors.into_iter().collect())?,
-            path,
-        ))
+        Ok(Self::from_tensors(to_candle(path, tensors)?, path))
     }
 
     /// The tensor called `key`.

@@ -251,7 +251,9 @@ fn corrupt_files_are_bad_checkpoints() {
     // The reader's own error is kept as the source.
     let source = std::error::Error::source(&e).expect("a source");
     assert!(
-        source.downcast_ref::<candle_core::Error>().is_some(),
+        source
+            .downcast_ref::<masam_weights::WeightsError>()
+            .is_some(),
         "{source}"
     );
     // Legacy (non-zip) torch.save: starts with a pickle protocol marker.

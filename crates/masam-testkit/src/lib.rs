@@ -4,7 +4,9 @@
 //! - [`fixtures`]: where the repository's fixtures are, from any crate, and loading them;
 //! - [`compare`](mod@compare): tensor and slice comparisons whose failure message names the tensor, the
 //!   worst element and both values;
-//! - [`temp`]: fresh temporary folders removed on drop, and sorted folder listings.
+//! - [`temp`]: fresh temporary folders removed on drop, and sorted folder listings;
+//! - [`mutate`]: a deterministic mutation fuzzer for the readers' CI-sized fuzz runs, and
+//!   [`peak_alloc`]: a global allocator measuring peak heap use.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -16,6 +18,8 @@
 
 pub mod compare;
 pub mod fixtures;
+pub mod mutate;
+pub mod peak_alloc;
 pub mod temp;
 
 pub use compare::{
@@ -24,4 +28,5 @@ pub use compare::{
 pub use fixtures::{
     load_reference_tiny, load_safetensors, reference_tiny, workspace_root, RawSafetensors,
 };
+pub use peak_alloc::PeakAlloc;
 pub use temp::{dir_entries, TempDir};
