@@ -180,7 +180,7 @@ impl Increment {
         let (_, m_out) = self.projection.chunks(self.mlp_ratio);
         let rows: usize = lead.iter().product();
         // Rank space: h = z · Sᵀ, (rows, m_out·r).
-        let mut h = z.matmul(&self.core()?.t()?)?;
+        let mut h = z.matmul(&self.core()?.to_dtype(z.dtype())?.t()?)?;
         if train && self.dropout > 0.0 {
             h = candle_nn::ops::dropout(&h, self.dropout)?;
         }

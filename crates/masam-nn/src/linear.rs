@@ -8,6 +8,10 @@ use candle_nn::{Init, VarBuilder};
 /// Built from [`candle_nn::Linear`] (whose matmul records a backward) but initialised like
 /// PyTorch's `nn.Linear`: weight and bias uniform in `±1/√in`.
 ///
+/// The product runs in the input's dtype: weight and bias are converted to it at every call
+/// (a no-op when they already have it), so f32 master weights serve a bf16 or f16 forward
+/// pass and still receive their gradient (in f32) through the differentiable conversion.
+///
 /// # Shapes
 /// - `x`: (…, in); returns (…, out)
 #[derive(Debug, Clone)]
@@ -50,6 +54,8 @@ impl Linear {
             candle_core::bail!("Linear: input {dims:?} does not fit weight (out {out}, in {win})");
         }
         let rows: usize = lead.iter().product();
+        // the input's dtype is the compute dtype (f32 master weights are cast at use)
+        let w = w.to_dtype(x.dtype())?;
         let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
         let y = match self.bias() {
             Some(b) => add_bias(&y, b)?,
@@ -62,7 +68,8 @@ impl Linear {
 }
 
 /// `x + bias` over the last dimension, differentiable: the fused
-/// [`crate::ops::bias_add_fused`] on CPU `f32` tensors, `broadcast_add` elsewhere.
+/// [`crate::ops::bias_add_fused`] on CPU `f32` tensors, `broadcast_add` elsewhere. The bias is
+/// converted to `x`'s dtype first.
 ///
 /// # Shapes
 /// - `x`: (…, C); `bias`: (C,); returns (…, C)
@@ -75,10 +82,11 @@ impl Linear {
 /// assert_eq!(y, vec![vec![1.5, 1.]]);
 /// ```
 pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if crate::ops::fusable(&[x, bias]) {
-        crate::ops::bias_add_fused(x, bias)
+    let bias = bias.to_dtype(x.dtype())?;
+    if crate::ops::fusable(&[x, &bias]) {
+        crate::ops::bias_add_fused(x, &bias)
     } else {
-        x.broadcast_add(bias)
+        x.broadcast_add(&bias)
     }
 }
 

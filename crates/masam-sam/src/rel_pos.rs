@@ -121,8 +121,9 @@ pub fn decomposed_rel_pos_terms(
     let (qh, qw) = q_size;
     let (kh, kw) = k_size;
     let (b, _, hd) = q.dims3()?;
-    let rh = get_rel_pos(qh, kh, rel_pos_h)?; // (qh, kh, hd)
-    let rw = get_rel_pos(qw, kw, rel_pos_w)?; // (qw, kw, hd)
+    // in q's dtype (mixed precision: f32 tables are converted at use)
+    let rh = get_rel_pos(qh, kh, &rel_pos_h.to_dtype(q.dtype())?)?; // (qh, kh, hd)
+    let rw = get_rel_pos(qw, kw, &rel_pos_w.to_dtype(q.dtype())?)?; // (qw, kw, hd)
     let r_q = q.reshape((b, qh, qw, hd))?;
     // Batch over i: (qh, b·qw, hd) @ (qh, hd, kh).
     let rel_h = r_q
