@@ -48,7 +48,7 @@ pub use output::VolumeOutput;
 pub use trainer::{StepStats, Trainer, TrainerConfig};
 
 pub use masam_sam::{ImageEncoderConfig, Prompt, SamCheckpoint, SamOutput};
-pub use masam_train::{AdamWConfig, LrSchedule};
+pub use masam_train::{AdamWConfig, LossScaleConfig, LrSchedule, Precision};
 
 /// candle's tensor crate (`candle-core`), the version this crate is built on.
 pub use candle_core as candle;

@@ -14,6 +14,7 @@ use masam_sam::{
     EncoderOutput, ForwardContext, ImageEncoder, MaskDecoder, Prompt, PromptEncoder, Sam,
     SamCheckpoint, SamOutput,
 };
+use masam_train::Precision;
 
 use crate::config::{AdapterPlacement, Finetune, MaSamConfig};
 use crate::hooks::{AdapterHook, FactLinearHook};
@@ -37,6 +38,11 @@ const ENCODER_PREFIX: &str = "image_encoder.";
 /// trained is a [`Var`] in [`MaSam::trainable`], named as in SAM's state dict
 /// (`image_encoder.blocks.{i}.adapter_conv.weight`, `mask_decoder.…`, `prompt_encoder.…`) and
 /// `fact.FacTu.weight`, `fact.blocks.{i}.q_FacTs.weight` for FacT.
+///
+/// Numeric precision ([`MaSam::with_precision`]): in bf16 or f16 the frozen encoder weights
+/// are stored in that type and the forward pass computes in it, while the trainable
+/// variables stay f32 (converted at use, so their gradients arrive in f32); LayerNorm, softmax
+/// and the outputs are f32.
 ///
 /// ```
 /// use masam_adapter::candle::{DType, Device, Tensor};
@@ -64,6 +70,7 @@ pub struct MaSam {
     /// The frozen encoder's tensors (parameter-efficient models), for [`MaSam::to_inference`].
     frozen: Option<Arc<HashMap<String, Tensor>>>,
     inference: bool,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for MaSam {
@@ -72,6 +79,7 @@ impl std::fmt::Debug for MaSam {
             .field("config", &self.config)
             .field("trainable", &self.trainable.named_vars().len())
             .field("inference", &self.inference)
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -155,6 +163,76 @@ impl MaSam {
             init_report: init.report(),
             frozen: frozen.map(Arc::new),
             inference: false,
+            precision: Precision::F32,
+        })
+    }
+
+    /// The numeric precision the model computes in ([`Precision::F32`] unless changed by
+    /// [`MaSam::with_precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The same model computing in `precision`: the frozen encoder weights are converted to its
+    /// dtype (half the memory in bf16/f16; converting back to f32 later does not restore the
+    /// rounded bits), the trainable variables are the same `Var`s, still f32 (f32 master
+    /// weights, converted at use in the forward pass). Inputs are converted to the compute
+    /// dtype and the outputs ([`MaSam::forward`], [`MaSam::segment`]) are f32 whatever the
+    /// precision.
+    ///
+    /// ```
+    /// use masam_adapter::candle::{DType, Device, Tensor};
+    /// use masam_adapter::{MaSam, MaSamConfig, Mode, Precision};
+    /// # fn main() -> masam_adapter::Result<()> {
+    /// let model = MaSam::random(&MaSamConfig::tiny(), 0, &Device::Cpu)?;
+    /// let x = Tensor::rand(0f32, 1., (1, 5, 3, 64, 64), &Device::Cpu)?;
+    /// let full = model.segment(&x, Mode::Eval)?;
+    /// let model = model.with_precision(Precision::Bf16)?;
+    /// let half = model.segment(&x, Mode::Eval)?;
+    /// assert_eq!(half.dtype(), DType::F32);
+    /// let diff = (half - full)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    /// assert!(diff < 0.1, "{diff}"); // bf16 keeps 8 significant bits
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] on an inference model ([`MaSam::to_inference`]): set the precision on
+    /// the model it is made from.
+    pub fn with_precision(self, precision: Precision) -> Result<Self> {
+        if precision == self.precision {
+            return Ok(self);
+        }
+        if self.inference {
+            return Err(Error::Config(
+                "an inference model keeps no separate weights to convert: call with_precision \
+                 on the model it was made from, then to_inference"
+                    .into(),
+            ));
+        }
+        let device = self.device().clone();
+        let dtype = precision.dtype();
+        let frozen: Option<HashMap<String, Tensor>> = match &self.frozen {
+            None => None,
+            Some(f) => Some(
+                f.iter()
+                    .map(|(k, t)| Ok((k.clone(), t.to_dtype(dtype)?)))
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        // the trainable map already holds every variable: rebuilding takes them, draws nothing
+        let tvb = self.trainable.var_builder(DType::F32, &device);
+        let encoder_vb = match &frozen {
+            None => tvb.clone(),
+            Some(t) => VarBuilder::from_tensors(t.clone(), dtype, &device),
+        };
+        let (sam, fact, adapters) = Self::assemble(&self.config, encoder_vb, &tvb, true, &device)?;
+        Ok(Self {
+            sam,
+            fact,
+            adapters,
+            frozen: frozen.map(Arc::new),
+            precision,
+            ..self
         })
     }
 
@@ -243,7 +321,7 @@ impl MaSam {
     /// # Ok(()) }
     /// ```
     pub fn to_inference(&self) -> Result<Self> {
-        let dtype = DType::F32;
+        let dtype = self.precision.dtype();
         let device = self.device().clone();
         let mut tensors: HashMap<String, Tensor> =
             self.frozen.as_deref().cloned().unwrap_or_default();
@@ -264,13 +342,18 @@ impl MaSam {
                     let w = tensors.get(&key).ok_or_else(|| {
                         Error::Config(format!("cannot merge FacT: the encoder has no `{key}`"))
                     })?;
-                    let merged = hook.merge_weight(w)?.detach();
+                    // merged in f32, then stored in the compute dtype
+                    let merged = hook.merge_weight(&w.to_dtype(DType::F32)?)?.detach();
                     tensors.insert(key, merged);
                 }
             }
         }
-        let vb = VarBuilder::from_tensors(tensors, dtype, &device);
-        let (sam, _, adapters) = Self::assemble(&self.config, vb.clone(), &vb, false, &device)?;
+        // as in training: the encoder's weights in the compute dtype, everything that is trained
+        // (decoder, prompt encoder, adapters) kept in f32 and converted at use; the prompt
+        // encoder's Fourier features need f32
+        let encoder_vb = VarBuilder::from_tensors(tensors.clone(), dtype, &device);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let (sam, _, adapters) = Self::assemble(&self.config, encoder_vb, &vb, false, &device)?;
         Ok(Self {
             config: self.config.clone(),
             sam,
@@ -280,6 +363,7 @@ impl MaSam {
             init_report: BTreeMap::new(),
             frozen: None,
             inference: true,
+            precision: self.precision,
         })
     }
 
@@ -318,7 +402,8 @@ impl MaSam {
                 d[1], self.config.slices
             )));
         }
-        Ok((images.reshape((d[0] * d[1], 3, d[3], d[4]))?, d[0], d[1]))
+        let x = images.reshape((d[0] * d[1], 3, d[3], d[4]))?;
+        Ok((x.to_dtype(self.precision.dtype())?, d[0], d[1]))
     }
 
     /// The device the model lives on.
@@ -342,7 +427,19 @@ impl MaSam {
             slices: d,
             train: mode.is_train(),
         };
-        Ok(self.sam.forward(&x, prompt, &ctx)?)
+        let out = self.sam.forward(&x, prompt, &ctx)?;
+        // f32 outputs whatever the compute precision: the loss and the metrics read them
+        let masks = out.masks.to_dtype(DType::F32)?;
+        let low_res_logits = if out.low_res_logits.id() == out.masks.id() {
+            masks.clone() // the 4-stage decoder's logits are the masks: convert once
+        } else {
+            out.low_res_logits.to_dtype(DType::F32)?
+        };
+        Ok(SamOutput {
+            masks,
+            iou_predictions: out.iou_predictions.to_dtype(DType::F32)?,
+            low_res_logits,
+        })
     }
 
     /// [`MaSam::forward`] with the outputs grouped per volume: masks (B, D, K, H, W), IoU
@@ -375,7 +472,8 @@ impl MaSam {
         Ok(Prompt::Boxes(boxes.reshape((b * d, 4))?))
     }
 
-    /// The encoder's intermediate results (patch embedding, every block, embeddings).
+    /// The encoder's intermediate results (patch embedding, every block, embeddings), in the
+    /// compute dtype ([`MaSam::precision`]).
     pub fn encode_with_intermediates(&self, images: &Tensor, mode: Mode) -> Result<EncoderOutput> {
         let (x, _, d) = self.flatten(images)?;
         let x = self.sam.preprocess(&x)?;

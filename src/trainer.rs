@@ -9,7 +9,8 @@ use masam_dist::Communicator;
 
 use masam_sam::Prompt;
 use masam_train::{
-    AdamW, AdamWConfig, DiceCeLoss, DiceCeLossConfig, GradAccumulator, LrSchedule, TrainingState,
+    AdamW, AdamWConfig, DiceCeLoss, DiceCeLossConfig, GradAccumulator, LossScaleConfig, LossScaler,
+    LrSchedule, Precision, ScaleUpdate, TrainingState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,14 @@ pub struct TrainerConfig {
     /// before the field existed.
     #[serde(default)]
     pub deterministic: bool,
+    /// Numeric precision of the forward and backward passes (the model must compute in it:
+    /// [`MaSam::with_precision`]). Parameters, gradients given to the optimiser and its state
+    /// stay f32. A configuration without it reads as f32.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Dynamic loss scaling, used with [`Precision::F16`] only.
+    #[serde(default)]
+    pub loss_scale: LossScaleConfig,
 }
 
 impl Default for TrainerConfig {
@@ -55,6 +64,8 @@ impl Default for TrainerConfig {
             loss: DiceCeLossConfig::default(),
             seed: 1234,
             deterministic: false,
+            precision: Precision::F32,
+            loss_scale: LossScaleConfig::default(),
         }
     }
 }
@@ -111,6 +122,8 @@ pub struct Trainer<'m> {
     cfg: TrainerConfig,
     step: u64,
     dist: Option<DataParallel>,
+    scaler: Option<LossScaler>,
+    last_skipped: bool,
 }
 
 /// The data-parallel group a [`Trainer`] averages its gradients with.
@@ -131,6 +144,20 @@ impl<'m> Trainer<'m> {
             ));
         }
         cfg.schedule.validate()?;
+        if model.precision() != cfg.precision {
+            return Err(Error::Config(format!(
+                "the trainer is configured for {} but the model computes in {}: build the model \
+                 with MaSam::with_precision(Precision::{:?})",
+                cfg.precision,
+                model.precision(),
+                cfg.precision
+            )));
+        }
+        let scaler = if cfg.precision.needs_loss_scaling() {
+            Some(LossScaler::new(cfg.loss_scale)?)
+        } else {
+            None
+        };
         if cfg.batch == 0 || cfg.accumulation == 0 {
             return Err(Error::Config(
                 "batch and accumulation must be at least 1".into(),
@@ -149,6 +176,8 @@ impl<'m> Trainer<'m> {
             cfg,
             step: 0,
             dist: None,
+            scaler,
+            last_skipped: false,
         })
     }
 
@@ -185,6 +214,21 @@ impl<'m> Trainer<'m> {
         self.dist.as_ref().map(|d| &d.comm)
     }
 
+    /// The current f16 loss scale (`None` in f32 and bf16, which need none).
+    pub fn loss_scale(&self) -> Option<f64> {
+        self.scaler.as_ref().map(|s| s.scale())
+    }
+
+    /// True when the last [`Trainer::step`] was skipped because of a gradient overflow (f16).
+    pub fn last_step_skipped(&self) -> bool {
+        self.last_skipped
+    }
+
+    /// Steps skipped so far because of gradient overflows (f16; counted across resumes).
+    pub fn skipped_steps(&self) -> u64 {
+        self.scaler.as_ref().map_or(0, |s| s.state().skipped_total)
+    }
+
     /// The next step number.
     pub fn current_step(&self) -> u64 {
         self.step
@@ -197,9 +241,17 @@ impl<'m> Trainer<'m> {
 
     /// One optimiser step over `micro` micro-batches (gradients averaged), dropout on.
     ///
+    /// With [`Precision::F16`] the loss is multiplied by the loss scale before the backward pass
+    /// and the gradients divided by it; a gradient overflow (an infinite or NaN gradient) is
+    /// then not an error: the optimiser step is skipped (no parameter changes), the scale is
+    /// halved, the step counter moves on (the schedule and the data go on, as PyTorch's
+    /// `GradScaler`), and [`Trainer::last_step_skipped`] says so.
+    ///
     /// # Errors
-    /// [`Error::NonFinite`] when the loss or a gradient is NaN or infinite; then no parameter
-    /// and no optimiser state has changed, and the step counter has not moved.
+    /// [`Error::NonFinite`] when the loss (computed in f32) is NaN or infinite, or, in f32 and
+    /// bf16, when a gradient is; then no parameter and no optimiser state has changed, and the
+    /// step counter has not moved. In f16, also [`Error::NonFinite`] when an overflow would
+    /// take the loss scale below its floor (gradients that stay non-finite: divergence).
     pub fn step(&mut self, micro: &[Batch]) -> Result<StepStats> {
         if micro.is_empty() {
             return Err(Error::Config(
@@ -244,7 +296,11 @@ impl<'m> Trainer<'m> {
             tl += total;
             tce += l.ce.to_scalar::<f32>()?;
             td += l.dice.to_scalar::<f32>()?;
-            acc.accumulate(l.total.backward()?)?;
+            let objective = match &self.scaler {
+                Some(s) => s.scale_loss(&l.total)?,
+                None => l.total,
+            };
+            acc.accumulate(objective.backward()?)?;
         }
         let mut grads = acc.finish()?;
         let n = micro.len() as f32;
@@ -261,8 +317,38 @@ impl<'m> Trainer<'m> {
                 sums.push(g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?);
             }
         }
+        let stats = StepStats {
+            step: self.step,
+            loss,
+            ce,
+            dice,
+            lr,
+        };
         if !sums.is_empty() {
             let all = candle_core::Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+            let finite = all.iter().all(|s| s.is_finite());
+            if let Some(scaler) = &mut self.scaler {
+                // f16: an overflow skips the step and lowers the scale; gradients that stay
+                // non-finite down to the scale's floor are a divergence
+                let decision = match scaler.update(finite) {
+                    Ok(d) => d,
+                    Err(masam_train::TrainError::LossScaleCollapsed { scale, skipped, .. }) => {
+                        return Err(Error::NonFinite {
+                            step: self.step,
+                            what: format!(
+                                "the gradient at loss scale {scale:e}, after {skipped} \
+                                 overflow(s) in a row,"
+                            ),
+                        })
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if decision == ScaleUpdate::Skip {
+                    self.last_skipped = true;
+                    self.step += 1;
+                    return Ok(stats);
+                }
+            }
             if let Some(i) = all.iter().position(|s| !s.is_finite()) {
                 let name = self
                     .opt
@@ -276,14 +362,11 @@ impl<'m> Trainer<'m> {
                 });
             }
         }
+        if let Some(scaler) = &self.scaler {
+            scaler.unscale(&mut grads, vars.iter())?;
+        }
         self.opt.step(&grads)?;
-        let stats = StepStats {
-            step: self.step,
-            loss,
-            ce,
-            dice,
-            lr,
-        };
+        self.last_skipped = false;
         self.step += 1;
         Ok(stats)
     }
@@ -341,11 +424,13 @@ impl<'m> Trainer<'m> {
     /// Saves parameters, optimiser state, step and configuration atomically (temp file + rename).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let config = serde_json::to_value(&self.cfg).map_err(|e| Error::Serialize(Box::new(e)))?;
-        let state = TrainingState::capture(&self.opt, self.step, BTreeMap::new(), config)?;
+        let mut state = TrainingState::capture(&self.opt, self.step, BTreeMap::new(), config)?;
+        state.loss_scale = self.scaler.as_ref().map(|s| s.state());
         Ok(state.save(path)?)
     }
 
-    /// Restores a state written by [`Trainer::save`]: parameters, optimiser moments and step.
+    /// Restores a state written by [`Trainer::save`]: parameters, optimiser moments, step and
+    /// (f16) the loss scale; a state without a loss scale leaves the scaler at its start.
     pub fn resume(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let dev = self
             .opt
@@ -354,6 +439,9 @@ impl<'m> Trainer<'m> {
             .map(|(_, v)| v.device().clone())
             .unwrap_or(candle_core::Device::Cpu);
         let state = TrainingState::load(path, &dev)?;
+        if let (Some(scaler), Some(ls)) = (&mut self.scaler, state.loss_scale) {
+            scaler.restore(ls)?;
+        }
         state.restore(&mut self.opt)?;
         self.step = state.step;
         Ok(())

@@ -70,14 +70,15 @@ impl FinetuneReport {
 }
 
 /// The untrained model of a run: from the configured SAM checkpoint, or freshly initialised
-/// from the run's seed.
+/// from the run's seed, computing in the run's precision (`trainer.precision`).
 pub fn initial_model(cfg: &FinetuneConfig) -> Result<MaSam> {
     let dev = crate::device::parse_device(&cfg.device)?;
     let seed = cfg.trainer.seed;
-    Ok(match &cfg.sam_checkpoint {
+    let model = match &cfg.sam_checkpoint {
         Some(p) => MaSam::from_sam_checkpoint(&cfg.model, &SamCheckpoint::load(p)?, seed, &dev)?,
         None => MaSam::random(&cfg.model, seed, &dev)?,
-    })
+    };
+    Ok(model.with_precision(cfg.trainer.precision)?)
 }
 
 /// What a deterministic run (`cfg.trainer.deterministic`) cannot have: a time budget (where it

@@ -79,6 +79,12 @@ pub struct FinetuneArgs {
     /// code path as --gpus, for testing it; `--batch` is per rank).
     #[arg(long, value_name = "N")]
     pub ranks: Option<usize>,
+    /// Numeric precision: `f32`, or mixed precision `bf16` / `f16` (frozen weights and
+    /// activations in the half type, f32 master weights, optimiser state, softmax, LayerNorm
+    /// statistics and loss; f16 with dynamic loss scaling) [default: f32, or the config's
+    /// `trainer.precision`]. For GPUs: on the CPU the half types are slower than f32.
+    #[arg(long, value_name = "P", value_parser = ["f32", "bf16", "f16"])]
+    pub precision: Option<String>,
     /// Mask decoder: `sam` (SAM's 2 upscaling stages, then bilinear to the input size),
     /// `progressive` (the reference's 4 transposed-convolution stages) or `fusion` (the
     /// progressive stages fused with intermediate encoder features, U-shaped) [default:
@@ -418,6 +424,11 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     if let Some(d) = &args.device {
         masam_app::device::parse_device(d)?;
         cfg.device = d.clone();
+    }
+    if let Some(p) = &args.precision {
+        cfg.trainer.precision = p
+            .parse()
+            .map_err(|e: masam_adapter::train::TrainError| CliError::Usage(e.to_string()))?;
     }
     let keep_backbone = task.is_some() && from_file.is_none();
     if let Some(name) = args.backbone.as_ref().filter(|_| !keep_backbone) {

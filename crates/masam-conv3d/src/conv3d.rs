@@ -1,6 +1,6 @@
 //! The `Conv3d` layer, its configuration and the `conv3d` builder.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -106,12 +106,24 @@ impl Conv3d {
         Conv3dGeometry::new(x_dims, self.weight.dims(), self.cfg.padding)
     }
 
-    /// Applies the convolution.
+    /// Applies the convolution in the input's dtype (weight and bias are converted to it at
+    /// use, so f32 master weights serve a bf16 or f16 forward pass). The CPU kernels are f32
+    /// only: a bf16 or f16 input on the CPU is convolved in f32 and the result rounded back to
+    /// the input's dtype; CUDA runs the half types natively.
     ///
     /// # Shapes
     /// - `x`: (N, C, D, H, W); returns (N, O, OD, OH, OW)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv3d_op(x, &self.weight, self.bias.as_ref(), self.cfg.padding)
+        let dt = x.dtype();
+        let cdt = if x.device().is_cpu() && matches!(dt, DType::BF16 | DType::F16) {
+            DType::F32
+        } else {
+            dt
+        };
+        let w = self.weight.to_dtype(cdt)?;
+        let b = self.bias.as_ref().map(|b| b.to_dtype(cdt)).transpose()?;
+        let y = conv3d_op(&x.to_dtype(cdt)?, &w, b.as_ref(), self.cfg.padding)?;
+        Ok(y.to_dtype(dt)?)
     }
 }
 

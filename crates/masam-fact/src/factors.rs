@@ -17,13 +17,16 @@ pub struct SharedFactors {
     v: Tensor,
 }
 
-/// `x (…, in) · wᵀ` for a weight `w` of shape (out, in), as one 2-D matmul.
+/// `x (…, in) · wᵀ` for a weight `w` of shape (out, in), as one 2-D matmul in `x`'s dtype
+/// (`w` is converted to it: f32 factors serve a bf16 or f16 forward pass).
 pub(crate) fn matmul_last(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
     let (out_dim, in_dim) = w.dims2()?;
     let dims = x.dims();
     let lead = &dims[..dims.len().saturating_sub(1)];
     let rows: usize = lead.iter().product();
-    let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+    let y = x
+        .reshape((rows, in_dim))?
+        .matmul(&w.to_dtype(x.dtype())?.t()?)?;
     let mut shape = lead.to_vec();
     shape.push(out_dim);
     y.reshape(shape)

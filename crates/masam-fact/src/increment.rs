@@ -198,7 +198,7 @@ impl Increment {
         let (_, m_out) = self.projection.chunks(self.mlp_ratio);
         let rows: usize = lead.iter().product();
         // Rank space: h = z · Sᵀ, (rows, m_out·r).
-        let mut h = z.matmul(&self.core()?.t()?)?;
+        let mut h = z.matmul(&self.core()?.to_dtype(z.dtype())?.t()?)?;
         if train && self.dropout > 0.0 {
             let mask = self
                 .rng

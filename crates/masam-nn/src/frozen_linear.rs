@@ -95,9 +95,10 @@ impl FrozenLinear {
         }
         let rows: usize = lead.iter().product();
         let x2 = x.detach().reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let dt = x.dtype();
+        let mut y = x2.matmul(&self.weight.to_dtype(dt)?.t()?)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
+            y = y.broadcast_add(&b.to_dtype(dt)?)?;
         }
         let mut out_shape = lead.to_vec();
         out_shape.push(out_dim);
@@ -181,7 +182,9 @@ impl CustomOp2 for InputGradOnly {
         let (out_dim, _) = self.weight.dims2()?;
         let rows = grad.elem_count() / out_dim.max(1);
         let g = grad.reshape((rows, out_dim))?;
-        let dx = g.matmul(&self.weight)?.reshape(x.shape())?;
+        let dx = g
+            .matmul(&self.weight.to_dtype(g.dtype())?)?
+            .reshape(x.shape())?;
         Ok((Some(dx), None))
     }
 }

@@ -11,7 +11,8 @@ use crate::ops;
 /// Unlike `candle_nn::LayerNorm`, it records a backward for its input, weight and bias. On CPU
 /// `f32` tensors it runs the fused kernel [`crate::ops::layer_norm_fused`] (one pass forward,
 /// one fused pass for all three gradients); elsewhere the composite
-/// [`crate::ops::composite::layer_norm`].
+/// [`crate::ops::composite::layer_norm`]. A bf16 or f16 input is normalised in f32 (with its
+/// weight and bias converted to f32) and the result converted back to the input's dtype.
 ///
 /// # Shapes
 /// - `x`: (…, C); returns (…, C)
@@ -40,11 +41,19 @@ impl LayerNorm {
                 self.weight.dim(0)?
             );
         }
-        if ops::fusable(&[x, &self.weight, &self.bias]) {
-            ops::layer_norm_fused(x, &self.weight, &self.bias, self.eps)
+        // half-precision input: statistics in f32, result in the input's dtype
+        let dt = ops::stat_dtype(x.dtype());
+        let (xs, w, b) = (
+            x.to_dtype(dt)?,
+            self.weight.to_dtype(dt)?,
+            self.bias.to_dtype(dt)?,
+        );
+        let y = if ops::fusable(&[&xs, &w, &b]) {
+            ops::layer_norm_fused(&xs, &w, &b, self.eps)?
         } else {
-            ops::composite::layer_norm(x, &self.weight, &self.bias, self.eps)
-        }
+            ops::composite::layer_norm(&xs, &w, &b, self.eps)?
+        };
+        y.to_dtype(x.dtype())
     }
 }
 

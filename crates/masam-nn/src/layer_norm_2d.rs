@@ -10,7 +10,8 @@ use crate::ops;
 ///
 /// Records a backward for its input, weight and bias. On CPU `f32` tensors it runs the fused
 /// kernel [`crate::ops::layer_norm_2d_fused`], which works on NCHW memory directly; elsewhere
-/// the composite [`crate::ops::composite::layer_norm_2d`].
+/// the composite [`crate::ops::composite::layer_norm_2d`]. A bf16 or f16 input is normalised
+/// in f32 and the result converted back to the input's dtype.
 ///
 /// # Shapes
 /// - `x`: (N, C, H, W); returns (N, C, H, W)
@@ -39,11 +40,19 @@ impl LayerNorm2d {
                 self.weight.dim(0)?
             );
         }
-        if ops::fusable(&[x, &self.weight, &self.bias]) {
-            ops::layer_norm_2d_fused(x, &self.weight, &self.bias, self.eps)
+        // half-precision input: statistics in f32, result in the input's dtype
+        let dt = ops::stat_dtype(x.dtype());
+        let (xs, w, b) = (
+            x.to_dtype(dt)?,
+            self.weight.to_dtype(dt)?,
+            self.bias.to_dtype(dt)?,
+        );
+        let y = if ops::fusable(&[&xs, &w, &b]) {
+            ops::layer_norm_2d_fused(&xs, &w, &b, self.eps)?
         } else {
-            ops::composite::layer_norm_2d(x, &self.weight, &self.bias, self.eps)
-        }
+            ops::composite::layer_norm_2d(&xs, &w, &b, self.eps)?
+        };
+        y.to_dtype(x.dtype())
     }
 }
 

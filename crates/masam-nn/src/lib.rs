@@ -7,6 +7,11 @@
 //! the softmax run fused custom ops with analytic backward passes ([`ops`]); on other devices
 //! and dtypes they run compositions of ordinary candle ops ([`ops::composite`]).
 //!
+//! Mixed precision: every layer computes in the dtype of its input and converts its parameters
+//! to it at use, so a model whose trainable parameters are f32 `Var`s runs a bf16 or f16
+//! forward pass unchanged when given bf16 or f16 input; LayerNorm and softmax compute their
+//! statistics in f32 ([`ops::stat_dtype`]).
+//!
 //! - [`LayerNorm`] over the last dimension, [`LayerNorm2d`] over the channels of NCHW;
 //! - [`softmax_last_dim`], max-subtracted, with a backward; [`gelu_erf`], exact GELU;
 //! - [`Linear`] with PyTorch's default `U(±1/√fan_in)` initialisation;

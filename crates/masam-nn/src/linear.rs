@@ -8,6 +8,10 @@ use candle_nn::{Init, VarBuilder};
 /// Built from [`candle_nn::Linear`] (whose matmul records a backward) but initialised like
 /// PyTorch's `nn.Linear`: weight and bias uniform in `±1/√in`.
 ///
+/// The product runs in the input's dtype: weight and bias are converted to it at every call
+/// (a no-op when they already have it), so f32 master weights serve a bf16 or f16 forward
+/// pass and still receive their gradient (in f32) through the differentiable conversion.
+///
 /// # Shapes
 /// - `x`: (…, in); returns (…, out)
 #[derive(Debug, Clone)]
@@ -65,6 +69,8 @@ impl Linear {
             return crate::FrozenLinear::new(w.clone(), self.bias().cloned()).forward(x);
         }
         let rows: usize = lead.iter().product();
+        // the input's dtype is the compute dtype (f32 master weights are cast at use)
+        let w = w.to_dtype(x.dtype())?;
         let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
         let y = match self.bias() {
             Some(b) => add_bias(&y, b)?,
@@ -77,7 +83,8 @@ impl Linear {
 }
 
 /// `x + bias` over the last dimension, differentiable: the fused
-/// [`crate::ops::bias_add_fused`] on CPU `f32` tensors, `broadcast_add` elsewhere.
+/// [`crate::ops::bias_add_fused`] on CPU `f32` tensors, `broadcast_add` elsewhere. The bias is
+/// converted to `x`'s dtype first.
 ///
 /// # Shapes
 /// - `x`: (…, C); `bias`: (C,); returns (…, C)
@@ -90,10 +97,11 @@ impl Linear {
 /// assert_eq!(y, vec![vec![1.5, 1.]]);
 /// ```
 pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if crate::ops::fusable(&[x, bias]) {
-        crate::ops::bias_add_fused(x, bias)
+    let bias = bias.to_dtype(x.dtype())?;
+    if crate::ops::fusable(&[x, &bias]) {
+        crate::ops::bias_add_fused(x, &bias)
     } else {
-        x.broadcast_add(bias)
+        x.broadcast_add(&bias)
     }
 }
 

@@ -10,7 +10,8 @@ use crate::ops;
 /// pass forward, one pass backward); on other devices and dtypes it runs the composite
 /// [`crate::ops::composite::softmax_last_dim`], whose maximum is detached (it cancels out of the
 /// result, so it needs no gradient). Use this instead of `candle_nn::ops::softmax_last_dim`,
-/// which records no backward.
+/// which records no backward. A bf16 or f16 input is computed in f32 and the result rounded
+/// back to the input's dtype.
 ///
 /// # Shapes
 /// - `x`: (…, C); returns (…, C)
@@ -22,17 +23,20 @@ use crate::ops;
 /// assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
 /// ```
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if ops::fusable(&[x]) {
-        ops::softmax_last_dim_fused(x)
+    let xs = x.to_dtype(ops::stat_dtype(x.dtype()))?;
+    let y = if ops::fusable(&[&xs]) {
+        ops::softmax_last_dim_fused(&xs)?
     } else {
-        ops::composite::softmax_last_dim(x)
-    }
+        ops::composite::softmax_last_dim(&xs)?
+    };
+    y.to_dtype(x.dtype())
 }
 
 /// Softmax over a `kh × kw` key grid with additive row (`bh`) and column (`bw`) biases,
 /// differentiable in all three inputs: SAM's decomposed relative positions plus the attention
 /// softmax. Fused ([`crate::ops::grid_bias_softmax_fused`]) on CPU `f32` tensors, composed
-/// ([`crate::ops::composite::grid_bias_softmax`]) elsewhere.
+/// ([`crate::ops::composite::grid_bias_softmax`]) elsewhere. Half-precision inputs are computed
+/// in f32 and the result has `a`'s dtype.
 ///
 /// # Shapes
 /// - `a`: (…, kh·kw); `bh`: (…, kh); `bw`: (…, kw); returns (…, kh·kw)
@@ -48,11 +52,14 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// assert!((p - q).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() < 1e-6);
 /// ```
 pub fn softmax_with_grid_bias(a: &Tensor, bh: &Tensor, bw: &Tensor) -> Result<Tensor> {
-    if ops::fusable(&[a, bh, bw]) {
-        ops::grid_bias_softmax_fused(a, bh, bw)
+    let dt = ops::stat_dtype(a.dtype());
+    let (xa, xh, xw) = (a.to_dtype(dt)?, bh.to_dtype(dt)?, bw.to_dtype(dt)?);
+    let y = if ops::fusable(&[&xa, &xh, &xw]) {
+        ops::grid_bias_softmax_fused(&xa, &xh, &xw)?
     } else {
-        ops::composite::grid_bias_softmax(a, bh, bw)
-    }
+        ops::composite::grid_bias_softmax(&xa, &xh, &xw)?
+    };
+    y.to_dtype(a.dtype())
 }
 
 #[cfg(test)]

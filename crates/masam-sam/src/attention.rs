@@ -249,7 +249,11 @@ impl Attention {
         drop(qkv);
         let (q_all, k_all, v_all) = (parts.get(0)?, parts.get(1)?, parts.get(2)?);
         let rel = match (&self.rel_pos_h, &self.rel_pos_w) {
-            (Some(th), Some(tw)) => Some((get_rel_pos(wh, wh, th)?, get_rel_pos(ww, ww, tw)?)),
+            (Some(th), Some(tw)) => {
+                // in the activations' dtype (mixed precision: f32 tables are converted at use)
+                let (th, tw) = (th.to_dtype(x.dtype())?, tw.to_dtype(x.dtype())?);
+                Some((get_rel_pos(wh, wh, &th)?, get_rel_pos(ww, ww, &tw)?))
+            }
             _ => None,
         };
         let keys = wh * ww;

@@ -46,7 +46,11 @@ pub fn conv2d_same_nhwc(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
         // Columns in (ky, kx, channel) order, matching the permuted weight below.
         Tensor::cat(&taps, 3)?.reshape((n * h * w, k * k * c))?
     };
-    let wt = weight.permute((0, 2, 3, 1))?.reshape((o, k * k * c))?.t()?;
+    let wt = weight
+        .to_dtype(x.dtype())?
+        .permute((0, 2, 3, 1))?
+        .reshape((o, k * k * c))?
+        .t()?;
     let y = rows.matmul(&wt)?;
     let y = match bias {
         Some(b) => masam_nn::add_bias(&y, b)?,

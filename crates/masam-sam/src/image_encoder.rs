@@ -189,7 +189,7 @@ impl ImageEncoder {
             Some(pos) => {
                 let (_, h, w, _) = t.dims4()?;
                 let pos = resize_bilinear_bhwc(pos, h, w)?;
-                t.broadcast_add(&pos)
+                t.broadcast_add(&pos.to_dtype(t.dtype())?)
             }
             None => Ok(t),
         }

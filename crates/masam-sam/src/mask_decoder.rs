@@ -336,7 +336,7 @@ pub fn conv_transpose_2x2_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Re
         );
     }
     let xs = x.contiguous()?.reshape((n * h * w, cin))?;
-    let y = xs.matmul(&weight.reshape((cin, cout * 4))?)?;
+    let y = xs.matmul(&weight.to_dtype(x.dtype())?.reshape((cin, cout * 4))?)?;
     let bias4 = bias
         .reshape((cout, 1))?
         .broadcast_as((cout, 4))?
@@ -672,8 +672,16 @@ impl MaskDecoder {
             }
         }
 
+        // the decoder computes in the image embeddings' dtype (mixed precision: the prompt
+        // encoder's outputs and the f32 tokens are converted at use)
+        let dt = image_embeddings.dtype();
+        let (sparse_prompt_embeddings, dense_prompt_embeddings, image_pe) = (
+            &sparse_prompt_embeddings.to_dtype(dt)?,
+            &dense_prompt_embeddings.to_dtype(dt)?,
+            &image_pe.to_dtype(dt)?,
+        );
         let t = self.cfg.num_mask_tokens();
-        let output_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0)?;
+        let output_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0)?.to_dtype(dt)?;
         let output_tokens = output_tokens.unsqueeze(0)?.broadcast_as((bs, 1 + t, c))?;
         let tokens = if sdims[1] == 0 {
             output_tokens.contiguous()?

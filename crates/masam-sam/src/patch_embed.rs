@@ -74,7 +74,11 @@ impl PatchEmbed {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((n * gh * gw, cin * p * p))?;
-        let wt = self.weight.reshape((c, cin * p * p))?.t()?;
+        let wt = self
+            .weight
+            .to_dtype(x.dtype())?
+            .reshape((c, cin * p * p))?
+            .t()?;
         masam_nn::add_bias(&patches.matmul(&wt)?, &self.bias)?.reshape((n, gh, gw, c))
     }
 }

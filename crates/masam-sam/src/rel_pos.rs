@@ -120,8 +120,9 @@ pub fn decomposed_rel_pos_terms(
 ) -> Result<(Tensor, Tensor)> {
     let (qh, qw) = q_size;
     let (kh, kw) = k_size;
-    let rh = get_rel_pos(qh, kh, rel_pos_h)?; // (qh, kh, hd)
-    let rw = get_rel_pos(qw, kw, rel_pos_w)?; // (qw, kw, hd)
+    // in q's dtype (mixed precision: f32 tables are converted at use)
+    let rh = get_rel_pos(qh, kh, &rel_pos_h.to_dtype(q.dtype())?)?; // (qh, kh, hd)
+    let rw = get_rel_pos(qw, kw, &rel_pos_w.to_dtype(q.dtype())?)?; // (qw, kw, hd)
     rel_pos_terms(q, &rh, &rw)
 }
 

@@ -13,7 +13,7 @@
 //! post-processing is skipped. The bilinear resize is written as two interpolation matrices, so
 //! it records a backward (candle's `upsample_bilinear2d` has none).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -289,17 +289,24 @@ impl Sam {
     }
 
     /// Normalises `(x − mean)/std` and zero-pads to `img_size × img_size` (bottom and right),
-    /// as SAM's `preprocess`.
+    /// as SAM's `preprocess`. The result is f32, or bf16/f16 for bf16/f16 images: the whole
+    /// model then computes in that dtype (mixed precision; every layer converts its weights to
+    /// its input's dtype, see `masam_nn`).
     ///
     /// # Shapes
     /// - `images`: (N, 3, H, W) with H, W ≤ img_size; returns (N, 3, img_size, img_size)
     pub fn preprocess(&self, images: &Tensor) -> Result<Tensor> {
         let (_, h, w) = self.check_images(images)?;
         let img = self.config.encoder.img_size;
+        // bf16 and f16 images stay in their dtype (mixed precision); others become f32
+        let dt = match images.dtype() {
+            dt @ (DType::BF16 | DType::F16) => dt,
+            _ => self.pixel_mean.dtype(),
+        };
         let x = images
-            .to_dtype(self.pixel_mean.dtype())?
-            .broadcast_sub(&self.pixel_mean)?
-            .broadcast_div(&self.pixel_std)?;
+            .to_dtype(dt)?
+            .broadcast_sub(&self.pixel_mean.to_dtype(dt)?)?
+            .broadcast_div(&self.pixel_std.to_dtype(dt)?)?;
         let x = if h < img {
             x.pad_with_zeros(2, 0, img - h)?
         } else {

@@ -13,11 +13,14 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{Result, TrainError};
+use crate::loss_scale::LossScaleState;
 use crate::optimizer::AdamW;
 use crate::rng_state::RngState;
 
 const FORMAT: &str = "masam-train/checkpoint";
 const VERSION: &str = "1";
+/// Metadata key of the optional loss-scaler state (absent: no scaler).
+const LOSS_SCALE_KEY: &str = "loss_scale";
 const PARAM_PREFIX: &str = "param/";
 const OPTIM_PREFIX: &str = "optim/";
 
@@ -53,6 +56,9 @@ pub struct TrainingState {
     pub rngs: BTreeMap<String, RngState>,
     /// The run configuration (hyper-parameters), stored as JSON.
     pub config: serde_json::Value,
+    /// The f16 loss scaler's state (`None` for f32 and bf16 runs, and in files written before
+    /// mixed precision existed).
+    pub loss_scale: Option<LossScaleState>,
 }
 
 impl TrainingState {
@@ -73,6 +79,7 @@ impl TrainingState {
             step,
             rngs,
             config,
+            loss_scale: None,
         })
     }
 
@@ -121,7 +128,7 @@ impl TrainingState {
     }
 
     /// Encodes the state as a safetensors buffer (tensors `param/…`, `optim/…`; metadata
-    /// `format`, `version`, `step`, `rngs`, `config`).
+    /// `format`, `version`, `step`, `rngs`, `config`, and `loss_scale` when there is one).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut views = Vec::with_capacity(self.params.len() + self.optimizer.len());
         for (prefix, map) in [
@@ -132,13 +139,16 @@ impl TrainingState {
                 views.push((format!("{prefix}{name}"), HostTensor::new(name, t)?));
             }
         }
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("version".to_string(), VERSION.to_string()),
             ("step".to_string(), self.step.to_string()),
             ("rngs".to_string(), serde_json::to_string(&self.rngs)?),
             ("config".to_string(), serde_json::to_string(&self.config)?),
         ]);
+        if let Some(ls) = &self.loss_scale {
+            meta.insert(LOSS_SCALE_KEY.to_string(), serde_json::to_string(ls)?);
+        }
         Ok(safetensors::serialize(views, Some(meta))?)
     }
 
@@ -170,6 +180,10 @@ impl TrainingState {
             .map_err(|_| TrainError::BadCheckpoint(format!("bad step {:?}", meta["step"])))?;
         let rngs = serde_json::from_str(get("rngs")?)?;
         let config = serde_json::from_str(get("config")?)?;
+        let loss_scale = match meta.get(LOSS_SCALE_KEY) {
+            Some(s) => Some(serde_json::from_str(s)?),
+            None => None,
+        };
         let mut params = HashMap::new();
         let mut optimizer = HashMap::new();
         for (key, t) in candle_core::safetensors::load_buffer(bytes, device)? {
@@ -189,6 +203,7 @@ impl TrainingState {
             step,
             rngs,
             config,
+            loss_scale,
         })
     }
 

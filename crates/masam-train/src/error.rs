@@ -89,6 +89,20 @@ pub enum TrainError {
     /// A checkpoint file is malformed (wrong format tag, bad metadata, ...).
     #[error("malformed checkpoint: {0}")]
     BadCheckpoint(String),
+    /// Gradients stayed infinite or NaN while the f16 loss scale was halved down to its floor:
+    /// the run diverged (an overflow would have cleared long before).
+    #[error(
+        "gradients are still not finite at loss scale {scale:e} (floor {min_scale:e}) after \
+         {skipped} skipped step(s) in a row: training diverged"
+    )]
+    LossScaleCollapsed {
+        /// The scale reached.
+        scale: f64,
+        /// The configured floor.
+        min_scale: f64,
+        /// Consecutive skipped steps.
+        skipped: u64,
+    },
 }
 
 /// `Result` with [`TrainError`].

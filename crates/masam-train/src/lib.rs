@@ -6,6 +6,8 @@
 //!   f32 moments and a name-keyed, bit-exact resumable state;
 //! - [`grad_accum`]: [`GradAccumulator`], gradient accumulation over micro-batches;
 //! - [`schedule`]: [`LrSchedule`], the reference warmup + poly(7) schedule, constant and cosine;
+//! - [`precision`]: [`Precision`] (f32, bf16, f16) and [`loss_scale`]: [`LossScaler`], the
+//!   dynamic loss scaling of f16 training;
 //! - [`checkpoint`]: [`TrainingState`], written atomically (temp file, fsync, rename);
 //! - [`rng_state`]: [`RngState`], capture/restore of a ChaCha RNG stream position.
 //!
@@ -35,15 +37,19 @@
 pub mod checkpoint;
 pub mod error;
 pub mod grad_accum;
+pub mod loss_scale;
 pub mod losses;
 pub mod optimizer;
+pub mod precision;
 pub mod rng_state;
 pub mod schedule;
 
 pub use checkpoint::{atomic_write, atomic_write_with, TrainingState};
 pub use error::{Result, TrainError};
 pub use grad_accum::GradAccumulator;
+pub use loss_scale::{LossScaleConfig, LossScaleState, LossScaler, ScaleUpdate};
 pub use losses::{DiceCeLoss, DiceCeLossConfig, DiceCeOutput};
 pub use optimizer::{AdamW, AdamWConfig, ParamGroup};
+pub use precision::Precision;
 pub use rng_state::RngState;
 pub use schedule::LrSchedule;

@@ -84,6 +84,25 @@ fn round_trip_preserves_everything() {
     // fc.bias got no gradient: it has no optimiser state, and the file says so.
     assert!(!back.optimizer.contains_key("state.fc.bias.step"));
     assert_eq!(dir.entries(), vec!["state.safetensors"]);
+    // no loss scaler: none comes back
+    assert_eq!(back.loss_scale, None);
+}
+
+#[test]
+fn loss_scaler_state_round_trips() {
+    let dir = TempDir::new("train-loss-scale");
+    let path = dir.join("state.safetensors");
+    let (mut state, _) = sample_state(1.0);
+    let ls = masam_train::LossScaleState {
+        scale: 2048.0,
+        good_steps: 17,
+        skipped_in_a_row: 1,
+        skipped_total: 5,
+    };
+    state.loss_scale = Some(ls);
+    state.save(&path).unwrap();
+    let back = TrainingState::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(back.loss_scale, Some(ls));
 }
 
 #[test]

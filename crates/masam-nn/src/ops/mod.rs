@@ -15,7 +15,14 @@
 //!
 //! They only run on CPU `f32` tensors; [`fusable`] says when they apply. The public layers call
 //! them when they do and fall back to the reference compositions in [`composite`] otherwise
-//! (CUDA, `f64`, half precision), so every device keeps working.
+//! (CUDA, `f64`), so every device keeps working.
+//!
+//! Half precision (bf16, f16; mixed-precision training): the layers compute LayerNorm and
+//! softmax in f32 whatever the device, as PyTorch's autocast does: the input (and the
+//! parameters) are converted to f32 ([`stat_dtype`]), the f32 op runs (fused on the CPU), and the
+//! result is converted back to the input's dtype. GELU does the same on the CPU (candle has no
+//! fast half-precision CPU kernels) and runs natively in the half type on other devices. The
+//! fused kernels themselves are f32 only.
 //!
 //! Numerics: per-row statistics use an exact shift (the row mean is kept as a rounded `f32`
 //! plus a correction term), so rows with a large common offset (say `1e4 + N(0, 1)`) normalise
@@ -63,6 +70,33 @@ pub fn fusable(tensors: &[&Tensor]) -> bool {
 }
 
 /// Fails unless `t` is a CPU `f32` tensor; `op` names the caller in the message.
+/// True for the 16-bit float types (bf16, f16).
+///
+/// ```
+/// use candle_core::DType;
+/// assert!(masam_nn::ops::is_half(DType::BF16));
+/// assert!(!masam_nn::ops::is_half(DType::F32));
+/// ```
+pub fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::BF16 | DType::F16)
+}
+
+/// The dtype in which statistics (LayerNorm, softmax) over an input of `dtype` are computed:
+/// f32 for the half types, the input's own dtype otherwise.
+///
+/// ```
+/// use candle_core::DType;
+/// assert_eq!(masam_nn::ops::stat_dtype(DType::F16), DType::F32);
+/// assert_eq!(masam_nn::ops::stat_dtype(DType::F64), DType::F64);
+/// ```
+pub fn stat_dtype(dtype: DType) -> DType {
+    if is_half(dtype) {
+        DType::F32
+    } else {
+        dtype
+    }
+}
+
 pub(crate) fn ensure_cpu_f32(t: &Tensor, op: &str) -> Result<()> {
     if !t.device().is_cpu() || t.dtype() != DType::F32 {
         candle_core::bail!(
