@@ -181,8 +181,10 @@ impl FinetuneConfig {
     /// # Errors
     /// [`AppError::Config`](crate::AppError::Config) or the model's error, naming the value.
     pub fn validate(&self) -> crate::Result<()> {
-        self.model.validate()?;
-        crate::config_limits::check(self)
+        // the bounds first: their errors name the field, the model's consistency rules may
+        // trip over an out-of-range value with a less direct message
+        crate::config_limits::check(self)?;
+        Ok(self.model.validate()?)
     }
 
     /// This configuration with the SAM checkpoint of its frozen backbone.

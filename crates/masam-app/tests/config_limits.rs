@@ -28,7 +28,7 @@ fn load_edited(tag: &str, edit: impl Fn(String) -> String) -> masam_app::Result<
 }
 
 fn replace_key(text: String, section: &str, key: &str, value: &str) -> String {
-    let mut in_section = false;
+    let mut in_section = section.is_empty();
     let mut done = false;
     let mut out = String::new();
     for line in text.lines() {
