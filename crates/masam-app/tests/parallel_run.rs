@@ -43,6 +43,9 @@ fn config(out: PathBuf, steps: u64, accumulation: usize, lr: f64) -> FinetuneCon
     };
     cfg.time_budget_s = None;
     cfg.checkpoint_every = 2;
+    // class-balanced sampling draws its coin per (global) batch, so ranks sharing one batch of 2
+    // and one process accumulating two batches of 1 see different stacks; uniform draws match
+    cfg.sampling = masam_adapter::data::Sampling::Uniform;
     cfg
 }
 

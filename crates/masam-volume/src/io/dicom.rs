@@ -30,7 +30,7 @@
 //! # Ok::<(), masam_volume::VolumeError>(())
 //! ```
 
-use std::io::Seek;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -215,9 +215,10 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
     let len = file.metadata().map_err(|e| VolumeError::io(path, e))?.len();
     let end = check_lengths(path, &mut file, len)?;
     file.rewind().map_err(|e| VolumeError::io(path, e))?;
+    // nothing after the Pixel Data value is read: the scan checked only what comes before it
     let first = OpenFileOptions::new()
         .read_to(tags::PIXEL_DATA)
-        .from_reader(&mut file);
+        .from_reader((&mut file).take(end.unwrap_or(len)));
     match first {
         Ok(obj) => Ok(obj),
         Err(_) => {
@@ -230,9 +231,13 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
 /// Parses `bytes`; on failure, again with everything after `end` (or the heuristic end of
 /// Pixel Data) cut off.
 fn parse(path: &Path, bytes: &[u8], end: Option<u64>) -> Result<DefaultDicomObject> {
+    // nothing after the Pixel Data value is read: the scan checked only what comes before it
+    let scanned = end
+        .and_then(|e| usize::try_from(e).ok())
+        .map_or(bytes, |e| &bytes[..e.min(bytes.len())]);
     let err = match OpenFileOptions::new()
         .read_to(tags::PIXEL_DATA)
-        .from_reader(bytes)
+        .from_reader(scanned)
     {
         Ok(obj) => return Ok(obj),
         Err(e) => e,

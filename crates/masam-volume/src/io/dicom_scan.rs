@@ -81,23 +81,33 @@ impl<R: Read + Seek> Scanner<R> {
     }
 }
 
-/// VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length.
+/// VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length: every VR but the
+/// short ones of the standard. An unknown VR counts as long, because that is how the parser
+/// reads it (as UN): a mutated VR must not hide a 4-byte length from this scan.
 fn long_vr(vr: [u8; 2]) -> bool {
-    matches!(
+    !matches!(
         &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
     )
 }
 
