@@ -109,7 +109,8 @@ fn child_volume(cfg: &MaSamConfig, img: usize, slices: usize, stride: usize, bat
         stride,
         device: Device::Cpu,
     };
-    let windows = (0..slices).step_by(stride).count() + usize::from((slices - 1) % stride != 0);
+    let windows =
+        (0..slices).step_by(stride).count() + usize::from(!(slices - 1).is_multiple_of(stride));
     let (t, c) = (Instant::now(), cpu_seconds());
     let labels = predict_volume_with(&model, &volume, &stack, &opts, None).expect("prediction");
     let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - c);

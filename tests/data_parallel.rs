@@ -113,7 +113,10 @@ fn on_ranks<T: Send + 'static>(
 
 /// Two ranks, rank r training on stacks 2k + r at step k; returns each rank's losses and
 /// final weights.
-fn two_ranks(loss: DiceCeLossConfig) -> Vec<(Vec<f32>, Vec<(String, Vec<f32>)>)> {
+/// One rank's losses per step and its named trainable weights.
+type RankResult = (Vec<f32>, Vec<(String, Vec<f32>)>);
+
+fn two_ranks(loss: DiceCeLossConfig) -> Vec<RankResult> {
     on_ranks(2, move |c| {
         let r = c.rank();
         let m = model(7);

@@ -89,9 +89,9 @@ fn two_ranks_train_like_one_process_accumulating_their_shards() {
 #[test]
 fn a_diverging_two_rank_run_stops_every_rank_with_the_divergence() {
     let out = temp_dir("diverge");
-    let err = parallel::run_threads(&config(out.clone(), 30, 1, 1e9), None, 2, |_| {})
-        .err()
-        .expect("a learning rate of 1e9 diverges");
+    let Err(err) = parallel::run_threads(&config(out.clone(), 30, 1, 1e9), None, 2, |_| {}) else {
+        panic!("a learning rate of 1e9 diverges");
+    };
     assert!(matches!(err, AppError::Diverged { .. }), "{err}");
     assert!(!out.join("model.safetensors").exists());
     std::fs::remove_dir_all(&out).ok();

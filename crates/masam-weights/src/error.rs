@@ -96,7 +96,7 @@ pub enum WeightsError {
         name: String,
         /// candle's error.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
 }
 

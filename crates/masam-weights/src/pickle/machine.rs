@@ -234,7 +234,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Step<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("odd number of items for a dict".into());
         }
         let add = 1 + items.iter().map(Value::depth).max().unwrap_or(0);
