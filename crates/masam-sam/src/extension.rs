@@ -71,6 +71,11 @@ pub trait TokenHook: Send + Sync + Debug {
 /// A hook around a frozen linear projection: given the projection's input `x` (…, in) and its
 /// frozen output `y = W·x + b` (…, out), returns the output to use (…, out), for example
 /// `y + s·Δ(x)` added to some column ranges.
+///
+/// A hook must act token by token: the leading dimensions are any batch of tokens. In a
+/// windowed block whose grid needs padding, the qkv hook sees the real tokens in grid layout
+/// `(B·D, H, W, C)` and then once more a single zero token `(1, 1, 1, C)` that stands for every
+/// padded position ([`crate::attention::Attention::forward_windowed`]).
 pub trait LinearHook: Send + Sync + Debug {
     /// Adjusts the projection output.
     fn forward(&self, x: &Tensor, y: &Tensor, ctx: &BlockContext) -> Result<Tensor>;
