@@ -39,7 +39,8 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use ndarray::Array3;
 
-use super::dicom_scan::check_lengths;
+use super::dicom_deflate::inflate_deflated;
+use super::dicom_scan::{check_lengths, Scan};
 use super::limits::ReadLimits;
 pub use super::limits::DEFAULT_MAX_VOXELS;
 use crate::error::{BoxError, Result, VolumeError};
@@ -163,16 +164,17 @@ impl DicomReader {
     /// As [`read_frames`](Self::read_frames), from the bytes of a DICOM file held in memory;
     /// `name` is the path that errors name.
     pub fn read_frames_bytes(&self, name: &Path, bytes: &[u8]) -> Result<Vec<DicomSlice>> {
-        let len = bytes.len() as u64;
-        let end = check_lengths(name, std::io::Cursor::new(bytes), len)?;
-        let obj = parse(name, bytes, end)?;
+        let obj = match check_lengths(name, std::io::Cursor::new(bytes), bytes.len() as u64)? {
+            Scan::Plain(end) => parse(name, bytes, end)?,
+            Scan::Deflated => parse_deflated(name, bytes, &self.limits)?,
+        };
         frames_of(name, &obj, &self.limits, &AtomicU64::new(0))
     }
 
     /// Reads one file, adding its voxels to `budget` (the series' running total) before
     /// decoding anything.
     fn read_frames_within(&self, path: &Path, budget: &AtomicU64) -> Result<Vec<DicomSlice>> {
-        let obj = open_dicom(path)?;
+        let obj = open_dicom(path, &self.limits)?;
         frames_of(path, &obj, &self.limits, budget)
     }
 }
@@ -209,11 +211,18 @@ pub fn read_dicom_files(dir: &Path, files: &[PathBuf]) -> Result<Volume<f32>> {
 /// Opens a regular file, checks every element length against its size, and parses it up to
 /// and including Pixel Data. When the regular parse fails (e.g. megabytes of zero padding after
 /// Pixel Data make the parser read a bogus token), the file is re-parsed from memory with
-/// everything after the Pixel Data value cut off.
-fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
+/// everything after the Pixel Data value cut off. A deflated data set is inflated within
+/// `limits` first ([`parse_deflated`]).
+fn open_dicom(path: &Path, limits: &ReadLimits) -> Result<DefaultDicomObject> {
     let mut file = masam_fs::open_regular_file(path)?;
     let len = file.metadata().map_err(|e| VolumeError::io(path, e))?.len();
-    let end = check_lengths(path, &mut file, len)?;
+    let end = match check_lengths(path, &mut file, len)? {
+        Scan::Plain(end) => end,
+        Scan::Deflated => {
+            let bytes = masam_fs::read_regular_file(path)?;
+            return parse_deflated(path, &bytes, limits);
+        }
+    };
     file.rewind().map_err(|e| VolumeError::io(path, e))?;
     // nothing after the Pixel Data value is read: the scan checked only what comes before it
     let first = OpenFileOptions::new()
@@ -225,6 +234,21 @@ fn open_dicom(path: &Path) -> Result<DefaultDicomObject> {
             let bytes = masam_fs::read_regular_file(path)?;
             parse(path, &bytes, end)
         }
+    }
+}
+
+/// Parses a file whose data set is deflated: inflated within `limits` into its Explicit VR
+/// Little Endian twin, whose lengths are then checked like any file's before it is parsed.
+fn parse_deflated(path: &Path, bytes: &[u8], limits: &ReadLimits) -> Result<DefaultDicomObject> {
+    let twin = inflate_deflated(path, bytes, limits)?.ok_or_else(|| {
+        VolumeError::dicom(
+            path,
+            "the transfer syntax is deflated but the file meta group cannot be read",
+        )
+    })?;
+    match check_lengths(path, std::io::Cursor::new(&twin), twin.len() as u64)? {
+        Scan::Plain(end) => parse(path, &twin, end),
+        Scan::Deflated => Err(VolumeError::dicom(path, "the data set is deflated twice")),
     }
 }
 

@@ -10,8 +10,9 @@
 //!
 //! It understands the file meta group, explicit and implicit VR little endian, explicit VR big
 //! endian, sequences and items of defined and undefined length, and encapsulated Pixel Data. A
-//! deflated data set is not scanned (the parser inflates it as a stream). Sequences nested
-//! deeper than [`MAX_DEPTH`] levels are refused.
+//! deflated data set is not scanned here: it is reported as such, and the reader inflates it
+//! within its limits and scans the inflated copy. Sequences nested deeper than [`MAX_DEPTH`]
+//! levels are refused.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -111,6 +112,18 @@ fn long_vr(vr: [u8; 2]) -> bool {
     )
 }
 
+/// What [`check_lengths`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// Every length checked; the offset just past the top-level Pixel Data element when one was
+    /// found.
+    Plain(Option<u64>),
+    /// The data set is deflated (transfer syntax 1.2.840.10008.1.2.1.99): nothing after the
+    /// meta group was checked; inflate it first
+    /// ([`inflate_deflated`](super::dicom_deflate::inflate_deflated)).
+    Deflated,
+}
+
 /// Scans `file` (of `len` bytes) as described in the module docs. Returns the offset just past
 /// the top-level Pixel Data element when one was found. Structures it cannot follow (no `DICM`
 /// magic, a header cut short) end the scan without an error: the parser reports those.
@@ -118,16 +131,16 @@ fn long_vr(vr: [u8; 2]) -> bool {
 /// # Errors
 /// [`VolumeError::ClaimExceedsData`] naming the element whose length exceeds the rest of the
 /// file; [`VolumeError::Dicom`] for nesting deeper than [`MAX_DEPTH`].
-pub(crate) fn check_lengths<R: Read + Seek>(path: &Path, file: R, len: u64) -> Result<Option<u64>> {
+pub(crate) fn check_lengths<R: Read + Seek>(path: &Path, file: R, len: u64) -> Result<Scan> {
     let mut s = Scanner {
         r: BufReader::new(file),
         pos: 0,
         len,
     };
-    Ok(scan(path, &mut s)?.flatten())
+    Ok(scan(path, &mut s)?.unwrap_or(Scan::Plain(None)))
 }
 
-fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option<u64>>> {
+fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>> {
     let Some(head) = s.bytes::<132>() else {
         return Ok(None);
     };
@@ -185,7 +198,7 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
             match uid.trim_end_matches(['\0', ' ']) {
                 "1.2.840.10008.1.2" => dataset.explicit = false,
                 "1.2.840.10008.1.2.2" => dataset.big_endian = true,
-                "1.2.840.10008.1.2.1.99" => return Ok(Some(None)), // deflated
+                "1.2.840.10008.1.2.1.99" => return Ok(Some(Scan::Deflated)),
                 _ => {}
             }
         } else if s.skip(n as u64).is_none() {
@@ -199,14 +212,14 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
                 Some(end) if s.pos >= end => {
                     let o = open.pop();
                     if o.is_some_and(|o| o.pixel_data) {
-                        return Ok(Some(Some(s.pos)));
+                        return Ok(Some(Scan::Plain(Some(s.pos))));
                     }
                 }
                 _ => break,
             }
         }
         if s.pos >= s.len {
-            return Ok(Some(None));
+            return Ok(Some(Scan::Plain(None)));
         }
         if open.len() > MAX_DEPTH {
             return Err(VolumeError::dicom(
@@ -220,13 +233,13 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
         let enc = open.last().map(|o| o.encoding).unwrap_or(dataset);
         let big = enc.big_endian;
         let (Some(group), Some(elem)) = (s.u16(big), s.u16(big)) else {
-            return Ok(Some(None));
+            return Ok(Some(Scan::Plain(None)));
         };
         let tag = (group, elem);
         let rest = |s: &Scanner<R>| s.len.saturating_sub(s.pos);
         if group == 0xFFFE {
             let Some(n) = s.u32(big) else {
-                return Ok(Some(None));
+                return Ok(Some(Scan::Plain(None)));
             };
             match elem {
                 0xE000 => {
@@ -257,7 +270,7 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
                     while let Some(o) = open.pop() {
                         if o.end.is_none() {
                             if o.pixel_data {
-                                return Ok(Some(Some(s.pos)));
+                                return Ok(Some(Scan::Plain(Some(s.pos))));
                             }
                             break;
                         }
@@ -269,7 +282,7 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
         }
         let (vr, n) = if enc.explicit {
             let Some(vr) = s.bytes::<2>() else {
-                return Ok(Some(None));
+                return Ok(Some(Scan::Plain(None)));
             };
             let n = if long_vr(vr) {
                 s.skip(2);
@@ -281,7 +294,9 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
         } else {
             (None, s.u32(big))
         };
-        let Some(n) = n else { return Ok(Some(None)) };
+        let Some(n) = n else {
+            return Ok(Some(Scan::Plain(None)));
+        };
         let top_pixel = open.is_empty() && tag == PIXEL_DATA;
         if n == UNDEFINED {
             let fragments = top_pixel || (tag == PIXEL_DATA && enc.explicit);
@@ -314,10 +329,10 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Option
             continue;
         }
         if s.skip(n as u64).is_none() {
-            return Ok(Some(None));
+            return Ok(Some(Scan::Plain(None)));
         }
         if top_pixel {
-            return Ok(Some(Some(s.pos)));
+            return Ok(Some(Scan::Plain(Some(s.pos))));
         }
     }
 }
@@ -364,7 +379,7 @@ mod tests {
         let end = b.len() as u64;
         b.extend_from_slice(&[0u8; 100]); // trailing padding is ignored
         let got = check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).unwrap();
-        assert_eq!(got, Some(end));
+        assert_eq!(got, Scan::Plain(Some(end)));
     }
 
     #[test]
@@ -414,7 +429,7 @@ mod tests {
         b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         let end = b.len() as u64;
         let got = check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).unwrap();
-        assert_eq!(got, Some(end));
+        assert_eq!(got, Scan::Plain(Some(end)));
         // A fragment claiming more than the file holds.
         let n = b.len();
         b[n - 16..n - 12].copy_from_slice(&0x1000_0000u32.to_le_bytes());

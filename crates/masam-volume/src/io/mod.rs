@@ -3,6 +3,7 @@
 //! Every reader checks a file's claims against [`ReadLimits`] before allocating.
 
 pub mod dicom;
+mod dicom_deflate;
 mod dicom_scan;
 pub mod element;
 pub mod frames;
