@@ -1,7 +1,7 @@
 //! `masam finetune --deterministic` killed with SIGKILL at several points and continued with
 //! `--resume` ends with the same model, bit for bit, and the same `loss.csv` (every step once)
 //! as an uninterrupted run. The model keeps FacT with dropout, so the dropout masks must repeat
-//! too.
+//! too. Separate processes with 1 and 3 threads end with the same model, bit for bit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -147,6 +147,32 @@ fn killed_and_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     );
     let losses = |d: &Path| std::fs::read_to_string(d.join("loss.csv")).unwrap();
     assert_eq!(losses(&whole), losses(&cut), "loss.csv differs");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_thread_count_changes_no_bit_of_the_model() {
+    let dir = temp_dir("threads");
+    let cfg = dir.join("run.toml");
+    std::fs::write(&cfg, toml::to_string_pretty(&config()).unwrap()).unwrap();
+    let run = |threads: &str, name: &str| {
+        let out = dir.join(name);
+        let o = finetune(&cfg, &out, false)
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+            std::fs::read_to_string(out.join("loss.csv")).unwrap(),
+        )
+    };
+    let (one, one_losses) = run("1", "first");
+    for (threads, name) in [("3", "three"), ("1", "again")] {
+        let (m, losses) = run(threads, name);
+        assert_eq!(losses, one_losses, "loss.csv with {threads} thread(s)");
+        assert!(m == one, "the model with {threads} thread(s) differs");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
