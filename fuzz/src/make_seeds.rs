@@ -87,6 +87,48 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The deflated twin (transfer syntax 1.2.840.10008.1.2.1.99) of an Explicit VR Little Endian
+/// DICOM file with a preamble: the meta group with the transfer syntax replaced and its group
+/// length recomputed, then the data set as one raw deflate stream. `None` for other files.
+fn deflated_twin(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.get(128..132)? != b"DICM" {
+        return None;
+    }
+    let mut pos = 132;
+    let mut group = Vec::new();
+    let mut explicit_le = false;
+    while bytes.get(pos..pos + 2)? == [0x02, 0x00] {
+        let elem = u16::from_le_bytes(bytes.get(pos + 2..pos + 4)?.try_into().ok()?);
+        let vr = bytes.get(pos + 4..pos + 6)?;
+        let long = matches!(vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR");
+        let (n, head) = if long {
+            (u32::from_le_bytes(bytes.get(pos + 8..pos + 12)?.try_into().ok()?) as usize, 12)
+        } else {
+            (u16::from_le_bytes(bytes.get(pos + 6..pos + 8)?.try_into().ok()?) as usize, 8)
+        };
+        let value = bytes.get(pos + head..pos + head + n)?;
+        if elem == 0x0010 {
+            explicit_le = value.strip_suffix(b"\0").unwrap_or(value) == b"1.2.840.10008.1.2.1";
+            group.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 22, 0]);
+            group.extend_from_slice(b"1.2.840.10008.1.2.1.99");
+        } else if elem != 0x0000 {
+            group.extend_from_slice(&bytes[pos..pos + head + n]);
+        }
+        pos += head + n;
+    }
+    if !explicit_le {
+        return None;
+    }
+    let mut out = bytes[..132].to_vec();
+    out.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    out.extend_from_slice(&(group.len() as u32).to_le_bytes());
+    out.extend_from_slice(&group);
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&bytes[pos..]).ok()?;
+    out.extend(z.finish().ok()?);
+    Some(out)
+}
+
 fn main() {
     generated();
     let mut files = Vec::new();
@@ -102,6 +144,9 @@ fn main() {
         let name = f.file_name().unwrap_or_default().to_string_lossy().to_string();
         let lower = name.to_ascii_lowercase();
         let target = if lower.ends_with(".dcm") {
+            if let Some(twin) = deflated_twin(&bytes) {
+                put("dicom", &format!("{name}.deflated"), &twin);
+            }
             "dicom"
         } else if lower.ends_with(".nii") {
             "nifti"

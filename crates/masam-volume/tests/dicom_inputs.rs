@@ -513,3 +513,63 @@ fn deeply_nested_sequences_are_refused_not_a_stack_overflow() {
     assert!(e.to_string().contains("nested deeper"), "{e}");
     assert_eq!(named(&e).as_deref(), Some(p.as_path()));
 }
+
+#[test]
+fn a_value_length_out_of_step_with_its_vr_is_refused() {
+    // A fuzzed file (kept as this test's model): a private FL element whose length (174) is not
+    // a multiple of 4. The parser reads 43 floats (172 bytes), loses step with the file and then
+    // takes a length of 1.33 GB out of the next element's bytes, which it zero-fills before
+    // failing: 7.6 KB of input took 1.3 GB and 5 s.
+    let d = TempDir::new("dicom-vr-step");
+    let p = d.join("fl.dcm");
+    classic_slice(&p, 0, |o| {
+        put(
+            o,
+            Tag(0x0027, 0x1045),
+            VR::FL,
+            PrimitiveValue::F32(smallvec![1.0, 2.0, 3.0, 4.0]),
+        );
+    });
+    let mut b = std::fs::read(&p).unwrap();
+    let at = b
+        .windows(6)
+        .position(|w| w == [0x27, 0x00, 0x45, 0x10, b'F', b'L'])
+        .unwrap();
+    assert_eq!(b[at + 6..at + 8], [16, 0]);
+    b[at + 6] = 14;
+    std::fs::write(&p, &b).unwrap();
+    let t = Instant::now();
+    let e = read_volume(&p).unwrap_err();
+    assert!(matches!(e, VolumeError::Dicom { .. }), "{e}");
+    assert!(e.to_string().contains("(0027,1045)"), "{e}");
+    assert_eq!(named(&e).as_deref(), Some(p.as_path()));
+    assert!(t.elapsed().as_secs_f64() < 1.0);
+
+    // Implicit VR: the VR comes from the dictionary (Rows is US, 2-byte values).
+    let p = d.join("implicit.dcm");
+    let mut obj = InMemDicomObject::new_empty();
+    image_module(&mut obj, CT, &[pixels(0)]);
+    put(
+        &mut obj,
+        tags::IMAGE_POSITION_PATIENT,
+        VR::DS,
+        ds(&position(0)),
+    );
+    put(&mut obj, tags::IMAGE_ORIENTATION_PATIENT, VR::DS, ds(&IOP));
+    put(&mut obj, tags::PIXEL_SPACING, VR::DS, ds(&[0.5, 0.75]));
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax("1.2.840.10008.1.2")
+        .media_storage_sop_class_uid(CT)
+        .media_storage_sop_instance_uid("1.2.3.4.5.6");
+    obj.with_meta(meta).unwrap().write_to_file(&p).unwrap();
+    assert_eq!(read_volume(&p).unwrap().shape_zyx(), [1, ROWS, COLS]);
+    let mut b = std::fs::read(&p).unwrap();
+    let at = b
+        .windows(8)
+        .position(|w| w == [0x28, 0x00, 0x10, 0x00, 2, 0, 0, 0])
+        .unwrap();
+    b[at + 4] = 3;
+    std::fs::write(&p, &b).unwrap();
+    let e = read_volume(&p).unwrap_err();
+    assert!(e.to_string().contains("(0028,0010)"), "{e}");
+}

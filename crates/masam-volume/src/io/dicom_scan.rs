@@ -112,6 +112,33 @@ fn long_vr(vr: [u8; 2]) -> bool {
     )
 }
 
+/// Bytes per value of the binary VRs whose values the parser reads as a whole number of
+/// values: with a length that is not a multiple of it, the parser would read fewer bytes than
+/// the length says and lose step with the file (and then read a length out of some value's
+/// bytes), so such an element is refused. 1 for every other VR.
+fn value_size(vr: [u8; 2]) -> u64 {
+    match &vr {
+        b"US" | b"SS" | b"OW" => 2,
+        b"AT" | b"FL" | b"OF" | b"SL" | b"UL" | b"OL" => 4,
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+        _ => 1,
+    }
+}
+
+/// [`value_size`] of an element of an implicit-VR data set, whose VR the parser takes from the
+/// data dictionary: the dictionary's VR, 2 bytes for the context-dependent ones (US or SS,
+/// OB or OW, US or OW), 1 for tags it does not know (read as UN).
+fn implicit_value_size(tag: (u16, u16)) -> u64 {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    match dicom_dictionary_std::StandardDataDictionary.by_tag(dicom_core::Tag(tag.0, tag.1)) {
+        Some(entry) => match entry.vr() {
+            VirtualVr::Exact(vr) => value_size(vr.to_bytes()),
+            _ => 2,
+        },
+        None => 1,
+    }
+}
+
 /// What [`check_lengths`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scan {
@@ -297,6 +324,19 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
         let Some(n) = n else {
             return Ok(Some(Scan::Plain(None)));
         };
+        if n != UNDEFINED {
+            let unit = vr.map_or_else(|| implicit_value_size(tag), value_size);
+            if u64::from(n) % unit != 0 {
+                return Err(VolumeError::dicom(
+                    path,
+                    format!(
+                        "element ({:04X},{:04X}) at byte {} has a length of {n} bytes, not a \
+                         multiple of its {unit}-byte values",
+                        tag.0, tag.1, s.pos
+                    ),
+                ));
+            }
+        }
         let top_pixel = open.is_empty() && tag == PIXEL_DATA;
         if n == UNDEFINED {
             let fragments = top_pixel || (tag == PIXEL_DATA && enc.explicit);
