@@ -573,3 +573,30 @@ fn a_value_length_out_of_step_with_its_vr_is_refused() {
     let e = read_volume(&p).unwrap_err();
     assert!(e.to_string().contains("(0028,0010)"), "{e}");
 }
+
+#[test]
+fn an_unknown_item_tag_is_refused() {
+    // A fuzzed file (kept as this test's model): a sequence delimiter (FFFE,E0DD) turned into
+    // (FFFE,E6DD). The parser read it as an ordinary element and then a 4.29 GB length from the
+    // following bytes, which it zero-filled: a 1.5 KB file took 2.3 GB.
+    let d = TempDir::new("dicom-item-tag");
+    let p = d.join("item.dcm");
+    classic_slice(&p, 0, |o| {
+        put_seq(
+            o,
+            tags::REFERENCED_IMAGE_SEQUENCE,
+            vec![item(tags::REFERENCED_SOP_CLASS_UID, VR::UI, CT.into())],
+        );
+    });
+    assert!(read_volume(&p).is_ok());
+    let mut b = std::fs::read(&p).unwrap();
+    let at = b
+        .windows(4)
+        .position(|w| w == [0xFE, 0xFF, 0x00, 0xE0])
+        .unwrap();
+    b[at + 3] = 0xE6;
+    std::fs::write(&p, &b).unwrap();
+    let e = read_volume(&p).unwrap_err();
+    assert!(e.to_string().contains("(FFFE,E600)"), "{e}");
+    assert_eq!(named(&e).as_deref(), Some(p.as_path()));
+}

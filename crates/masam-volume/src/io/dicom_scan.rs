@@ -303,7 +303,15 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
                         }
                     }
                 }
-                _ => {} // item delimiter: nothing to track
+                0xE00D => {} // item delimiter: nothing to track
+                other => {
+                    // no such tag in DICOM; the parser would read its header as an ordinary
+                    // element's and lose step with this scan
+                    return Err(VolumeError::dicom(
+                        path,
+                        format!("unknown item tag (FFFE,{other:04X}) at byte {}", s.pos - 8),
+                    ));
+                }
             }
             continue;
         }
