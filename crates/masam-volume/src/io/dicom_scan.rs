@@ -33,13 +33,23 @@ struct Encoding {
     big_endian: bool,
 }
 
+/// What an open container holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A sequence: items only.
+    Sequence,
+    /// An item of a sequence: data elements.
+    Item,
+    /// Encapsulated Pixel Data: raw fragments (items of defined length) only.
+    Fragments,
+}
+
 /// One open sequence, item or pixel-fragment sequence.
 #[derive(Debug, Clone, Copy)]
 struct Open {
+    kind: Kind,
     /// File offset where it ends (defined length), or `None` until its delimiter.
     end: Option<u64>,
-    /// Items inside are raw fragments (encapsulated Pixel Data), not data sets.
-    fragments: bool,
     /// Encoding of the elements inside.
     encoding: Encoding,
     /// Whether this is the top-level Pixel Data.
@@ -139,6 +149,15 @@ fn implicit_value_size(tag: (u16, u16)) -> u64 {
     }
 }
 
+/// Whether the data dictionary gives `tag` the VR SQ (how the parser reads an element of an
+/// implicit-VR data set).
+fn implicit_is_sequence(tag: (u16, u16)) -> bool {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(dicom_core::Tag(tag.0, tag.1))
+        .is_some_and(|e| e.vr() == VirtualVr::Exact(dicom_core::VR::SQ))
+}
+
 /// What [`check_lengths`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scan {
@@ -178,11 +197,14 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
         s.r.seek(SeekFrom::Start(4)).ok();
         s.pos = 4;
     }
-    let too_long = |s: &Scanner<R>, tag: (u16, u16), claimed: u32| VolumeError::ClaimExceedsData {
-        path: path.to_path_buf(),
-        what: format!("element ({:04X},{:04X}) at byte {}", tag.0, tag.1, s.pos),
-        claimed: claimed as u64,
-        available: s.len.saturating_sub(s.pos),
+    // `available`: what the file (or the sequence or item around the element) has left
+    let too_long = |s: &Scanner<R>, tag: (u16, u16), claimed: u32, available: u64| {
+        VolumeError::ClaimExceedsData {
+            path: path.to_path_buf(),
+            what: format!("element ({:04X},{:04X}) at byte {}", tag.0, tag.1, s.pos),
+            claimed: claimed as u64,
+            available,
+        }
     };
     // File meta group: explicit VR little endian, group 0002.
     let le = Encoding {
@@ -213,7 +235,7 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
         };
         let Some(n) = n else { return Ok(None) };
         if n == UNDEFINED || n as u64 > s.len - s.pos.min(s.len) {
-            return Err(too_long(s, (group, elem), n));
+            return Err(too_long(s, (group, elem), n, s.len.saturating_sub(s.pos)));
         }
         if elem == 0x0010 && n <= 64 {
             let mut uid = vec![0u8; n as usize];
@@ -233,16 +255,27 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
         }
     }
     let mut open: Vec<Open> = Vec::new();
+    let bad = |s: &Scanner<R>, at: u64, what: String| {
+        VolumeError::dicom(
+            path,
+            format!("{what} at byte {at} (file of {} bytes)", s.len),
+        )
+    };
     loop {
-        while let Some(o) = open.last() {
-            match o.end {
-                Some(end) if s.pos >= end => {
-                    let o = open.pop();
-                    if o.is_some_and(|o| o.pixel_data) {
-                        return Ok(Some(Scan::Plain(Some(s.pos))));
-                    }
-                }
-                _ => break,
+        // close the containers whose defined length ends here; one that is overrun, or that
+        // ends while a container inside it is still open, is malformed
+        while let Some(i) = open.iter().rposition(|o| o.end.is_some_and(|e| s.pos >= e)) {
+            let end = open[i].end.unwrap_or(s.pos);
+            if s.pos > end || i + 1 != open.len() {
+                return Err(bad(
+                    s,
+                    s.pos,
+                    format!("a sequence or item ending at byte {end} is overrun"),
+                ));
+            }
+            let o = open.pop();
+            if o.is_some_and(|o| o.pixel_data) {
+                return Ok(Some(Scan::Plain(Some(s.pos))));
             }
         }
         if s.pos >= s.len {
@@ -257,63 +290,73 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
                 ),
             ));
         }
-        let enc = open.last().map(|o| o.encoding).unwrap_or(dataset);
+        let parent = open.last().copied();
+        let enc = parent.map(|o| o.encoding).unwrap_or(dataset);
         let big = enc.big_endian;
+        let at = s.pos;
         let (Some(group), Some(elem)) = (s.u16(big), s.u16(big)) else {
             return Ok(Some(Scan::Plain(None)));
         };
         let tag = (group, elem);
-        let rest = |s: &Scanner<R>| s.len.saturating_sub(s.pos);
+        // what the innermost defined-length container and the file leave
+        let rest = |s: &Scanner<R>, open: &[Open]| {
+            open.iter()
+                .filter_map(|o| o.end)
+                .fold(s.len, u64::min)
+                .saturating_sub(s.pos)
+        };
+        let kind = parent.map(|o| o.kind);
         if group == 0xFFFE {
             let Some(n) = s.u32(big) else {
                 return Ok(Some(Scan::Plain(None)));
             };
-            match elem {
-                0xE000 => {
-                    let in_fragments = open.last().is_some_and(|o| o.fragments);
-                    if n == UNDEFINED {
-                        if in_fragments {
-                            return Err(too_long(s, tag, n));
-                        }
-                        continue;
+            match (elem, kind) {
+                (0xE000, Some(Kind::Fragments)) => {
+                    if n == UNDEFINED || n as u64 > rest(s, &open) {
+                        return Err(too_long(s, tag, n, rest(s, &open)));
                     }
-                    if n as u64 > rest(s) {
-                        return Err(too_long(s, tag, n));
+                    s.skip(n as u64);
+                }
+                (0xE000, Some(Kind::Sequence)) => {
+                    if n != UNDEFINED && n as u64 > rest(s, &open) {
+                        return Err(too_long(s, tag, n, rest(s, &open)));
                     }
-                    if in_fragments {
-                        s.skip(n as u64);
-                    } else {
-                        open.push(Open {
-                            end: Some(s.pos + n as u64),
-                            fragments: false,
-                            encoding: enc,
-                            pixel_data: false,
-                        });
+                    open.push(Open {
+                        kind: Kind::Item,
+                        end: (n != UNDEFINED).then(|| s.pos + n as u64),
+                        encoding: enc,
+                        pixel_data: false,
+                    });
+                }
+                (0xE00D, Some(Kind::Item)) if parent.is_some_and(|o| o.end.is_none()) => {
+                    open.pop();
+                }
+                (0xE0DD, Some(Kind::Sequence | Kind::Fragments))
+                    if parent.is_some_and(|o| o.end.is_none()) =>
+                {
+                    if open.pop().is_some_and(|o| o.pixel_data) {
+                        return Ok(Some(Scan::Plain(Some(s.pos))));
                     }
                 }
-                0xE0DD => {
-                    // end of an undefined-length sequence (any open defined-length items in it
-                    // have ended)
-                    while let Some(o) = open.pop() {
-                        if o.end.is_none() {
-                            if o.pixel_data {
-                                return Ok(Some(Scan::Plain(Some(s.pos))));
-                            }
-                            break;
-                        }
-                    }
-                }
-                0xE00D => {} // item delimiter: nothing to track
-                other => {
-                    // no such tag in DICOM; the parser would read its header as an ordinary
-                    // element's and lose step with this scan
-                    return Err(VolumeError::dicom(
-                        path,
-                        format!("unknown item tag (FFFE,{other:04X}) at byte {}", s.pos - 8),
+                // anything else (an item outside a sequence, a delimiter of something that
+                // is not open, an unknown item tag): the parser would read it some other way
+                // and lose step with this scan
+                _ => {
+                    return Err(bad(
+                        s,
+                        at,
+                        format!("item tag (FFFE,{elem:04X}) out of place"),
                     ));
                 }
             }
             continue;
+        }
+        if matches!(kind, Some(Kind::Sequence | Kind::Fragments)) {
+            return Err(bad(
+                s,
+                at,
+                format!("element ({group:04X},{elem:04X}) directly inside a sequence"),
+            ));
         }
         let (vr, n) = if enc.explicit {
             let Some(vr) = s.bytes::<2>() else {
@@ -357,20 +400,26 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
                 enc
             };
             open.push(Open {
+                kind: if fragments {
+                    Kind::Fragments
+                } else {
+                    Kind::Sequence
+                },
                 end: None,
-                fragments,
                 encoding,
                 pixel_data: top_pixel,
             });
             continue;
         }
-        if n as u64 > rest(s) {
-            return Err(too_long(s, tag, n));
+        if n as u64 > rest(s, &open) {
+            return Err(too_long(s, tag, n, rest(s, &open)));
         }
-        if vr == Some(*b"SQ") {
+        // a sequence of defined length: its items are read by the parser, so they are
+        // followed here too (in an implicit-VR data set the dictionary says what is one)
+        if vr == Some(*b"SQ") || (vr.is_none() && implicit_is_sequence(tag)) {
             open.push(Open {
+                kind: Kind::Sequence,
                 end: Some(s.pos + n as u64),
-                fragments: false,
                 encoding: enc,
                 pixel_data: false,
             });
@@ -482,6 +531,74 @@ mod tests {
         let n = b.len();
         b[n - 16..n - 12].copy_from_slice(&0x1000_0000u32.to_le_bytes());
         assert!(check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).is_err());
+    }
+
+    #[test]
+    fn structure_out_of_place_is_refused() {
+        let check = |b: &Vec<u8>| check_lengths(Path::new("a.dcm"), Cursor::new(b), b.len() as u64);
+        let seq_start = |b: &mut Vec<u8>, len: u32| {
+            b.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0]);
+            b.extend_from_slice(&len.to_le_bytes());
+        };
+        let item = |b: &mut Vec<u8>, elem: u8, len: u32| {
+            b.extend_from_slice(&[0xFE, 0xFF, elem, 0xE0]);
+            b.extend_from_slice(&len.to_le_bytes());
+        };
+        // a well-formed defined-length sequence with a defined-length item
+        let mut ok = head("1.2.840.10008.1.2.1");
+        seq_start(&mut ok, 8 + 12);
+        item(&mut ok, 0x00, 12);
+        explicit(&mut ok, (0x0028, 0x0030), b"DS", b"1\\1 ", None);
+        explicit(&mut ok, (0x0028, 0x0010), b"US", &4u16.to_le_bytes(), None);
+        assert!(check(&ok).is_ok());
+        let refused = |b: &Vec<u8>, what: &str| {
+            let e = check(b).unwrap_err();
+            assert!(e.to_string().contains(what), "{e}");
+        };
+        // an item inside an item (a fuzzed file made the parser allocate 2.1 GB from this)
+        let mut b = head("1.2.840.10008.1.2.1");
+        seq_start(&mut b, UNDEFINED);
+        item(&mut b, 0x00, UNDEFINED);
+        item(&mut b, 0x00, UNDEFINED);
+        refused(&b, "(FFFE,E000) out of place");
+        // an element directly inside a sequence
+        let mut b = head("1.2.840.10008.1.2.1");
+        seq_start(&mut b, UNDEFINED);
+        explicit(&mut b, (0x0028, 0x0010), b"US", &4u16.to_le_bytes(), None);
+        refused(&b, "directly inside a sequence");
+        // delimiters of nothing open, at the top level and in a defined-length item
+        let mut b = head("1.2.840.10008.1.2.1");
+        item(&mut b, 0xDD, 0);
+        refused(&b, "(FFFE,E0DD) out of place");
+        let mut b = head("1.2.840.10008.1.2.1");
+        seq_start(&mut b, 8 + 8);
+        item(&mut b, 0x00, 8);
+        item(&mut b, 0x0D, 0);
+        refused(&b, "(FFFE,E00D) out of place");
+        // an element crossing the end of its item
+        let mut b = head("1.2.840.10008.1.2.1");
+        seq_start(&mut b, 8 + 6);
+        item(&mut b, 0x00, 6);
+        explicit(&mut b, (0x0028, 0x0010), b"US", &4u16.to_le_bytes(), None);
+        explicit(&mut b, (0x0028, 0x0011), b"US", &4u16.to_le_bytes(), None);
+        assert!(matches!(
+            check(&b),
+            Err(VolumeError::ClaimExceedsData { available: 0, .. })
+        ));
+        // an implicit-VR sequence of defined length (SQ from the dictionary) is followed:
+        // an element in its item claiming more than the item holds is caught
+        let mut b = head("1.2.840.10008.1.2");
+        b.extend_from_slice(&[0x08, 0x00, 0x40, 0x11]); // Referenced Image Sequence
+        b.extend_from_slice(&(8u32 + 8 + 4).to_le_bytes());
+        item(&mut b, 0x00, 8 + 4);
+        b.extend_from_slice(&[0x08, 0x00, 0x50, 0x11]);
+        b.extend_from_slice(&4000u32.to_le_bytes());
+        b.extend_from_slice(b"1.2\0");
+        b.extend_from_slice(&[0u8; 4000]);
+        assert!(matches!(
+            check(&b),
+            Err(VolumeError::ClaimExceedsData { .. })
+        ));
     }
 
     #[test]
