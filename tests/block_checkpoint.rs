@@ -19,7 +19,7 @@ const DROPOUT: f32 = 0.3;
 /// Largest relative error `max|a − b| / max|b|` between a gradient with checkpointing and
 /// without, in f32: the rebuilt blocks compute the same values, only the order in which the
 /// gradients of shared tensors (FacT's U and V, a block output read twice) are summed differs.
-/// About 1e-7 is measured.
+/// 8e-8 to 6e-7 is measured (the fusion decoder and full fine-tuning the most).
 const GRAD_TOL: f64 = 1e-5;
 /// Largest relative difference of the loss (the forward passes are the same operations).
 const LOSS_TOL: f64 = 1e-6;
@@ -98,7 +98,14 @@ fn scalar(t: &Tensor) -> f64 {
 }
 
 fn max_abs(t: &Tensor) -> f64 {
-    scalar(&t.abs().unwrap().max_all().unwrap().to_dtype(DType::F32).unwrap())
+    scalar(
+        &t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap(),
+    )
 }
 
 /// `max|a − b| / max|b|`.
@@ -185,7 +192,11 @@ fn check_gradients(what: &str, m: &MaSam, prompt: &Prompt) -> f64 {
 
 #[test]
 fn every_decoder_gets_the_same_loss_and_gradients_with_checkpointing() {
-    for kind in [DecoderKind::Sam, DecoderKind::Progressive, DecoderKind::Fusion] {
+    for kind in [
+        DecoderKind::Sam,
+        DecoderKind::Progressive,
+        DecoderKind::Fusion,
+    ] {
         let m = model(&config(kind), Precision::F32);
         check_gradients(&format!("{kind:?}"), &m, &Prompt::None);
     }
@@ -272,7 +283,10 @@ fn adamw_steps_with_accumulation_give_the_same_weights() {
     let (l0, start, w0) = train(DecoderKind::Fusion, false, Precision::F32);
     let (l1, _, w1) = train(DecoderKind::Fusion, true, Precision::F32);
     for (a, b) in l1.iter().zip(&l0) {
-        assert!((a - b).abs() <= LOSS_TOL * b.abs(), "losses {l1:?} / {l0:?}");
+        assert!(
+            (a - b).abs() <= LOSS_TOL * b.abs(),
+            "losses {l1:?} / {l0:?}"
+        );
     }
     assert!(l0[2] < l0[0], "the runs learn: {l0:?}");
     let mut moved = 0;
@@ -306,13 +320,14 @@ fn bf16_with_checkpointing_follows_bf16_without() {
     let (l1, g1, d1) = gradients(&m, &b, &Prompt::None, true);
     assert_eq!(d1, d0);
     assert!((l1 - l0).abs() <= BF16_LOSS_TOL, "loss {l1} / {l0}");
-    assert_eq!(
-        g1.keys().collect::<Vec<_>>(),
-        g0.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(g1.keys().collect::<Vec<_>>(), g0.keys().collect::<Vec<_>>());
     let mut worst: f64 = 0.0;
     for (k, a) in &g1 {
-        assert_eq!(a.dtype(), DType::F32, "{k}: gradients of the f32 master weights");
+        assert_eq!(
+            a.dtype(),
+            DType::F32,
+            "{k}: gradients of the f32 master weights"
+        );
         let e = rel_l2(a, &g0[k]);
         assert!(e <= BF16_GRAD_TOL, "{k}: relative L2 distance {e:e}");
         worst = worst.max(e);
@@ -320,7 +335,47 @@ fn bf16_with_checkpointing_follows_bf16_without() {
     let (s0, _, _) = train(DecoderKind::Fusion, false, Precision::Bf16);
     let (s1, _, _) = train(DecoderKind::Fusion, true, Precision::Bf16);
     for (a, b) in s1.iter().zip(&s0) {
-        assert!((a - b).abs() <= BF16_LOSS_TOL, "bf16 losses {s1:?} / {s0:?}");
+        assert!(
+            (a - b).abs() <= BF16_LOSS_TOL,
+            "bf16 losses {s1:?} / {s0:?}"
+        );
     }
-    eprintln!("bf16: loss {l0} / {l1}, largest gradient distance {worst:.2e}; steps {s0:?} / {s1:?}");
+    eprintln!(
+        "bf16: loss {l0} / {l1}, largest gradient distance {worst:.2e}; steps {s0:?} / {s1:?}"
+    );
+}
+
+#[test]
+fn f16_loss_scaling_skips_and_applies_the_same_steps() {
+    let mut runs = vec![];
+    for checkpoint_blocks in [false, true] {
+        let m = model(&config(DecoderKind::Progressive), Precision::F16);
+        let cfg = TrainerConfig {
+            // 2⁶⁰ overflows f16 gradients at once; each back-off divides the scale by 2²⁴
+            loss_scale: masam_adapter::LossScaleConfig {
+                init_scale: 2f64.powi(60),
+                backoff_factor: 2f64.powi(-24),
+                ..masam_adapter::LossScaleConfig::default()
+            },
+            ..trainer_cfg(checkpoint_blocks, Precision::F16)
+        };
+        let mut t = Trainer::new(&m, cfg).unwrap();
+        let mut log = vec![];
+        for s in 0..4 {
+            let loss = t.step(&[batch(s), batch(s + 1)]).unwrap().loss as f64;
+            log.push((t.last_step_skipped(), t.loss_scale().unwrap(), loss));
+        }
+        runs.push(log);
+    }
+    let (plain, ckpt) = (&runs[0], &runs[1]);
+    assert!(plain[0].0, "a 2^60 scale must overflow f16: {plain:?}");
+    assert!(plain.iter().any(|r| !r.0), "no step applied: {plain:?}");
+    for (a, b) in ckpt.iter().zip(plain) {
+        assert_eq!(
+            (a.0, a.1),
+            (b.0, b.1),
+            "skips and scales: {ckpt:?} / {plain:?}"
+        );
+        assert!((a.2 - b.2).abs() <= BF16_LOSS_TOL, "{ckpt:?} / {plain:?}");
+    }
 }
