@@ -58,7 +58,8 @@ use crate::{Mode, Result};
 /// dropout.begin_step(0);
 /// let (pass, out) = CheckpointedPass::forward(&model, &x, &Prompt::None, Mode::Train)?;
 /// let loss = out.masks.sqr()?.mean_all()?;
-/// let grads = pass.backward(&loss)?;
+/// drop(out); // the loss holds what the backward pass needs
+/// let grads = pass.backward(loss)?;
 ///
 /// // the same gradients as the whole graph gives (with the same FacT dropout masks)
 /// dropout.begin_step(0);
@@ -190,12 +191,17 @@ impl<'m> CheckpointedPass<'m> {
     /// input and differentiated, last block first. Returns the gradients of the model's
     /// trainable variables (only those: no entry for the pass's own leaves).
     ///
+    /// `objective` is taken by value so that the head's graph can be freed before the blocks
+    /// are rebuilt: drop the outputs of `forward` (and anything else computed from them) before
+    /// calling this, or their graph stays alive until it returns.
+    ///
     /// # Errors
     /// `objective` is not a scalar, or a rebuilt block fails.
-    pub fn backward(mut self, objective: &Tensor) -> Result<GradStore> {
+    pub fn backward(mut self, objective: Tensor) -> Result<GradStore> {
         let vars: Vec<Var> = self.model.trainable().named_vars().into_values().collect();
         let depth = self.inputs.len();
         let mut grads = objective.backward()?;
+        drop(objective);
         // the gradient arriving at each position, summed over the head's reads
         let mut arriving: Vec<Option<Tensor>> = vec![None; depth + 1];
         for (k, v) in std::mem::take(&mut self.leaves) {

@@ -316,10 +316,13 @@ impl<'m> Trainer<'m> {
             td += l.dice.to_scalar::<f32>()?;
             let objective = match &self.scaler {
                 Some(s) => s.scale_loss(&l.total)?,
-                None => l.total,
+                None => l.total.clone(),
             };
+            // only the objective holds the graph now: a checkpointed pass frees the head's
+            // part of it before it rebuilds the blocks
+            drop((out, l));
             acc.accumulate(match pass {
-                Some(pass) => pass.backward(&objective)?,
+                Some(pass) => pass.backward(objective)?,
                 None => objective.backward()?,
             })?;
         }

@@ -132,23 +132,21 @@ fn gradients(
     let rng = m.fact.as_ref().unwrap().dropout_rng();
     rng.reseed(11);
     rng.begin_step(0);
-    let (loss, grads): (Tensor, GradStore) = if checkpoint {
+    let (loss, grads): (f64, GradStore) = if checkpoint {
         let (pass, out) = CheckpointedPass::forward(m, &b.images, prompt, Mode::Train).unwrap();
         let loss = objective(&out, &b.labels);
-        let grads = pass.backward(&loss).unwrap();
-        (loss, grads)
+        (scalar(&loss), pass.backward(loss).unwrap())
     } else {
         let out = m.forward(&b.images, prompt, Mode::Train).unwrap();
         let loss = objective(&out, &b.labels);
-        let grads = loss.backward().unwrap();
-        (loss, grads)
+        (scalar(&loss), loss.backward().unwrap())
     };
     let by_name = m
         .trainable_vars()
         .into_iter()
         .filter_map(|(k, v)| grads.get(v.as_tensor()).map(|g| (k, g.clone())))
         .collect();
-    (scalar(&loss), by_name, rng.draws())
+    (loss, by_name, rng.draws())
 }
 
 /// Compares both ways on `m`; returns the largest relative gradient error.
