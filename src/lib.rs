@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod block_checkpoint;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

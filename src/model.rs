@@ -387,7 +387,8 @@ impl MaSam {
         &self.init_report
     }
 
-    fn flatten(&self, images: &Tensor) -> Result<(Tensor, usize, usize)> {
+    /// (B, D, 3, H, W) images → (B·D, 3, H, W) in the compute dtype, with B and D.
+    pub(crate) fn flatten(&self, images: &Tensor) -> Result<(Tensor, usize, usize)> {
         let d = images.dims();
         if d.len() != 5 || d[2] != 3 {
             return Err(Error::Shape {
@@ -427,8 +428,11 @@ impl MaSam {
             slices: d,
             train: mode.is_train(),
         };
-        let out = self.sam.forward(&x, prompt, &ctx)?;
-        // f32 outputs whatever the compute precision: the loss and the metrics read them
+        Self::outputs_to_f32(self.sam.forward(&x, prompt, &ctx)?)
+    }
+
+    /// SAM's outputs in f32 whatever the compute precision: the loss and the metrics read them.
+    pub(crate) fn outputs_to_f32(out: SamOutput) -> Result<SamOutput> {
         let masks = out.masks.to_dtype(DType::F32)?;
         let low_res_logits = if out.low_res_logits.id() == out.masks.id() {
             masks.clone() // the 4-stage decoder's logits are the masks: convert once

@@ -14,6 +14,7 @@ use masam_train::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::block_checkpoint::CheckpointedPass;
 use crate::data::Batch;
 use crate::model::MaSam;
 use crate::{Error, Result};
@@ -51,6 +52,13 @@ pub struct TrainerConfig {
     /// Dynamic loss scaling, used with [`Precision::F16`] only.
     #[serde(default)]
     pub loss_scale: LossScaleConfig,
+    /// Activation checkpointing of the encoder blocks ([`CheckpointedPass`]): the forward pass
+    /// keeps only each block's input and the backward pass runs every block again, one at a
+    /// time. The encoder's activations shrink to about one block's; each step costs one more
+    /// forward pass of the encoder. The results are those without it up to float rounding.
+    /// Off in files written before the field existed.
+    #[serde(default)]
+    pub checkpoint_blocks: bool,
 }
 
 impl Default for TrainerConfig {
@@ -66,6 +74,7 @@ impl Default for TrainerConfig {
             deterministic: false,
             precision: Precision::F32,
             loss_scale: LossScaleConfig::default(),
+            checkpoint_blocks: false,
         }
     }
 }
@@ -239,7 +248,9 @@ impl<'m> Trainer<'m> {
         &self.cfg
     }
 
-    /// One optimiser step over `micro` micro-batches (gradients averaged), dropout on.
+    /// One optimiser step over `micro` micro-batches (gradients averaged), dropout on; with
+    /// [`TrainerConfig::checkpoint_blocks`], each micro-batch's encoder blocks are
+    /// checkpointed ([`CheckpointedPass`]).
     ///
     /// With [`Precision::F16`] the loss is multiplied by the loss scale before the backward pass
     /// and the gradients divided by it; a gradient overflow (an infinite or NaN gradient) is
@@ -277,7 +288,14 @@ impl<'m> Trainer<'m> {
                 Some(t) => MaSam::boxes_prompt(&t.to_device(dev)?)?,
                 None => Prompt::None,
             };
-            let out = self.model.forward(&images, &prompt, crate::Mode::Train)?;
+            let (out, pass) = if self.cfg.checkpoint_blocks {
+                let (pass, out) =
+                    CheckpointedPass::forward(self.model, &images, &prompt, crate::Mode::Train)?;
+                (out, Some(pass))
+            } else {
+                let out = self.model.forward(&images, &prompt, crate::Mode::Train)?;
+                (out, None)
+            };
             let l = self.loss.forward(&out.masks, &labels)?;
             let total = l.total.to_scalar::<f32>()?;
             if !total.is_finite() {
@@ -298,9 +316,15 @@ impl<'m> Trainer<'m> {
             td += l.dice.to_scalar::<f32>()?;
             let objective = match &self.scaler {
                 Some(s) => s.scale_loss(&l.total)?,
-                None => l.total,
+                None => l.total.clone(),
             };
-            acc.accumulate(objective.backward()?)?;
+            // only the objective holds the graph now: a checkpointed pass frees the head's
+            // part of it before it rebuilds the blocks
+            drop((out, l));
+            acc.accumulate(match pass {
+                Some(pass) => pass.backward(objective)?,
+                None => objective.backward()?,
+            })?;
         }
         let mut grads = acc.finish()?;
         let n = micro.len() as f32;

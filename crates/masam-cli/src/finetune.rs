@@ -65,6 +65,13 @@ pub struct FinetuneArgs {
     /// steps (no time budget; not with --minutes), on the CPU. Kept by --resume.
     #[arg(long, conflicts_with = "minutes")]
     pub deterministic: bool,
+    /// Activation checkpointing of the encoder blocks: keep only each block's input during the
+    /// forward pass and run the blocks again, one at a time, in the backward pass. Much less
+    /// activation memory (one block's instead of all of them) for one more forward pass of the
+    /// encoder per step; the same results up to float rounding. Kept by --resume
+    /// (`trainer.checkpoint_blocks` in config.toml).
+    #[arg(long)]
+    pub checkpoint_blocks: bool,
     /// Device to train on: cpu (default), cuda or cuda:N (CUDA needs a build with
     /// `--features cuda`).
     #[arg(long, value_name = "DEV")]
@@ -451,6 +458,9 @@ pub fn build_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     if args.deterministic {
         cfg.trainer.deterministic = true;
         cfg.time_budget_s = None;
+    }
+    if args.checkpoint_blocks {
+        cfg.trainer.checkpoint_blocks = true;
     }
     if let Some(run) = &args.init_from {
         // the model of the run we start from (its classes included), trained further here

@@ -262,6 +262,63 @@ fn print_config_is_a_complete_loadable_configuration() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn checkpoint_blocks_is_a_trainer_setting_kept_in_the_run_folder() {
+    let dir = temp_dir("checkpoint-blocks");
+    let load = |name: &str, text: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        run_dir::load_config(&f).unwrap()
+    };
+    let on = ok(masam(&[
+        "finetune",
+        "--print-config",
+        "--checkpoint-blocks",
+    ]));
+    assert!(load("on.toml", &on).trainer.checkpoint_blocks);
+    let off = ok(masam(&["finetune", "--print-config"]));
+    assert!(!load("off.toml", &off).trainer.checkpoint_blocks);
+    // a configuration written before the setting existed reads as off
+    let old: Vec<&str> = on
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("checkpoint_blocks"))
+        .collect();
+    assert_eq!(
+        old.len() + 1,
+        on.lines().count(),
+        "one line holds the setting"
+    );
+    assert!(!load("old.toml", &old.join("\n")).trainer.checkpoint_blocks);
+
+    // a tiny run trains with it and keeps it in its config.toml
+    let phantom = PhantomConfig {
+        height: 64,
+        width: 64,
+        slices: 12,
+        spacing: [6.0, 6.0, 20.0],
+        noise_sd_hu: 12.0,
+    };
+    let cfg_path = dir.join("tiny.toml");
+    std::fs::write(
+        &cfg_path,
+        toml::to_string_pretty(&tiny_run_config(&phantom)).unwrap(),
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let out = ok(masam(&[
+        "finetune",
+        "--config",
+        p(&cfg_path),
+        "--checkpoint-blocks",
+        "--out",
+        p(&run),
+    ]));
+    assert!(out.contains("trained 2 steps"), "{out}");
+    let kept = run_dir::load_config(run.join(run_dir::CONFIG_FILE)).unwrap();
+    assert!(kept.trainer.checkpoint_blocks);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A 2-step run of the fixtures' tiny model on a small phantom.
 fn tiny_run_config(phantom: &PhantomConfig) -> FinetuneConfig {
     let mut model = MaSamConfig::tiny();

@@ -63,6 +63,38 @@ impl DropoutRng {
         self.draws.store(0, Ordering::SeqCst);
     }
 
+    /// How many masks the current step has drawn so far: the number of the next mask.
+    ///
+    /// With [`DropoutRng::set_draws`] a computation that runs part of a forward pass again
+    /// (activation checkpointing) replays that part's masks:
+    ///
+    /// ```
+    /// use candle_core::{DType, Device};
+    /// use masam_fact::DropoutRng;
+    /// # fn main() -> candle_core::Result<()> {
+    /// let rng = DropoutRng::new(7);
+    /// rng.begin_step(2);
+    /// rng.mask(16, 0.5, DType::F32, &Device::Cpu)?; // mask 0
+    /// let start = rng.draws(); // 1
+    /// let first = rng.mask(16, 0.5, DType::F32, &Device::Cpu)?.to_vec1::<f32>()?;
+    /// let end = rng.draws(); // 2
+    /// rng.set_draws(start); // run that part again
+    /// let again = rng.mask(16, 0.5, DType::F32, &Device::Cpu)?.to_vec1::<f32>()?;
+    /// assert_eq!(first, again);
+    /// rng.set_draws(end); // and continue where the first run stopped
+    /// assert_eq!((start, end, rng.draws()), (1, 2, 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn draws(&self) -> u64 {
+        self.draws.load(Ordering::SeqCst)
+    }
+
+    /// Makes mask number `draws` of the current step the next one drawn (see
+    /// [`DropoutRng::draws`]); the step and the seed do not change.
+    pub fn set_draws(&self, draws: u64) {
+        self.draws.store(draws, Ordering::SeqCst);
+    }
+
     /// The next inverted-dropout mask: each entry is `1 / (1 − p)` with probability `1 − p`,
     /// else 0 (`x * mask` is dropout of `x`, as `candle_nn::ops::dropout`).
     ///

@@ -205,6 +205,56 @@ impl ImageEncoder {
         self.neck.forward_nhwc(&t)
     }
 
+    /// The first stage of [`forward`](Self::forward), for callers that run the blocks one at a
+    /// time (activation checkpointing): checks the input as `forward` does and returns the
+    /// patch embedding plus absolute position. `forward` is this, then
+    /// [`forward_block`](Self::forward_block) for every block in order, then the neck
+    /// ([`Neck::forward_nhwc`]).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use masam_nn::SeededVarMap;
+    /// use masam_sam::{ForwardContext, ImageEncoder, ImageEncoderConfig};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let params = SeededVarMap::new(0);
+    /// let enc = ImageEncoder::new(&ImageEncoderConfig::tiny(), params.var_builder(DType::F32, &Device::Cpu))?;
+    /// let x = Tensor::rand(0f32, 1., (2, 3, 64, 64), &Device::Cpu)?;
+    /// let ctx = ForwardContext::eval_2d();
+    /// let mut t = enc.forward_embed(&x, &ctx)?; // (2, 4, 4, 64)
+    /// for i in 0..enc.blocks.len() {
+    ///     t = enc.forward_block(i, &t, &ctx)?;
+    /// }
+    /// let y = enc.neck.forward_nhwc(&t)?;
+    /// let diff = (y - enc.forward(&x, &ctx)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    /// assert_eq!(diff, 0.0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Shapes
+    /// - `x`: (N, in_chans, H, W), N = B·D; returns (N, H/p, W/p, C)
+    pub fn forward_embed(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+        self.check_input(x, ctx)?;
+        self.embed(x)
+    }
+
+    /// Runs block `index` on its input tokens as [`forward`](Self::forward) does (the block's
+    /// hooks see `ctx.block(index)`). See [`forward_embed`](Self::forward_embed).
+    ///
+    /// # Shapes
+    /// - `t`: (N, h, w, C); returns (N, h, w, C)
+    ///
+    /// # Errors
+    /// `index` is not a block of this encoder, or the block fails.
+    pub fn forward_block(&self, index: usize, t: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+        match self.blocks.get(index) {
+            Some(blk) => blk.forward(t, &ctx.block(index)),
+            None => candle_core::bail!(
+                "ImageEncoder: no block {index} (the encoder has {})",
+                self.blocks.len()
+            ),
+        }
+    }
+
     /// Encodes a batch of images and keeps the patch embedding and every block output (for
     /// parity tests and multi-scale decoders).
     pub fn forward_with_intermediates(

@@ -443,21 +443,105 @@ impl Sam {
     ) -> Result<SamOutput> {
         let (_, h, w) = self.check_images(images)?;
         let x = self.preprocess(images)?;
+        if self.mask_decoder.config().kind == crate::mask_decoder::DecoderKind::Fusion {
+            let out = self.image_encoder.forward_with_intermediates(&x, ctx)?;
+            let features = self.fusion_features(&out);
+            self.decode_and_postprocess(
+                &out.embeddings,
+                &x,
+                Some(&features),
+                (h, w),
+                prompt,
+                selection,
+            )
+        } else {
+            let embeddings = self.image_encoder.forward(&x, ctx)?;
+            self.decode_and_postprocess(&embeddings, &x, None, (h, w), prompt, selection)
+        }
+    }
+
+    /// The encoder blocks a [`DecoderKind::Fusion`](crate::mask_decoder::DecoderKind::Fusion)
+    /// decoder reads, one per upscaling stage, coarsest first (`None`: the patch embedding);
+    /// empty for the other decoders, which read the neck's output only.
+    ///
+    /// ```
+    /// use masam_sam::{mask_decoder::DecoderKind, SamConfig};
+    /// # fn main() -> masam_sam::Result<()> {
+    /// # use masam_nn::SeededVarMap;
+    /// # use candle_core::{DType, Device};
+    /// let mut cfg = SamConfig::tiny(); // 4 blocks, 4 upscaling stages
+    /// cfg.decoder = cfg.decoder.with_kind(DecoderKind::Fusion, cfg.encoder.embed_dim);
+    /// let sam = masam_sam::Sam::new(&cfg, SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu))?;
+    /// assert_eq!(sam.fusion_sources(), vec![Some(2), Some(1), Some(0), None]);
+    /// # Ok(()) }
+    /// ```
+    pub fn fusion_sources(&self) -> Vec<Option<usize>> {
+        let cfg = self.mask_decoder.config();
+        if cfg.kind != crate::mask_decoder::DecoderKind::Fusion {
+            return Vec::new();
+        }
+        crate::mask_decoder::DecoderKind::fusion_sources(
+            self.image_encoder.blocks.len(),
+            cfg.upscaling_channels.len(),
+        )
+    }
+
+    /// What [`forward_select`](Self::forward_select) does after the encoder's last block, for
+    /// callers that run the encoder themselves (activation checkpointing, see
+    /// [`ImageEncoder::forward_embed`](crate::ImageEncoder::forward_embed)): the neck on the
+    /// last block's `tokens`, the prompt encoder, the mask decoder (with the fusion decoder's
+    /// encoder `features`, in the order of [`Sam::fusion_sources`]) and the post-processing.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use masam_nn::SeededVarMap;
+    /// use masam_sam::{ForwardContext, MaskSelection, Prompt, Sam, SamConfig};
+    /// # fn main() -> masam_sam::Result<()> {
+    /// let sam = Sam::new(&SamConfig::tiny(), SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu))?;
+    /// let images = Tensor::rand(0f32, 1., (2, 3, 64, 64), &Device::Cpu)?;
+    /// let ctx = ForwardContext::eval_2d();
+    /// let x = sam.preprocess(&images)?;
+    /// let mut t = sam.image_encoder.forward_embed(&x, &ctx)?;
+    /// for i in 0..sam.image_encoder.blocks.len() {
+    ///     t = sam.image_encoder.forward_block(i, &t, &ctx)?;
+    /// }
+    /// let out = sam.forward_head(&x, (64, 64), &t, None, &Prompt::None, MaskSelection::All)?;
+    /// let whole = sam.forward(&images, &Prompt::None, &ctx)?;
+    /// let diff = (out.masks - whole.masks)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    /// assert_eq!(diff, 0.0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Shapes
+    /// - `image`: the preprocessed images (N, 3, img_size, img_size) ([`Sam::preprocess`])
+    /// - `input_size`: (H, W) of the images before preprocessing
+    /// - `tokens`: the last block's output (N, h, w, C); `features`: (N, h, w, C) each
+    /// - returns masks (N, T', H, W), IoU (N, T')
+    pub fn forward_head(
+        &self,
+        image: &Tensor,
+        input_size: (usize, usize),
+        tokens: &Tensor,
+        features: Option<&[Tensor]>,
+        prompt: &Prompt,
+        selection: MaskSelection,
+    ) -> Result<SamOutput> {
+        let embeddings = self.image_encoder.neck.forward_nhwc(tokens)?;
+        self.decode_and_postprocess(&embeddings, image, features, input_size, prompt, selection)
+    }
+
+    /// The mask decoder and the post-processing of [`Sam::forward_select`].
+    fn decode_and_postprocess(
+        &self,
+        embeddings: &Tensor,
+        image: &Tensor,
+        features: Option<&[Tensor]>,
+        (h, w): (usize, usize),
+        prompt: &Prompt,
+        selection: MaskSelection,
+    ) -> Result<SamOutput> {
         let (low_res_logits, iou_predictions) =
-            if self.mask_decoder.config().kind == crate::mask_decoder::DecoderKind::Fusion {
-                let out = self.image_encoder.forward_with_intermediates(&x, ctx)?;
-                let features = self.fusion_features(&out);
-                self.decode_with_features(
-                    &out.embeddings,
-                    Some(&x),
-                    Some(&features),
-                    prompt,
-                    selection,
-                )?
-            } else {
-                let embeddings = self.image_encoder.forward(&x, ctx)?;
-                self.decode_with_image(&embeddings, Some(&x), prompt, selection)?
-            };
+            self.decode_with_features(embeddings, Some(image), features, prompt, selection)?;
         let masks = self.postprocess_masks(&low_res_logits, (h, w), (h, w))?;
         Ok(SamOutput {
             masks,
