@@ -600,3 +600,21 @@ fn an_unknown_item_tag_is_refused() {
     assert!(e.to_string().contains("(FFFE,E600)"), "{e}");
     assert_eq!(named(&e).as_deref(), Some(p.as_path()));
 }
+
+#[test]
+fn a_meta_group_length_that_disagrees_with_its_elements_is_refused() {
+    // A fuzzed file (kept as this test's model): the group length pointed 60 bytes past the
+    // meta elements, so the parser started the data set elsewhere than the length check and
+    // read a 2.77 GB length out of padding: 447 bytes of input took 2.7 GB.
+    let d = TempDir::new("dicom-meta-length");
+    let p = d.join("meta.dcm");
+    classic_slice(&p, 0, |_| {});
+    let mut b = std::fs::read(&p).unwrap();
+    assert_eq!(&b[132..140], &[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    let declared = u32::from_le_bytes(b[140..144].try_into().unwrap());
+    b[140..144].copy_from_slice(&(declared + 60).to_le_bytes());
+    std::fs::write(&p, &b).unwrap();
+    let e = read_volume(&p).unwrap_err();
+    assert!(e.to_string().contains("meta group's length"), "{e}");
+    assert_eq!(named(&e).as_deref(), Some(p.as_path()));
+}

@@ -212,6 +212,9 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
         big_endian: false,
     };
     let mut dataset = le;
+    // where File Meta Information Group Length (0002,0000) says the group ends: the parser
+    // starts the data set there, so the elements must end there too
+    let mut declared_end = None;
     loop {
         let at = s.pos;
         let Some(group) = s.u16(false) else {
@@ -237,7 +240,12 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
         if n == UNDEFINED || n as u64 > s.len - s.pos.min(s.len) {
             return Err(too_long(s, (group, elem), n, s.len.saturating_sub(s.pos)));
         }
-        if elem == 0x0010 && n <= 64 {
+        if elem == 0x0000 && n == 4 {
+            let Some(value) = s.u32(false) else {
+                return Ok(None);
+            };
+            declared_end = Some(s.pos + u64::from(value));
+        } else if elem == 0x0010 && n <= 64 {
             let mut uid = vec![0u8; n as usize];
             if s.r.read_exact(&mut uid).is_err() {
                 return Ok(None);
@@ -253,6 +261,16 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
         } else if s.skip(n as u64).is_none() {
             return Ok(None);
         }
+    }
+    if let Some(end) = declared_end.filter(|&e| e != s.pos) {
+        return Err(VolumeError::dicom(
+            path,
+            format!(
+                "the file meta group's length says it ends at byte {end}, its elements end at \
+                 byte {}",
+                s.pos
+            ),
+        ));
     }
     let mut open: Vec<Open> = Vec::new();
     let bad = |s: &Scanner<R>, at: u64, what: String| {
