@@ -245,7 +245,15 @@ fn scan<R: Read + Seek>(path: &Path, s: &mut Scanner<R>) -> Result<Option<Scan>>
                 return Ok(None);
             };
             declared_end = Some(s.pos + u64::from(value));
-        } else if elem == 0x0010 && n <= 64 {
+        } else if elem == 0x0010 {
+            if n > 64 {
+                // a UID has at most 64 characters; the encoding of everything after the meta
+                // group depends on this one
+                return Err(VolumeError::dicom(
+                    path,
+                    format!("a transfer syntax UID of {n} bytes (at most 64)"),
+                ));
+            }
             let mut uid = vec![0u8; n as usize];
             if s.r.read_exact(&mut uid).is_err() {
                 return Ok(None);
@@ -617,6 +625,17 @@ mod tests {
             check(&b),
             Err(VolumeError::ClaimExceedsData { .. })
         ));
+    }
+
+    #[test]
+    fn a_transfer_syntax_uid_longer_than_64_bytes_is_refused() {
+        // padded with NULs, the scan would otherwise keep the default encoding while the
+        // parser reads the data set as implicit VR
+        let mut ts = "1.2.840.10008.1.2".to_string();
+        ts.push_str(&"\0".repeat(60));
+        let b = head(&ts);
+        let e = check_lengths(Path::new("a.dcm"), Cursor::new(&b), b.len() as u64).unwrap_err();
+        assert!(e.to_string().contains("at most 64"), "{e}");
     }
 
     #[test]
