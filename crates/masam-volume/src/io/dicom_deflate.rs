@@ -16,6 +16,7 @@ use std::path::Path;
 
 use flate2::read::DeflateDecoder;
 
+use super::dicom_scan::long_vr;
 use super::limits::ReadLimits;
 use crate::error::{Result, VolumeError};
 
@@ -112,7 +113,7 @@ fn meta_group(bytes: &[u8]) -> Option<(Vec<MetaElement>, usize)> {
     while bytes.get(pos..pos + 2) == Some(&[0x02, 0x00]) {
         let elem = u16::from_le_bytes(bytes.get(pos + 2..pos + 4)?.try_into().ok()?);
         let vr: [u8; 2] = bytes.get(pos + 4..pos + 6)?.try_into().ok()?;
-        let (n, header) = if is_long(vr) {
+        let (n, header) = if long_vr(vr) {
             let n = u32::from_le_bytes(bytes.get(pos + 8..pos + 12)?.try_into().ok()?);
             (n as usize, 12)
         } else {
@@ -126,40 +127,11 @@ fn meta_group(bytes: &[u8]) -> Option<(Vec<MetaElement>, usize)> {
     Some((elements, pos))
 }
 
-/// Explicit-VR encodings with a 4-byte length (after 2 reserved bytes); unknown VRs count as
-/// long, as the parser reads them.
-fn is_long(vr: [u8; 2]) -> bool {
-    !matches!(
-        &vr,
-        b"AE"
-            | b"AS"
-            | b"AT"
-            | b"CS"
-            | b"DA"
-            | b"DS"
-            | b"DT"
-            | b"FL"
-            | b"FD"
-            | b"IS"
-            | b"LO"
-            | b"LT"
-            | b"PN"
-            | b"SH"
-            | b"SL"
-            | b"SS"
-            | b"ST"
-            | b"TM"
-            | b"UI"
-            | b"UL"
-            | b"US"
-    )
-}
-
 fn put_element(out: &mut Vec<u8>, elem: u16, vr: [u8; 2], value: &[u8]) {
     out.extend_from_slice(&0x0002u16.to_le_bytes());
     out.extend_from_slice(&elem.to_le_bytes());
     out.extend_from_slice(&vr);
-    if is_long(vr) {
+    if long_vr(vr) {
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     } else {

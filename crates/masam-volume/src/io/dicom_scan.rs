@@ -95,7 +95,7 @@ impl<R: Read + Seek> Scanner<R> {
 /// VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length: every VR but the
 /// short ones of the standard. An unknown VR counts as long, because that is how the parser
 /// reads it (as UN): a mutated VR must not hide a 4-byte length from this scan.
-fn long_vr(vr: [u8; 2]) -> bool {
+pub(crate) fn long_vr(vr: [u8; 2]) -> bool {
     !matches!(
         &vr,
         b"AE"
