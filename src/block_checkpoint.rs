@@ -32,6 +32,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use masam_sam::{ForwardContext, MaskSelection, Prompt, SamOutput};
+use masam_train::GradAccumulator;
 
 use crate::model::MaSam;
 use crate::{Mode, Result};
@@ -199,6 +200,7 @@ impl<'m> CheckpointedPass<'m> {
     /// `objective` is not a scalar, or a rebuilt block fails.
     pub fn backward(mut self, objective: Tensor) -> Result<GradStore> {
         let vars: Vec<Var> = self.model.trainable().named_vars().into_values().collect();
+        let mut sums = GradAccumulator::new(&vars);
         let depth = self.inputs.len();
         let mut grads = objective.backward()?;
         drop(objective);
@@ -209,6 +211,8 @@ impl<'m> CheckpointedPass<'m> {
                 add_into(&mut arriving[k], g)?;
             }
         }
+        // the head's parameter gradients; the store's other entries are freed here
+        sums.add(grads)?;
         let rng = self.model.fact.as_ref().map(|f| f.dropout_rng());
         let encoder = &self.model.sam.image_encoder;
         for i in (0..depth).rev() {
@@ -226,16 +230,15 @@ impl<'m> CheckpointedPass<'m> {
             if let Some(gx) = block.remove(x.as_tensor()) {
                 add_into(&mut arriving[i], gx)?;
             }
-            merge(&mut grads, &mut block, &vars)?;
+            sums.add(block)?;
         }
         if let (Some(pe), Some(g)) = (self.embed_graph.take(), arriving[0].take()) {
-            let mut embed = (pe * g)?.sum_all()?.backward()?;
-            merge(&mut grads, &mut embed, &vars)?;
+            sums.add((pe * g)?.sum_all()?.backward()?)?;
         }
         if let (Some(r), Some((_, end))) = (rng, &self.draws) {
             r.set_draws(*end); // where a pass without checkpointing would be
         }
-        Ok(grads)
+        Ok(sums.sum())
     }
 }
 
@@ -245,19 +248,5 @@ fn add_into(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
         Some(s) => (s + g)?,
         None => g,
     });
-    Ok(())
-}
-
-/// Moves the gradients of `vars` from `from` into `into`, adding them to those already there.
-fn merge(into: &mut GradStore, from: &mut GradStore, vars: &[Var]) -> Result<()> {
-    for v in vars {
-        if let Some(g) = from.remove(v.as_tensor()) {
-            let sum = match into.remove(v.as_tensor()) {
-                Some(h) => (h + g)?,
-                None => g,
-            };
-            into.insert(v.as_tensor(), sum);
-        }
-    }
     Ok(())
 }

@@ -48,7 +48,30 @@ impl GradAccumulator {
     }
 
     /// Adds one micro-batch's gradients (the store is consumed and its other entries freed).
-    pub fn accumulate(&mut self, mut grads: GradStore) -> Result<()> {
+    pub fn accumulate(&mut self, grads: GradStore) -> Result<()> {
+        self.add(grads)?;
+        self.micro_batches += 1;
+        Ok(())
+    }
+
+    /// Adds the tracked variables' gradients of `grads` to the sums without counting a
+    /// micro-batch: for several partial backward passes of one micro-batch (the store is
+    /// consumed and its other entries freed). [`GradAccumulator::sum`] returns the sums.
+    ///
+    /// ```
+    /// use candle_core::{Device, Var};
+    /// use masam_train::GradAccumulator;
+    /// # fn main() -> masam_train::Result<()> {
+    /// let w = Var::new(&[1f32, 2.], &Device::Cpu)?;
+    /// let mut acc = GradAccumulator::new([&w]);
+    /// for scale in [1f64, 3.] {
+    ///     acc.add(w.as_tensor().affine(scale, 0.)?.sum_all()?.backward()?)?;
+    /// }
+    /// assert_eq!(acc.micro_batches(), 0);
+    /// assert_eq!(acc.sum().get(w.as_tensor()).unwrap().to_vec1::<f32>()?, vec![4., 4.]);
+    /// # Ok(()) }
+    /// ```
+    pub fn add(&mut self, mut grads: GradStore) -> Result<()> {
         for var in &self.tracked {
             let id = var.as_tensor().id();
             let Some(g) = grads.remove(var.as_tensor()) else {
@@ -60,8 +83,18 @@ impl GradAccumulator {
             };
             self.sums.insert(id, sum);
         }
-        self.micro_batches += 1;
         Ok(())
+    }
+
+    /// The summed gradient of each tracked variable (not divided by the micro-batch count), as
+    /// a store; resets the accumulator.
+    pub fn sum(&mut self) -> GradStore {
+        let mut store = GradStore::default();
+        for (id, sum) in self.sums.drain() {
+            store.insert_id(id, sum);
+        }
+        self.micro_batches = 0;
+        store
     }
 
     /// Number of micro-batches accumulated since the last [`GradAccumulator::finish`].
