@@ -123,10 +123,7 @@ impl<'m> CheckpointedPass<'m> {
         }
         let (x, _, d) = model.flatten(images)?;
         let (_, _, h, w) = x.dims4()?;
-        let ctx = ForwardContext {
-            slices: d,
-            train: mode.is_train(),
-        };
+        let ctx = model.forward_context(d, mode);
         let sam = &model.sam;
         let encoder = &sam.image_encoder;
         let depth = encoder.blocks.len();
@@ -170,6 +167,7 @@ impl<'m> CheckpointedPass<'m> {
             (!sources.is_empty()).then_some(features.as_slice()),
             prompt,
             MaskSelection::All,
+            &ctx,
         )?;
         let out = MaSam::outputs_to_f32(out)?;
         let draws = rng.map(|r| (starts, r.draws()));

@@ -13,9 +13,15 @@ pub struct AdapterHook(pub Arc<Adapter3d>);
 
 impl TokenHook for AdapterHook {
     fn forward(&self, x: &Tensor, ctx: &BlockContext) -> Result<Tensor> {
-        self.0.forward(x, ctx.slices).map_err(|e| {
-            candle_core::Error::wrap(e).context(format!("3D adapter in block {}", ctx.block))
-        })
+        // mixed precision: the adapter computes in the compute dtype, the sum stays in the
+        // residual stream's dtype
+        let delta = self
+            .0
+            .delta_in(x, ctx.slices, ctx.compute_dtype(x))
+            .map_err(|e| {
+                candle_core::Error::wrap(e).context(format!("3D adapter in block {}", ctx.block))
+            })?;
+        x + delta.to_dtype(x.dtype())?
     }
 }
 

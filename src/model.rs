@@ -387,7 +387,18 @@ impl MaSam {
         &self.init_report
     }
 
-    /// (B, D, 3, H, W) images → (B·D, 3, H, W) in the compute dtype, with B and D.
+    /// The encoder's settings for a forward pass over `slices`-slice volumes: in bf16/f16 the
+    /// encoder's layers compute in that dtype around an f32 residual stream (autocast-style);
+    /// the images, the embeddings and the mask decoder stay f32.
+    pub(crate) fn forward_context(&self, slices: usize, mode: Mode) -> ForwardContext {
+        ForwardContext {
+            slices,
+            train: mode.is_train(),
+            compute: (self.precision != Precision::F32).then(|| self.precision.dtype()),
+        }
+    }
+
+    /// (B, D, 3, H, W) images → (B·D, 3, H, W) in f32, with B and D.
     pub(crate) fn flatten(&self, images: &Tensor) -> Result<(Tensor, usize, usize)> {
         let d = images.dims();
         if d.len() != 5 || d[2] != 3 {
@@ -404,7 +415,7 @@ impl MaSam {
             )));
         }
         let x = images.reshape((d[0] * d[1], 3, d[3], d[4]))?;
-        Ok((x.to_dtype(self.precision.dtype())?, d[0], d[1]))
+        Ok((x.to_dtype(DType::F32)?, d[0], d[1]))
     }
 
     /// The device the model lives on.
@@ -424,10 +435,7 @@ impl MaSam {
     ///   (B, D, K, H, W) and (B, D, K).
     pub fn forward(&self, images: &Tensor, prompt: &Prompt, mode: Mode) -> Result<SamOutput> {
         let (x, _, d) = self.flatten(images)?;
-        let ctx = ForwardContext {
-            slices: d,
-            train: mode.is_train(),
-        };
+        let ctx = self.forward_context(d, mode);
         Self::outputs_to_f32(self.sam.forward(&x, prompt, &ctx)?)
     }
 
@@ -481,10 +489,7 @@ impl MaSam {
     pub fn encode_with_intermediates(&self, images: &Tensor, mode: Mode) -> Result<EncoderOutput> {
         let (x, _, d) = self.flatten(images)?;
         let x = self.sam.preprocess(&x)?;
-        let ctx = ForwardContext {
-            slices: d,
-            train: mode.is_train(),
-        };
+        let ctx = self.forward_context(d, mode);
         Ok(self
             .sam
             .image_encoder

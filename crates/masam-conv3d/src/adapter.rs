@@ -1,7 +1,7 @@
 //! MA-SAM's 3D adapter: `x + up(act(conv3d(down(norm(x)))))`, mixing information across the
 //! adjacent slices of each volume.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 use masam_nn::{layer_norm, linear_no_bias, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
@@ -301,6 +301,26 @@ impl Adapter3d {
     /// # Shapes
     /// - `x`: (B·D, H, W, C) with `slices` = D; returns (B·D, H, W, C)
     pub fn delta(&self, x: &Tensor, slices: usize) -> Result<Tensor> {
+        self.delta_in(x, slices, x.dtype())
+    }
+
+    /// [`delta`](Self::delta) in mixed precision: the LayerNorm reads `x` in its own dtype (the
+    /// residual stream, f32), everything after it computes in `compute` (bf16, f16), and the
+    /// result is in `compute`.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use candle_nn::VarBuilder;
+    /// use masam_conv3d::{Adapter3d, Adapter3dConfig};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    /// let adapter = Adapter3d::new(Adapter3dConfig::for_dim(8), vb)?;
+    /// let x = Tensor::rand(0f32, 1., (2, 3, 3, 8), &Device::Cpu)?; // 1 volume of 2 slices
+    /// let d = adapter.delta_in(&x, 2, DType::BF16)?;
+    /// assert_eq!(d.dtype(), DType::BF16);
+    /// # Ok(()) }
+    /// ```
+    pub fn delta_in(&self, x: &Tensor, slices: usize, compute: DType) -> Result<Tensor> {
         let (bd, h, w, c) = match *x.dims() {
             [bd, h, w, c] => (bd, h, w, c),
             _ => {
@@ -321,7 +341,9 @@ impl Adapter3d {
             return Err(Conv3dError::SlicesNotDivisor { batch: bd, slices });
         }
         let (b, a) = (bd / slices, self.cfg.channels);
-        let y = self.linear_down.forward(&self.norm.forward(x)?)?;
+        let y = self
+            .linear_down
+            .forward(&self.norm.forward(x)?.to_dtype(compute)?)?;
         let y = y.reshape((b, slices, h, w, a))?.permute((0, 4, 1, 2, 3))?;
         let y = self.conv.forward(&y)?;
         let y = y.permute((0, 2, 3, 4, 1))?.reshape((bd, h, w, a))?;

@@ -94,6 +94,7 @@ impl Attention {
             block: 0,
             slices: 1,
             train: false,
+            compute: None,
         };
         self.forward_with_hooks(x, None, None, &ctx)
     }

@@ -69,24 +69,27 @@ impl Block {
             Some(hook) => hook.forward(x, ctx)?,
             None => x.clone(),
         };
-        let y = self.norm1.forward(&x)?;
+        // mixed precision: the residual stream `x` keeps its dtype, the layers compute in
+        // `ct` (LayerNorm returns its input's dtype, so it reads the full-precision stream)
+        let (st, ct) = (x.dtype(), ctx.compute_dtype(&x));
+        let y = self.norm1.forward(&x)?.to_dtype(ct)?;
         let qkv_hook = self.hooks.qkv.as_deref();
         let proj_hook = self.hooks.proj.as_deref();
         // windows (or the whole map), real tokens only: see `Attention::forward_windowed`
         let y = self
             .attn
             .forward_windowed(&y, self.window_size, qkv_hook, proj_hook, ctx)?;
-        let x = (x + y)?;
+        let x = (x + y.to_dtype(st)?)?;
         let x = match &self.hooks.post_attn {
             Some(hook) => hook.forward(&x, ctx)?,
             None => x,
         };
         let m = self.mlp.forward_with_hooks(
-            &self.norm2.forward(&x)?,
+            &self.norm2.forward(&x)?.to_dtype(ct)?,
             self.hooks.mlp_fc1.as_deref(),
             self.hooks.mlp_fc2.as_deref(),
             ctx,
         )?;
-        x + m
+        x + m.to_dtype(st)?
     }
 }

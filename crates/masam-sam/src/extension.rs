@@ -19,7 +19,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 /// What a hook knows about the call it is part of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,16 @@ pub struct BlockContext {
     pub slices: usize,
     /// Training mode (dropout active).
     pub train: bool,
+    /// Mixed precision: the dtype the block's layers compute in while the residual stream
+    /// stays in the dtype of the tokens ([`ForwardContext::compute`]). `None`: the tokens' dtype.
+    pub compute: Option<DType>,
+}
+
+impl BlockContext {
+    /// The dtype layers compute in for tokens `x` (`compute`, or `x`'s own dtype).
+    pub fn compute_dtype(&self, x: &Tensor) -> DType {
+        self.compute.unwrap_or(x.dtype())
+    }
 }
 
 /// Per-call settings of an encoder forward pass.
@@ -40,6 +50,12 @@ pub struct ForwardContext {
     pub slices: usize,
     /// Training mode.
     pub train: bool,
+    /// Mixed precision, as PyTorch's autocast does it: `Some(BF16)` (or `F16`) runs the patch
+    /// embedding, every block's layers (LayerNorm and softmax keep f32 statistics) and the neck
+    /// in that dtype, while the residual stream between and inside the blocks (position
+    /// embedding, skip additions, adapter sums) and the returned embeddings stay in the dtype
+    /// of the input images (f32). `None`: everything in the input's dtype.
+    pub compute: Option<DType>,
 }
 
 impl ForwardContext {
@@ -48,6 +64,7 @@ impl ForwardContext {
         Self {
             slices: 1,
             train: false,
+            compute: None,
         }
     }
 
@@ -57,6 +74,7 @@ impl ForwardContext {
             block,
             slices: self.slices,
             train: self.train,
+            compute: self.compute,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! SAM's ViT image encoder (`ImageEncoderViT`), trainable and open to per-block hooks.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use masam_nn::{layer_norm_2d, LayerNorm2d};
 
@@ -184,7 +184,15 @@ impl ImageEncoder {
     /// # Shapes
     /// - `x`: (N, in_chans, H, W); returns (N, H/p, W/p, C)
     pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
-        let t = self.patch_embed.forward(&x.contiguous()?)?;
+        self.embed_in(x, None)
+    }
+
+    /// [`embed`](Self::embed) with the patch embedding computed in `compute` (mixed precision,
+    /// [`ForwardContext::compute`]) and the result in `x`'s dtype.
+    fn embed_in(&self, x: &Tensor, compute: Option<DType>) -> Result<Tensor> {
+        let st = x.dtype();
+        let x = x.to_dtype(compute.unwrap_or(st))?;
+        let t = self.patch_embed.forward(&x.contiguous()?)?.to_dtype(st)?;
         match &self.pos_embed {
             Some(pos) => {
                 let (_, h, w, _) = t.dims4()?;
@@ -198,18 +206,30 @@ impl ImageEncoder {
     /// Encodes a batch of images.
     pub fn forward(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
         self.check_input(x, ctx)?;
-        let mut t = self.embed(x)?;
+        let mut t = self.embed_in(x, ctx.compute)?;
         for (i, blk) in self.blocks.iter().enumerate() {
             t = blk.forward(&t, &ctx.block(i))?;
         }
-        self.neck.forward_nhwc(&t)
+        self.forward_neck(&t, ctx)
+    }
+
+    /// The last stage of [`forward`](Self::forward): the neck on the last block's output,
+    /// computed in `ctx.compute` (mixed precision) and returned in the dtype of `t`.
+    ///
+    /// # Shapes
+    /// - `t`: (N, h, w, C); returns (N, out_chans, h, w)
+    pub fn forward_neck(&self, t: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
+        let st = t.dtype();
+        self.neck
+            .forward_nhwc(&t.to_dtype(ctx.compute.unwrap_or(st))?)?
+            .to_dtype(st)
     }
 
     /// The first stage of [`forward`](Self::forward), for callers that run the blocks one at a
     /// time (activation checkpointing): checks the input as `forward` does and returns the
     /// patch embedding plus absolute position. `forward` is this, then
-    /// [`forward_block`](Self::forward_block) for every block in order, then the neck
-    /// ([`Neck::forward_nhwc`]).
+    /// [`forward_block`](Self::forward_block) for every block in order, then
+    /// [`forward_neck`](Self::forward_neck).
     ///
     /// ```
     /// use candle_core::{DType, Device, Tensor};
@@ -224,7 +244,7 @@ impl ImageEncoder {
     /// for i in 0..enc.blocks.len() {
     ///     t = enc.forward_block(i, &t, &ctx)?;
     /// }
-    /// let y = enc.neck.forward_nhwc(&t)?;
+    /// let y = enc.forward_neck(&t, &ctx)?;
     /// let diff = (y - enc.forward(&x, &ctx)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
     /// assert_eq!(diff, 0.0);
     /// # Ok(()) }
@@ -234,7 +254,7 @@ impl ImageEncoder {
     /// - `x`: (N, in_chans, H, W), N = B·D; returns (N, H/p, W/p, C)
     pub fn forward_embed(&self, x: &Tensor, ctx: &ForwardContext) -> Result<Tensor> {
         self.check_input(x, ctx)?;
-        self.embed(x)
+        self.embed_in(x, ctx.compute)
     }
 
     /// Runs block `index` on its input tokens as [`forward`](Self::forward) does (the block's
@@ -263,14 +283,14 @@ impl ImageEncoder {
         ctx: &ForwardContext,
     ) -> Result<EncoderOutput> {
         self.check_input(x, ctx)?;
-        let patch_embed = self.embed(x)?;
+        let patch_embed = self.embed_in(x, ctx.compute)?;
         let mut blocks = Vec::with_capacity(self.blocks.len());
         let mut t = patch_embed.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
             t = blk.forward(&t, &ctx.block(i))?;
             blocks.push(t.clone());
         }
-        let embeddings = self.neck.forward_nhwc(&t)?;
+        let embeddings = self.forward_neck(&t, ctx)?;
         Ok(EncoderOutput {
             patch_embed,
             blocks,

@@ -290,8 +290,9 @@ impl Sam {
 
     /// Normalises `(x − mean)/std` and zero-pads to `img_size × img_size` (bottom and right),
     /// as SAM's `preprocess`. The result is f32, or bf16/f16 for bf16/f16 images: the whole
-    /// model then computes in that dtype (mixed precision; every layer converts its weights to
-    /// its input's dtype, see `masam_nn`).
+    /// model then computes in that dtype (every layer converts its weights to its input's
+    /// dtype, see `masam_nn`). For autocast-style mixed precision keep the images f32 and set
+    /// [`ForwardContext::compute`].
     ///
     /// # Shapes
     /// - `images`: (N, 3, H, W) with H, W ≤ img_size; returns (N, 3, img_size, img_size)
@@ -505,7 +506,7 @@ impl Sam {
     /// for i in 0..sam.image_encoder.blocks.len() {
     ///     t = sam.image_encoder.forward_block(i, &t, &ctx)?;
     /// }
-    /// let out = sam.forward_head(&x, (64, 64), &t, None, &Prompt::None, MaskSelection::All)?;
+    /// let out = sam.forward_head(&x, (64, 64), &t, None, &Prompt::None, MaskSelection::All, &ctx)?;
     /// let whole = sam.forward(&images, &Prompt::None, &ctx)?;
     /// let diff = (out.masks - whole.masks)?.abs()?.max_all()?.to_scalar::<f32>()?;
     /// assert_eq!(diff, 0.0);
@@ -525,8 +526,9 @@ impl Sam {
         features: Option<&[Tensor]>,
         prompt: &Prompt,
         selection: MaskSelection,
+        ctx: &ForwardContext,
     ) -> Result<SamOutput> {
-        let embeddings = self.image_encoder.neck.forward_nhwc(tokens)?;
+        let embeddings = self.image_encoder.forward_neck(tokens, ctx)?;
         self.decode_and_postprocess(&embeddings, image, features, input_size, prompt, selection)
     }
 

@@ -94,6 +94,7 @@ fn non_square_and_resized_inputs() -> candle_core::Result<()> {
     let ctx = ForwardContext {
         slices: 5,
         train: false,
+        compute: None,
     };
     assert!(enc
         .forward(&Tensor::zeros((2, 3, 64, 64), DType::F32, &dev)?, &ctx)

@@ -59,6 +59,7 @@ fn equals_the_padded_path_with_gradients() -> Result<()> {
         block: 0,
         slices: 1,
         train: false,
+        compute: None,
     };
     // (batch, h, w, window): partial last row and column, window larger than the grid, an exact
     // tiling, global attention, and SAM's 512 px case (32 × 32 tokens, windows of 14).
@@ -142,6 +143,7 @@ fn bad_inputs_are_errors() -> Result<()> {
         block: 0,
         slices: 1,
         train: false,
+        compute: None,
     };
     let wrong_width = Tensor::zeros((1, 4, 4, 6), DType::F32, &dev)?;
     assert!(attn
