@@ -10,9 +10,10 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{gemm_acc, Mat, MatMut, Taps};
 use crate::geometry::{Conv3dGeometry, Conv3dKernel};
+use crate::taps::Taps;
 use crate::winograd;
+use masam_nn::gemm::{gemm_acc, Mat, MatMut};
 
 /// Upper bound on the floats held by one vol2col chunk (16 MiB of f32), so that realistic
 /// shapes never materialise a column matrix of the whole volume.

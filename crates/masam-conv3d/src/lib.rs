@@ -36,10 +36,10 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
-mod gemm;
 pub mod geometry;
 pub mod op;
 pub mod reference;
+mod taps;
 pub mod winograd;
 
 pub use adapter::{adapter3d, Adapter3d, Adapter3dConfig, AdapterActivation, AdapterNames};

@@ -22,8 +22,9 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{gemm_into, Mat, MatMut, Taps};
 use crate::geometry::Conv3dGeometry;
+use crate::taps::Taps;
+use masam_nn::gemm::{gemm_into, Mat, MatMut};
 
 /// The largest number of points (`α = m + r − 1`) the [`Conv3dKernel::Auto`] selection uses.
 ///

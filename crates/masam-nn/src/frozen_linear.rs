@@ -13,6 +13,9 @@
 //!
 //! The gradient that reaches `x` is the same as through a plain [`crate::Linear`]; the
 //! `GradStore` holds no entry for the weight, its transpose or the bias.
+//!
+//! On CPU `f32` tensors both steps are one op, [`crate::ops::linear_fused`], whose backward
+//! already skips the gradients of plain weights (no copy of the output).
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
@@ -93,6 +96,9 @@ impl FrozenLinear {
                 dims
             );
         }
+        if self.fusable(x) {
+            return crate::ops::linear_fused(&x.detach(), &self.weight, self.bias.as_ref());
+        }
         let rows: usize = lead.iter().product();
         let x2 = x.detach().reshape((rows, in_dim))?;
         let dt = x.dtype();
@@ -111,6 +117,10 @@ impl FrozenLinear {
     /// # Shapes
     /// - `x`: (…, in); returns (…, out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fusable(x) {
+            // CPU f32: the fused op's backward already computes dL/dx only for plain weights
+            return crate::ops::linear_fused(x, &self.weight, self.bias.as_ref());
+        }
         let y = self.forward_detached(x)?;
         if !x.track_op() {
             return Ok(y);
@@ -121,6 +131,15 @@ impl FrozenLinear {
                 weight: self.weight.clone(),
             },
         )
+    }
+}
+
+impl FrozenLinear {
+    /// Whether [`crate::ops::linear_fused`] applies (CPU, f32 input and weights).
+    fn fusable(&self, x: &Tensor) -> bool {
+        let mut ts = vec![x, &self.weight];
+        ts.extend(self.bias.as_ref());
+        crate::ops::fusable(&ts)
     }
 }
 

@@ -35,6 +35,7 @@
 pub mod error;
 pub mod frozen_linear;
 pub mod gelu;
+pub mod gemm;
 pub mod init;
 pub mod layer_norm;
 pub mod layer_norm_2d;

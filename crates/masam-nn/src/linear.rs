@@ -63,6 +63,11 @@ impl Linear {
         if k != win {
             candle_core::bail!("Linear: input {dims:?} does not fit weight (out {out}, in {win})");
         }
+        let fused = std::iter::once(w).chain(self.bias());
+        if crate::ops::fusable(&std::iter::once(x).chain(fused).collect::<Vec<_>>()) {
+            // one GEMM into the bias; weight and bias gradients only for trainable ones
+            return crate::ops::linear_fused(x, w, self.bias());
+        }
         if Self::is_frozen(w, self.bias()) && x.track_op() {
             // candle's matmul backward would also compute (and zero-fill, then accumulate) a
             // gradient for the plain weight: one wasted GEMM per layer and step

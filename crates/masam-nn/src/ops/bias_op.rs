@@ -88,8 +88,8 @@ impl CustomOp2 for BiasAdd {
 }
 
 /// `g (…, C) ↦ Σ_rows g`, shape (C,).
-struct ColumnSum {
-    cols: usize,
+pub(crate) struct ColumnSum {
+    pub(crate) cols: usize,
 }
 
 impl CustomOp1 for ColumnSum {

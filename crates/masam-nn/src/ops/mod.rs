@@ -11,7 +11,9 @@
 //! - [`layer_norm_fused`]: LayerNorm over the last dimension, a `CustomOp3(x, weight, bias)`
 //!   whose backward yields `dx`, `dweight` and `dbias` from one pass over the rows;
 //! - [`layer_norm_2d_fused`]: the same normalisation over dimension 1 of an (N, C, …) tensor,
-//!   computed in place on NCHW memory (no permutes).
+//!   computed in place on NCHW memory (no permutes);
+//! - [`linear_fused`]: `x·Wᵀ + b` as one GEMM into a buffer that starts as the bias, whose
+//!   backward computes the weight and bias gradients only for trainable ones.
 //!
 //! They only run on CPU `f32` tensors; [`fusable`] says when they apply. The public layers call
 //! them when they do and fall back to the reference compositions in [`composite`] otherwise
@@ -50,12 +52,14 @@ pub mod composite;
 pub mod gelu_op;
 pub mod grid_bias_softmax_op;
 pub mod layer_norm_op;
+pub mod linear_op;
 pub mod softmax_op;
 
 pub use bias_op::bias_add_fused;
 pub use gelu_op::gelu_erf_fused;
 pub use grid_bias_softmax_op::grid_bias_softmax_fused;
 pub use layer_norm_op::{layer_norm_2d_fused, layer_norm_fused};
+pub use linear_op::linear_fused;
 pub use softmax_op::softmax_last_dim_fused;
 
 use candle_core::backend::BackendStorage;

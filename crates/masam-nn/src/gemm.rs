@@ -1,6 +1,25 @@
-//! Strided GEMM on the `gemm` crate (candle's own CPU matmul backend), multi-threaded on
-//! rayon's global pool, and the tap matrices of a depth-only weight read in place. Shared by
-//! the exact CPU paths ([`crate::cpu`]) and the [Winograd](crate::winograd) path.
+//! Strided, bounds-checked `f32` GEMM on the `gemm` crate (candle's own CPU matmul backend),
+//! multi-threaded on rayon's global pool: the safe core of the fused CPU kernels here
+//! ([`crate::ops::linear_fused`]) and of the Conv3D kernels of `masam-conv3d`.
+//!
+//! Matrices are views into slices with a row stride `rs` and a column stride `cs`, so that a
+//! transposed operand is read in place.
+//!
+//! ```
+//! use masam_nn::gemm::{gemm_into, Mat, MatMut};
+//! // (2 × 3) · (3 × 2), the right operand read as the transpose of a row-major (2 × 3)
+//! let a = [1f32, 2., 3., 4., 5., 6.];
+//! let b_t = [1f32, 0., 1., 0., 1., 0.];
+//! let mut c = [0f32; 4];
+//! gemm_into(
+//!     2, 2, 3,
+//!     MatMut::rows(&mut c, 0, 2),
+//!     Mat { data: &a, off: 0, rs: 3, cs: 1 },
+//!     Mat { data: &b_t, off: 0, rs: 1, cs: 3 },
+//!     false,
+//! );
+//! assert_eq!(c, [4., 2., 10., 5.]);
+//! ```
 
 use gemm::Parallelism;
 
@@ -15,25 +34,33 @@ fn parallelism() -> Parallelism {
 
 /// A strided read-only matrix view into a slice, bounds-checked before use.
 #[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub(crate) data: &'a [f32],
-    pub(crate) off: usize,
-    pub(crate) rs: usize,
-    pub(crate) cs: usize,
+pub struct Mat<'a> {
+    /// The elements the view reads.
+    pub data: &'a [f32],
+    /// Index of element (0, 0) in `data`.
+    pub off: usize,
+    /// Distance in `data` between consecutive rows.
+    pub rs: usize,
+    /// Distance in `data` between consecutive columns.
+    pub cs: usize,
 }
 
 /// A strided mutable matrix view into a slice (the destination of a GEMM), bounds-checked
 /// before use.
-pub(crate) struct MatMut<'a> {
-    pub(crate) data: &'a mut [f32],
-    pub(crate) off: usize,
-    pub(crate) rs: usize,
-    pub(crate) cs: usize,
+pub struct MatMut<'a> {
+    /// The elements the view writes.
+    pub data: &'a mut [f32],
+    /// Index of element (0, 0) in `data`.
+    pub off: usize,
+    /// Distance in `data` between consecutive rows.
+    pub rs: usize,
+    /// Distance in `data` between consecutive columns.
+    pub cs: usize,
 }
 
 impl<'a> MatMut<'a> {
     /// Contiguous rows starting at `off`, `rs` apart.
-    pub(crate) fn rows(data: &'a mut [f32], off: usize, rs: usize) -> Self {
+    pub fn rows(data: &'a mut [f32], off: usize, rs: usize) -> Self {
         Self {
             data,
             off,
@@ -52,21 +79,13 @@ fn check_bounds(len: usize, off: usize, rows: usize, cols: usize, rs: usize, cs:
 }
 
 /// `dst (m×n) += lhs (m×k) · rhs (k×n)` for strided views, through `gemm`.
-pub(crate) fn gemm_acc(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
+pub fn gemm_acc(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
     gemm_into(m, n, k, dst, lhs, rhs, true)
 }
 
 /// `dst (m×n) (+)= lhs (m×k) · rhs (k×n)` for strided views, through `gemm`; `accumulate =
 /// false` overwrites `dst` (zero when `k == 0`).
-pub(crate) fn gemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: MatMut,
-    lhs: Mat,
-    rhs: Mat,
-    accumulate: bool,
-) {
+pub fn gemm_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool) {
     let MatMut {
         data: dst,
         off: dst_off,
@@ -113,55 +132,5 @@ pub(crate) fn gemm_into(
             false,
             parallelism(),
         )
-    }
-}
-
-/// The kd tap matrices (rows × cols) of a depth-only weight, read in place: either the weight
-/// itself (O × C per tap) or, for the input gradient, its channel-swapped and depth-flipped
-/// version (C × O per tap), without a copy.
-pub(crate) struct Taps<'a> {
-    data: &'a [f32],
-    kd: usize,
-    rs: usize,
-    cs: usize,
-    flip: bool,
-}
-
-impl<'a> Taps<'a> {
-    /// Taps of a weight (O, C, kd) as (O × C) matrices.
-    pub(crate) fn forward(w: &'a [f32], c: usize, kd: usize) -> Self {
-        Self {
-            data: w,
-            kd,
-            rs: c * kd,
-            cs: kd,
-            flip: false,
-        }
-    }
-
-    /// Taps of the input-gradient weight `w'[c, o, t] = w[o, c, kd − 1 − t]` as (C × O).
-    pub(crate) fn transposed_flipped(w: &'a [f32], c: usize, kd: usize) -> Self {
-        Self {
-            data: w,
-            kd,
-            rs: kd,
-            cs: c * kd,
-            flip: true,
-        }
-    }
-
-    /// The number of taps.
-    pub(crate) fn kd(&self) -> usize {
-        self.kd
-    }
-
-    /// Tap `t` as a strided matrix view.
-    pub(crate) fn mat(&self, t: usize) -> Mat<'a> {
-        Mat {
-            data: self.data,
-            off: if self.flip { self.kd - 1 - t } else { t },
-            rs: self.rs,
-            cs: self.cs,
-        }
     }
 }
