@@ -74,7 +74,7 @@ fn check_bounds(len: usize, off: usize, rows: usize, cols: usize, rs: usize, cs:
     let last = off + (rows - 1) * rs + (cols - 1) * cs;
     assert!(
         last < len,
-        "conv3d internal: strided view out of bounds ({last} >= {len})"
+        "masam_nn::gemm: strided view out of bounds ({last} >= {len})"
     );
 }
 
@@ -86,6 +86,34 @@ pub fn gemm_acc(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
 /// `dst (m×n) (+)= lhs (m×k) · rhs (k×n)` for strided views, through `gemm`; `accumulate =
 /// false` overwrites `dst` (zero when `k == 0`).
 pub fn gemm_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool) {
+    gemm_with(m, n, k, dst, lhs, rhs, accumulate, 1.0, true)
+}
+
+/// [`gemm_into`] with the product scaled, `dst (+)= scale · lhs · rhs`, on rayon's pool
+/// (`parallel`) or on the calling thread only (for small products inside a parallel loop).
+///
+/// ```
+/// use masam_nn::gemm::{gemm_with, Mat, MatMut};
+/// let a = [1f32, 2.];
+/// let b = [3f32, 4.];
+/// let mut c = [10f32];
+/// // (1 × 2) · (2 × 1), accumulated into c with the product halved
+/// gemm_with(1, 1, 2, MatMut::rows(&mut c, 0, 1), Mat { data: &a, off: 0, rs: 2, cs: 1 },
+///     Mat { data: &b, off: 0, rs: 1, cs: 1 }, true, 0.5, false);
+/// assert_eq!(c, [15.5]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: MatMut,
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+    scale: f32,
+    parallel: bool,
+) {
     let MatMut {
         data: dst,
         off: dst_off,
@@ -126,11 +154,15 @@ pub fn gemm_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat, 
             rhs.cs as isize,
             rhs.rs as isize,
             1.0f32,
-            1.0f32,
+            scale,
             false,
             false,
             false,
-            parallelism(),
+            if parallel {
+                parallelism()
+            } else {
+                Parallelism::None
+            },
         )
     }
 }

@@ -166,6 +166,60 @@ impl Attention {
         }
     }
 
+    /// The CPU inference kernel ([`crate::attention_kernel`]) when it applies: CPU `f32`
+    /// tensors of which none takes part in a graph. Returns the attention output (B, H, W, C)
+    /// before the output projection, or `None` to run the candle composition.
+    fn kernel(&self, qkv: &Tensor, pad: Option<&Tensor>, window: usize) -> Result<Option<Tensor>> {
+        let tables = [self.rel_pos_h.as_ref(), self.rel_pos_w.as_ref()];
+        let plain = |t: &Tensor| {
+            t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op()
+        };
+        if !plain(qkv) || !pad.is_none_or(plain) || !tables.iter().flatten().all(|t| plain(t)) {
+            return Ok(None);
+        }
+        let (b, h, w, _) = qkv.dims4()?;
+        let (wh, ww) = if window == 0 {
+            (h, w)
+        } else {
+            (window, window)
+        };
+        let rel = match (&self.rel_pos_h, &self.rel_pos_w) {
+            (Some(th), Some(tw)) => Some((
+                get_rel_pos(wh, wh, th)?.flatten_all()?.to_vec1::<f32>()?,
+                get_rel_pos(ww, ww, tw)?.flatten_all()?.to_vec1::<f32>()?,
+            )),
+            _ => None,
+        };
+        let qkv = qkv.contiguous()?;
+        let pad = pad.map(|p| p.flatten_all()?.to_vec1::<f32>()).transpose()?;
+        let (storage, layout) = qkv.storage_and_layout();
+        let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((lo, hi))) =
+            (&*storage, layout.contiguous_offsets())
+        else {
+            return Ok(None);
+        };
+        let out = crate::attention_kernel::WindowAttention {
+            qkv: &data[lo..hi],
+            pad: pad.as_deref(),
+            dims: (b, h, w),
+            heads: self.num_heads,
+            head_dim: self.head_dim,
+            window,
+            scale: self.scale as f32,
+            rel: rel.as_ref().map(|(rh, rw)| (rh.as_slice(), rw.as_slice())),
+        }
+        .run();
+        drop(storage);
+        match out {
+            Some(o) => Ok(Some(Tensor::from_vec(
+                o,
+                (b, h, w, self.num_heads * self.head_dim),
+                qkv.device(),
+            )?)),
+            None => Ok(None),
+        }
+    }
+
     /// SAM's windowed attention over a whole token map, computing the real tokens only.
     ///
     /// Equals zero-padding `x` to a multiple of `window`, cutting it into windows
@@ -229,10 +283,21 @@ impl Attention {
         let (n_h, n_w) = (h.div_ceil(wh), w.div_ceil(ww));
         let (hp, wp) = (n_h * wh, n_w * ww);
         let mut qkv = self.project_qkv(x, qkv_hook, ctx)?; // (B, H, W, 3C)
-        if (hp, wp) != (h, w) {
-            // every padded token is zero after the norm: one projection serves them all
+                                                           // every padded token is zero after the norm: one projection serves them all
+        let pad = if (hp, wp) != (h, w) {
             let zero = Tensor::zeros((1, 1, 1, c), x.dtype(), x.device())?;
-            let pad = self.project_qkv(&zero, qkv_hook, ctx)?;
+            Some(self.project_qkv(&zero, qkv_hook, ctx)?)
+        } else {
+            None
+        };
+        if let Some(o) = self.kernel(&qkv, pad.as_ref(), window)? {
+            let y = self.proj.forward(&o)?;
+            return match proj_hook {
+                Some(hook) => hook.forward(&o, &y, ctx),
+                None => Ok(y),
+            };
+        }
+        if let Some(pad) = pad {
             if wp > w {
                 let right = pad.broadcast_as((b, h, wp - w, 3 * c))?.contiguous()?;
                 qkv = Tensor::cat(&[&qkv, &right], 2)?;

@@ -6,6 +6,7 @@
 //! the 3D adapters plug in.
 
 pub mod attention;
+mod attention_kernel;
 pub mod block;
 pub mod checkpoint;
 pub mod config;

@@ -155,3 +155,85 @@ fn bad_inputs_are_errors() -> Result<()> {
     assert!(attn.forward_windowed(&rank3, 3, None, None, &ctx).is_err());
     Ok(())
 }
+
+/// `y + x·M + c` with plain tensors: a hook that records no graph.
+#[derive(Debug)]
+struct PlainAffineHook {
+    m: Tensor,
+    c: Tensor,
+}
+
+impl LinearHook for PlainAffineHook {
+    fn forward(&self, x: &Tensor, y: &Tensor, _ctx: &BlockContext) -> Result<Tensor> {
+        let dims = x.dims();
+        let (lead, cin) = dims.split_at(dims.len() - 1);
+        let rows: usize = lead.iter().product();
+        let d = x
+            .reshape((rows, cin[0]))?
+            .matmul(&self.m)?
+            .broadcast_add(&self.c)?;
+        y + d.reshape(y.shape())?
+    }
+}
+
+/// Plain tensors (no graph) take the CPU inference kernel; it must give the padded path's
+/// outputs: partial windows, windows larger than the grid, exact tilings, global attention,
+/// SAM's 512 px geometry, several images, with and without relative positions, and padded
+/// tokens whose q/k/v are not the bias alone.
+#[test]
+fn the_inference_kernel_equals_the_padded_path() -> Result<()> {
+    let dev = Device::Cpu;
+    let ctx = BlockContext {
+        block: 0,
+        slices: 1,
+        train: false,
+        compute: None,
+    };
+    for (b, h, w, ws) in [
+        (2usize, 5usize, 7usize, 3usize),
+        (1, 3, 3, 4),
+        (2, 6, 6, 3),
+        (2, 4, 6, 0),
+        (1, 32, 32, 14),
+        (3, 17, 9, 0),
+        (1, 14, 28, 14),
+    ] {
+        for with_rel in [true, false] {
+            let (c, heads) = (16usize, 2usize);
+            let params = SeededVarMap::new(11);
+            let vb = params.var_builder(DType::F32, &dev);
+            let size = if ws == 0 { (h, w) } else { (ws, ws) };
+            let attn = Attention::new(c, heads, true, with_rel, size, vb.pp("attn"))?;
+            let detach = |l: &masam_nn::Linear| {
+                masam_nn::Linear::new(l.weight().detach(), l.bias().map(|b| b.detach()))
+            };
+            let mut plain = attn.clone();
+            plain.qkv = detach(&attn.qkv);
+            plain.proj = detach(&attn.proj);
+            if with_rel {
+                let hd = c / heads;
+                plain.rel_pos_h = Some(Tensor::randn(0f32, 0.5, (2 * size.0 - 1, hd), &dev)?);
+                plain.rel_pos_w = Some(Tensor::randn(0f32, 0.5, (2 * size.1 - 1, hd), &dev)?);
+            }
+            let hook = PlainAffineHook {
+                m: Tensor::randn(0f32, 0.2, (c, 3 * c), &dev)?,
+                c: Tensor::randn(0f32, 0.5, 3 * c, &dev)?,
+            };
+            let x = Tensor::randn(0f32, 1., (b, h, w, c), &dev)?;
+            let ours = plain.forward_windowed(&x, ws, Some(&hook), None, &ctx)?;
+            assert!(!ours.track_op());
+            // the oracle: the padded path on the same weights, made to record a graph so that
+            // it cannot take the kernel
+            let xv = Var::from_tensor(&x)?;
+            let theirs = padded_path(&plain, xv.as_tensor(), ws, &hook, &ctx)?;
+            assert!(theirs.track_op());
+            assert_eq!(ours.dims(), &[b, h, w, c]);
+            let e = rel_err(&ours, &theirs)?;
+            assert!(
+                e < 2e-5,
+                "({b},{h},{w},ws {ws}, rel {with_rel}): kernel differs by {e}"
+            );
+        }
+    }
+    Ok(())
+}

@@ -60,7 +60,7 @@ pub use gelu_op::gelu_erf_fused;
 pub use grid_bias_softmax_op::grid_bias_softmax_fused;
 pub use layer_norm_op::{layer_norm_2d_fused, layer_norm_fused};
 pub use linear_op::linear_fused;
-pub use softmax_op::softmax_last_dim_fused;
+pub use softmax_op::{softmax_last_dim_fused, softmax_row};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
@@ -159,9 +159,14 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
     lanes_total(&acc) + s
 }
 
-/// `Σ a·b`, accumulated over [`LANES`] lanes.
+/// `Σ a·b` over the common length, accumulated over 8 lanes (vectorises; more accurate than one
+/// running sum).
+///
+/// ```
+/// assert_eq!(masam_nn::ops::dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
+/// ```
 #[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0f32; LANES];

@@ -110,9 +110,16 @@ impl CustomOp2 for SoftmaxLastDimBwd {
     }
 }
 
-/// `y = exp(x − max x) / Σ exp(x − max x)` for one row.
+/// `y = exp(x − max x) / Σ exp(x − max x)` for one row: the row kernel of every softmax here,
+/// for callers that compute their own logits (fused attention kernels).
+///
+/// ```
+/// let mut y = [0f32; 3];
+/// masam_nn::ops::softmax_row(&[0.0, 0.0, f32::NEG_INFINITY], &mut y);
+/// assert_eq!(y, [0.5, 0.5, 0.0]);
+/// ```
 #[inline]
-pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
+pub fn softmax_row(x: &[f32], y: &mut [f32]) {
     let mut m = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
