@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use masam_nn::gemm::{gemm_with, Mat, MatMut};
-use masam_nn::ops::{dot, softmax_row};
+use masam_nn::ops::softmax_row;
 
 /// Query rows per task of global attention (`S` is rows × H·W floats: 512 KiB at 32 × 32).
 const GLOBAL_QUERY_BLOCK: usize = 128;
@@ -59,9 +59,12 @@ struct Block<'a> {
     /// Window coordinates (i, j) of query row `r` are `pos(r)`.
     first: usize,
     qw: usize,
-    /// Scratch: logits (nq × keys) and one row of biased logits.
+    /// Scratch: logits (nq × keys), one row of biased logits, the relative-position terms
+    /// (nq × kh and nq × kw).
     s: &'a mut Vec<f32>,
     row: &'a mut Vec<f32>,
+    bh: Vec<f32>,
+    bw: Vec<f32>,
 }
 
 impl WindowAttention<'_> {
@@ -153,6 +156,8 @@ impl WindowAttention<'_> {
                 qw: w,
                 s: &mut s,
                 row: &mut row,
+                bh: Vec::new(),
+                bw: Vec::new(),
             };
             self.attend(&mut blk, q, kt, v, out);
         }
@@ -205,6 +210,8 @@ impl WindowAttention<'_> {
                     qw,
                     s: &mut s,
                     row: &mut row,
+                    bh: Vec::new(),
+                    bw: Vec::new(),
                 };
                 self.attend(
                     &mut blk,
@@ -239,6 +246,68 @@ impl WindowAttention<'_> {
         }
     }
 
+    /// SAM's decomposed relative-position terms of a block of queries, as small GEMMs:
+    /// `bh[r, ki] = q_r · Rh[i_r, ki]` over the queries of each window row `i` (consecutive rows
+    /// of the block) and `bw[r, kj] = q_r · Rw[j_r, kj]` over those of each column `j` (every
+    /// `qw`-th row).
+    fn rel_terms(&self, blk: &mut Block, q: Mat, (rh, rw): (&[f32], &[f32]), kh: usize) {
+        let (nq, kw, qw, hd) = (blk.nq, blk.kw, blk.qw, self.head_dim);
+        blk.bh.resize(nq * kh, 0.0);
+        blk.bw.resize(nq * kw, 0.0);
+        // rows of the block with the same window row i are consecutive
+        let mut r = 0;
+        while r < nq {
+            let p = blk.first + r;
+            let (i, j) = (p / qw, p % qw);
+            let len = (qw - j).min(nq - r);
+            gemm_with(
+                len,
+                kh,
+                hd,
+                MatMut::rows(&mut blk.bh, r * kh, kh),
+                Mat {
+                    off: q.off + r * q.rs,
+                    ..q
+                },
+                Mat {
+                    data: rh,
+                    off: i * kh * hd,
+                    rs: 1,
+                    cs: hd,
+                },
+                false,
+                1.0,
+                false,
+            );
+            r += len;
+        }
+        // rows with the same column j are qw apart
+        for r0 in 0..qw.min(nq) {
+            let j = (blk.first + r0) % qw;
+            let len = (nq - r0).div_ceil(qw);
+            gemm_with(
+                len,
+                kw,
+                hd,
+                MatMut::rows(&mut blk.bw, r0 * kw, qw * kw),
+                Mat {
+                    off: q.off + r0 * q.rs,
+                    rs: qw * q.rs,
+                    ..q
+                },
+                Mat {
+                    data: rw,
+                    off: j * kw * hd,
+                    rs: 1,
+                    cs: hd,
+                },
+                false,
+                1.0,
+                false,
+            );
+        }
+    }
+
     /// `out = softmax(scale·Q·Kᵀ + rel_h + rel_w)·V` for one block of queries and one head.
     fn attend(&self, blk: &mut Block, q: Mat, kt: Mat, v: Mat, out: MatMut) {
         let (nq, keys, hd) = (blk.nq, blk.keys, self.head_dim);
@@ -257,31 +326,23 @@ impl WindowAttention<'_> {
         );
         let kw = blk.kw;
         let kh = keys / kw.max(1);
-        let (mut bh, mut bw) = (vec![0f32; kh], vec![0f32; kw]);
+        if let Some((rh, rw)) = self.rel {
+            self.rel_terms(blk, q, (rh, rw), kh);
+        }
+        let (bh, bw) = (&blk.bh, &blk.bw);
         for r in 0..nq {
             let logits = &mut blk.s[r * keys..(r + 1) * keys];
-            match self.rel {
-                Some((rh, rw)) => {
-                    let p = blk.first + r;
-                    let (i, j) = (p / blk.qw, p % blk.qw);
-                    let qrow = &q.data[q.off + r * q.rs..q.off + r * q.rs + hd];
-                    for (ki, o) in bh.iter_mut().enumerate() {
-                        let t = (i * kh + ki) * hd;
-                        *o = dot(qrow, &rh[t..t + hd]);
-                    }
-                    for (kj, o) in bw.iter_mut().enumerate() {
-                        let t = (j * kw + kj) * hd;
-                        *o = dot(qrow, &rw[t..t + hd]);
-                    }
-                    for (ki, &hv) in bh.iter().enumerate() {
-                        let src = &logits[ki * kw..(ki + 1) * kw];
-                        let dst = &mut blk.row[ki * kw..(ki + 1) * kw];
-                        for ((o, &a), &wv) in dst.iter_mut().zip(src).zip(&bw) {
-                            *o = a + hv + wv;
-                        }
+            if self.rel.is_some() {
+                let (hr, wr) = (&bh[r * kh..(r + 1) * kh], &bw[r * kw..(r + 1) * kw]);
+                for (ki, &hv) in hr.iter().enumerate() {
+                    let src = &logits[ki * kw..(ki + 1) * kw];
+                    let dst = &mut blk.row[ki * kw..(ki + 1) * kw];
+                    for ((o, &a), &wv) in dst.iter_mut().zip(src).zip(wr) {
+                        *o = a + hv + wv;
                     }
                 }
-                None => blk.row.copy_from_slice(logits),
+            } else {
+                blk.row.copy_from_slice(logits);
             }
             softmax_row(blk.row, logits);
         }
