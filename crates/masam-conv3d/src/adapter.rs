@@ -344,9 +344,11 @@ impl Adapter3d {
         let y = self
             .linear_down
             .forward(&self.norm.forward(x)?.to_dtype(compute)?)?;
-        let y = y.reshape((b, slices, h, w, a))?.permute((0, 4, 1, 2, 3))?;
-        let y = self.conv.forward(&y)?;
-        let y = y.permute((0, 2, 3, 4, 1))?.reshape((bd, h, w, a))?;
+        // the convolution over the slices runs on the channels-last tokens (no permutes)
+        let y = self
+            .conv
+            .forward_channels_last(&y.reshape((b, slices, h, w, a))?)?
+            .reshape((bd, h, w, a))?;
         let y = self.cfg.activation.apply(&y)?;
         Ok(self.linear_up.forward(&y)?)
     }

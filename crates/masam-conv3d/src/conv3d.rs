@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::channels_last::conv3d_depth_channels_last;
 use crate::error::{Conv3dError, Result};
 use crate::geometry::{Conv3dGeometry, Conv3dPadding};
 use crate::op::conv3d_op;
@@ -123,6 +124,46 @@ impl Conv3d {
         let w = self.weight.to_dtype(cdt)?;
         let b = self.bias.as_ref().map(|b| b.to_dtype(cdt)).transpose()?;
         let y = conv3d_op(&x.to_dtype(cdt)?, &w, b.as_ref(), self.cfg.padding)?;
+        Ok(y.to_dtype(dt)?)
+    }
+
+    /// [`forward`](Self::forward) on channels-last activations: a depth-only `(kd, 1, 1)` kernel
+    /// runs [`conv3d_depth_channels_last`] (on the CPU without any permute), other kernels
+    /// permute around [`forward`](Self::forward). Dtypes as in `forward`.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use masam_conv3d::{conv3d, Conv3dConfig};
+    /// use masam_nn::SeededVarMap;
+    /// # fn main() -> masam_conv3d::Result<()> {
+    /// let params = SeededVarMap::new(0);
+    /// let vb = params.var_builder(DType::F32, &Device::Cpu);
+    /// let conv = conv3d(4, 6, [3, 1, 1], Conv3dConfig::default(), vb.pp("conv"))?;
+    /// let x = Tensor::randn(0f32, 1., (2, 5, 3, 3, 4), &Device::Cpu)?; // (N, D, H, W, C)
+    /// let y = conv.forward_channels_last(&x)?;
+    /// let first = conv.forward(&x.permute((0, 4, 1, 2, 3))?)?.permute((0, 2, 3, 4, 1))?;
+    /// let diff = (y - first)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    /// assert!(diff < 1e-5);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Shapes
+    /// - `x`: (N, D, H, W, C); returns (N, OD, OH, OW, O)
+    pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        let depth_only = matches!(self.weight.dims(), [_, _, _, 1, 1]);
+        if !depth_only || x.rank() != 5 {
+            let y = self.forward(&x.permute((0, 4, 1, 2, 3))?)?;
+            return Ok(y.permute((0, 2, 3, 4, 1))?.contiguous()?);
+        }
+        let dt = x.dtype();
+        let cdt = if x.device().is_cpu() && matches!(dt, DType::BF16 | DType::F16) {
+            DType::F32
+        } else {
+            dt
+        };
+        let w = self.weight.to_dtype(cdt)?;
+        let b = self.bias.as_ref().map(|b| b.to_dtype(cdt)).transpose()?;
+        let y = conv3d_depth_channels_last(&x.to_dtype(cdt)?, &w, b.as_ref(), self.cfg.padding)?;
         Ok(y.to_dtype(dt)?)
     }
 }

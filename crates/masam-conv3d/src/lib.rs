@@ -4,6 +4,8 @@
 //! - [`conv3d_op`]: the differentiable stride-1 Conv3D (a candle custom op with an explicit
 //!   backward for input, weight and bias), padding [`Conv3dPadding::Same`] (PyTorch's rule,
 //!   extra padding at the end for even kernels) or explicit symmetric padding;
+//! - [`conv3d_depth_channels_last`]: the same for depth-only `(kd, 1, 1)` kernels on
+//!   channels-last activations (N, D, H, W, C), without permutes (the adapter's layout);
 //! - [`Conv3d`] / [`conv3d()`]: the layer and its `VarBuilder` builder (PyTorch default init);
 //! - [`Adapter3d`] / [`adapter3d`]: `x + up(act(conv3d(down(norm(x)))))` over the slices of
 //!   each volume;
@@ -31,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod channels_last;
 pub mod conv3d;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -43,6 +46,7 @@ mod taps;
 pub mod winograd;
 
 pub use adapter::{adapter3d, Adapter3d, Adapter3dConfig, AdapterActivation, AdapterNames};
+pub use channels_last::conv3d_depth_channels_last;
 pub use conv3d::{conv3d, Conv3d, Conv3dConfig};
 pub use error::{Conv3dError, Result};
 pub use geometry::{Conv3dGeometry, Conv3dKernel, Conv3dPadding};
