@@ -62,14 +62,12 @@ impl CustomOp1 for GeluErf {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(storage, layout, self.name())?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(ys, xs)| {
-                for (o, &v) in ys.iter_mut().zip(xs) {
-                    *o = v * cdf_and_gauss(v).0;
-                }
-            });
+        let y = super::par_new_f32(x.len(), CHUNK, |i, ys| {
+            let xs = &x[i * CHUNK..i * CHUNK + ys.len()];
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                o.write(v * cdf_and_gauss(v).0);
+            }
+        });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 

@@ -130,6 +130,26 @@ pub(crate) fn contiguous_f32<'a>(
     Ok(&data[start..end])
 }
 
+/// A new vector of `len` elements written chunk by chunk in parallel (`fill(index, chunk)`, chunks
+/// of `chunk` elements, the last one shorter), without zero-filling it first: for outputs that a
+/// kernel overwrites completely anyway. `fill` must write every element of its chunk.
+pub(crate) fn par_new_f32(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the first `len` elements were allocated above and every one of them was written
+    // by `fill` (its contract: each chunk is written completely; the chunks tile `0..len`).
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Number of independent accumulators in the reductions below (two SSE / one AVX register).
 const LANES: usize = 8;
 
