@@ -234,7 +234,7 @@ struct Stats {
 }
 
 /// Finishes [`Stats`] from `hi` and the shifted sums `s1 = Σ (x − hi)`, `s2 = Σ (x − hi)²`.
-#[inline]
+#[inline(always)]
 fn finish_stats(hi: f32, s1: f32, s2: f32, c: usize, eps: f32) -> Stats {
     let inv_c = 1.0 / c as f32;
     let lo = s1 * inv_c;
@@ -247,7 +247,7 @@ fn finish_stats(hi: f32, s1: f32, s2: f32, c: usize, eps: f32) -> Stats {
 }
 
 /// [`Stats`] of one contiguous row.
-#[inline]
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> Stats {
     let c = x.len();
     let hi = sum(x) / c as f32;
@@ -277,14 +277,20 @@ fn rows_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
     let chunk = rows_per_task(c) * c;
     y.par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
-        .for_each(|(ys, xs)| {
-            for (yr, xr) in ys.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-                let st = row_stats(xr, eps);
-                for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    *o = ((v - st.hi) - st.lo) * st.rstd * wv + bv;
-                }
+        .for_each(|(ys, xs)| rows_fwd_chunk(ys, xs, w, b, eps));
+}
+
+super::simd::multiversion! {
+    /// [`rows_fwd`] on one chunk of whole rows.
+    fn rows_fwd_chunk(ys: &mut [f32], xs: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let c = w.len();
+        for (yr, xr) in ys.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+            let st = row_stats(xr, eps);
+            for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                *o = ((v - st.hi) - st.lo) * st.rstd * wv + bv;
             }
-        });
+        }
+    }
 }
 
 /// Backward over rows: writes `dx`, returns `[dw | db]`.
@@ -293,42 +299,48 @@ fn rows_bwd(x: &[f32], w: &[f32], dy: &[f32], eps: f32, dx: &mut [f32]) -> Vec<f
     let chunk = rows_per_task(c) * c;
     dx.par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-        .map(|(ds, (xs, gs))| {
-            let mut acc = vec![0f32; 2 * c];
-            let mut xh = vec![0f32; c];
-            let mut g = vec![0f32; c];
-            for ((dr, xr), dyr) in ds
-                .chunks_exact_mut(c)
-                .zip(xs.chunks_exact(c))
-                .zip(gs.chunks_exact(c))
-            {
-                let st = row_stats(xr, eps);
-                for (((h, gv), &v), (&d, &wv)) in xh
-                    .iter_mut()
-                    .zip(g.iter_mut())
-                    .zip(xr)
-                    .zip(dyr.iter().zip(w))
-                {
-                    *h = ((v - st.hi) - st.lo) * st.rstd;
-                    *gv = d * wv;
-                }
-                let inv_c = 1.0 / c as f32;
-                let mg = sum(&g) * inv_c;
-                let mgx = dot(&g, &xh) * inv_c;
-                for ((o, &gv), &h) in dr.iter_mut().zip(&g).zip(&xh) {
-                    *o = (gv - mg - h * mgx) * st.rstd;
-                }
-                let (dw, db) = acc.split_at_mut(c);
-                for (((a, bacc), &d), &h) in dw.iter_mut().zip(db.iter_mut()).zip(dyr).zip(&xh) {
-                    *a += d * h;
-                    *bacc += d;
-                }
-            }
-            acc
-        })
+        .map(|(ds, (xs, gs))| rows_bwd_chunk(ds, xs, gs, w, eps))
         .collect::<Vec<_>>()
         .into_iter()
         .fold(vec![0f32; 2 * c], add_into)
+}
+
+super::simd::multiversion! {
+    /// [`rows_bwd`] on one chunk of whole rows: writes `ds`, returns this chunk's `[dw | db]`.
+    fn rows_bwd_chunk(ds: &mut [f32], xs: &[f32], gs: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+        let c = w.len();
+        let mut acc = vec![0f32; 2 * c];
+        let mut xh = vec![0f32; c];
+        let mut g = vec![0f32; c];
+        for ((dr, xr), dyr) in ds
+            .chunks_exact_mut(c)
+            .zip(xs.chunks_exact(c))
+            .zip(gs.chunks_exact(c))
+        {
+            let st = row_stats(xr, eps);
+            for (((h, gv), &v), (&d, &wv)) in xh
+                .iter_mut()
+                .zip(g.iter_mut())
+                .zip(xr)
+                .zip(dyr.iter().zip(w))
+            {
+                *h = ((v - st.hi) - st.lo) * st.rstd;
+                *gv = d * wv;
+            }
+            let inv_c = 1.0 / c as f32;
+            let mg = sum(&g) * inv_c;
+            let mgx = dot(&g, &xh) * inv_c;
+            for ((o, &gv), &h) in dr.iter_mut().zip(&g).zip(&xh) {
+                *o = (gv - mg - h * mgx) * st.rstd;
+            }
+            let (dw, db) = acc.split_at_mut(c);
+            for (((a, bacc), &d), &h) in dw.iter_mut().zip(db.iter_mut()).zip(dyr).zip(&xh) {
+                *a += d * h;
+                *bacc += d;
+            }
+        }
+        acc
+    }
 }
 
 /// `a += b` element-wise; returns `a`.

@@ -53,6 +53,7 @@ pub mod gelu_op;
 pub mod grid_bias_softmax_op;
 pub mod layer_norm_op;
 pub mod linear_op;
+mod simd;
 pub mod softmax_op;
 
 pub use bias_op::bias_add_fused;
@@ -162,7 +163,7 @@ pub(crate) fn rows_per_task(c: usize) -> usize {
 }
 
 /// `Σ a`, accumulated over [`LANES`] lanes.
-#[inline]
+#[inline(always)]
 pub(crate) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = a.chunks_exact(LANES);
@@ -185,7 +186,7 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
 /// ```
 /// assert_eq!(masam_nn::ops::dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
 /// ```
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

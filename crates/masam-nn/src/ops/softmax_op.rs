@@ -110,40 +110,66 @@ impl CustomOp2 for SoftmaxLastDimBwd {
     }
 }
 
-/// `y = exp(x − max x) / Σ exp(x − max x)` for one row: the row kernel of every softmax here,
-/// for callers that compute their own logits (fused attention kernels).
-///
-/// ```
-/// let mut y = [0f32; 3];
-/// masam_nn::ops::softmax_row(&[0.0, 0.0, f32::NEG_INFINITY], &mut y);
-/// assert_eq!(y, [0.5, 0.5, 0.0]);
-/// ```
-#[inline]
-pub fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let mut m = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for l in 0..LANES {
-            m[l] = m[l].max(ch[l]);
+super::simd::multiversion! {
+    portable = softmax_row_portable;
+    /// `y = exp(x − max x) / Σ exp(x − max x)` for one row: the row kernel of every softmax here,
+    /// for callers that compute their own logits (fused attention kernels).
+    ///
+    /// ```
+    /// let mut y = [0f32; 3];
+    /// masam_nn::ops::softmax_row(&[0.0, 0.0, f32::NEG_INFINITY], &mut y);
+    /// assert_eq!(y, [0.5, 0.5, 0.0]);
+    /// ```
+    pub fn softmax_row(x: &[f32], y: &mut [f32]) {
+        let mut m = [f32::NEG_INFINITY; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for ch in chunks {
+            for l in 0..LANES {
+                m[l] = m[l].max(ch[l]);
+            }
         }
+        let mut max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for &v in rest {
+            max = max.max(v);
+        }
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = exp_nonpositive(v - max);
+        }
+        let inv = 1.0 / sum(y);
+        for o in y.iter_mut() {
+            *o *= inv;
+
     }
-    let mut max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    for &v in rest {
-        max = max.max(v);
-    }
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = exp_nonpositive(v - max);
-    }
-    let inv = 1.0 / sum(y);
-    for o in y.iter_mut() {
-        *o *= inv;
-    }
+}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vector builds compute the same bits as the portable one (this machine takes the
+    /// widest build it has), on rows of every length around the lane count, with large and
+    /// tiny logits.
+    #[test]
+    fn every_build_gives_the_portable_bits() {
+        let mut state = 12345u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 * 60.0 - 30.0
+        };
+        for len in [1usize, 7, 8, 9, 15, 16, 17, 33, 196, 1024] {
+            let x: Vec<f32> = (0..len).map(|_| next()).collect();
+            let (mut fast, mut portable) = (vec![0f32; len], vec![0f32; len]);
+            softmax_row(&x, &mut fast);
+            softmax_row_portable(&x, &mut portable);
+            let same = fast
+                .iter()
+                .zip(&portable)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "row of {len}: builds differ");
+        }
+    }
     use crate::ops::EXP_LO;
 
     #[test]
