@@ -46,15 +46,23 @@ pub fn conv2d_same_nhwc(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
         // Columns in (ky, kx, channel) order, matching the permuted weight below.
         Tensor::cat(&taps, 3)?.reshape((n * h * w, k * k * c))?
     };
-    let wt = weight
+    // (O, ky, kx, C) rows: the layout of a linear layer's weight over these columns
+    let wk = weight
         .to_dtype(x.dtype())?
         .permute((0, 2, 3, 1))?
-        .reshape((o, k * k * c))?
-        .t()?;
-    let y = rows.matmul(&wt)?;
-    let y = match bias {
-        Some(b) => masam_nn::add_bias(&y, b)?,
-        None => y,
+        .reshape((o, k * k * c))?;
+    let b = bias.map(|b| b.to_dtype(x.dtype())).transpose()?;
+    let mut operands = vec![&rows, &wk];
+    operands.extend(b.as_ref());
+    let y = if masam_nn::ops::fusable(&operands) {
+        // one GEMM into the bias
+        masam_nn::ops::linear_fused(&rows, &wk, b.as_ref())?
+    } else {
+        let y = rows.matmul(&wk.t()?)?;
+        match &b {
+            Some(b) => masam_nn::add_bias(&y, b)?,
+            None => y,
+        }
     };
     y.reshape((n, h, w, o))
 }

@@ -336,13 +336,19 @@ pub fn conv_transpose_2x2_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Re
         );
     }
     let xs = x.contiguous()?.reshape((n * h * w, cin))?;
-    let y = xs.matmul(&weight.to_dtype(x.dtype())?.reshape((cin, cout * 4))?)?;
+    let w2 = weight.to_dtype(x.dtype())?.reshape((cin, cout * 4))?;
     let bias4 = bias
+        .to_dtype(x.dtype())?
         .reshape((cout, 1))?
         .broadcast_as((cout, 4))?
         .contiguous()?
         .reshape(cout * 4)?;
-    let y = masam_nn::add_bias(&y, &bias4)?;
+    let y = if masam_nn::ops::fusable(&[&xs, &w2, &bias4]) {
+        // one GEMM into the bias (the weight's transpose is a small copy)
+        masam_nn::ops::linear_fused(&xs, &w2.t()?, Some(&bias4))?
+    } else {
+        masam_nn::add_bias(&xs.matmul(&w2)?, &bias4)?
+    };
     // (n, i, j, o, a, b) → (n, i, a, j, b, o)
     y.reshape((n, h, w, cout, 2, 2))?
         .permute((0, 1, 4, 2, 5, 3))?

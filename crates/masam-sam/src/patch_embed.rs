@@ -74,12 +74,14 @@ impl PatchEmbed {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((n * gh * gw, cin * p * p))?;
-        let wt = self
-            .weight
-            .to_dtype(x.dtype())?
-            .reshape((c, cin * p * p))?
-            .t()?;
-        masam_nn::add_bias(&patches.matmul(&wt)?, &self.bias)?.reshape((n, gh, gw, c))
+        let w = self.weight.to_dtype(x.dtype())?.reshape((c, cin * p * p))?;
+        let b = self.bias.to_dtype(x.dtype())?;
+        let y = if masam_nn::ops::fusable(&[&patches, &w, &b]) {
+            masam_nn::ops::linear_fused(&patches, &w, Some(&b))?
+        } else {
+            masam_nn::add_bias(&patches.matmul(&w.t()?)?, &b)?
+        };
+        y.reshape((n, gh, gw, c))
     }
 }
 
