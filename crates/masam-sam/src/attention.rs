@@ -166,58 +166,51 @@ impl Attention {
         }
     }
 
-    /// The CPU inference kernel ([`crate::attention_kernel`]) when it applies: CPU `f32`
-    /// tensors of which none takes part in a graph. Returns the attention output (B, H, W, C)
-    /// before the output projection, or `None` to run the candle composition.
-    fn kernel(&self, qkv: &Tensor, pad: Option<&Tensor>, window: usize) -> Result<Option<Tensor>> {
+    /// The fused CPU kernel ([`crate::attention_kernel`]) when it applies: CPU `f32` qkv, padding
+    /// projection and relative-position tables. It records its own backward pass (for qkv, the
+    /// padding projection and the tables), so it serves training and prediction alike. Returns
+    /// the attention output (B, H, W, C) before the output projection, or `None` to run the
+    /// candle composition.
+    fn fused(&self, qkv: &Tensor, pad: Option<&Tensor>, window: usize) -> Result<Option<Tensor>> {
         let tables = [self.rel_pos_h.as_ref(), self.rel_pos_w.as_ref()];
-        let plain = |t: &Tensor| {
-            t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op()
-        };
-        if !plain(qkv) || !pad.is_none_or(plain) || !tables.iter().flatten().all(|t| plain(t)) {
+        let fits = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+        if !fits(qkv) || !pad.is_none_or(fits) || !tables.iter().flatten().all(|t| fits(t)) {
             return Ok(None);
         }
-        let (b, h, w, _) = qkv.dims4()?;
+        let (_, h, w, _) = qkv.dims4()?;
         let (wh, ww) = if window == 0 {
             (h, w)
         } else {
             (window, window)
         };
+        let placeholder = || Tensor::zeros(1, candle_core::DType::F32, qkv.device());
         let rel = match (&self.rel_pos_h, &self.rel_pos_w) {
-            (Some(th), Some(tw)) => Some((
-                get_rel_pos(wh, wh, th)?.flatten_all()?.to_vec1::<f32>()?,
-                get_rel_pos(ww, ww, tw)?.flatten_all()?.to_vec1::<f32>()?,
-            )),
+            (Some(th), Some(tw)) => Some(Tensor::cat(
+                &[
+                    get_rel_pos(wh, wh, th)?.flatten_all()?,
+                    get_rel_pos(ww, ww, tw)?.flatten_all()?,
+                ],
+                0,
+            )?),
             _ => None,
         };
-        let qkv = qkv.contiguous()?;
-        let pad = pad.map(|p| p.flatten_all()?.to_vec1::<f32>()).transpose()?;
-        let (storage, layout) = qkv.storage_and_layout();
-        let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((lo, hi))) =
-            (&*storage, layout.contiguous_offsets())
-        else {
-            return Ok(None);
-        };
-        let out = crate::attention_kernel::WindowAttention {
-            qkv: &data[lo..hi],
-            pad: pad.as_deref(),
-            dims: (b, h, w),
+        let op = crate::attention_kernel::WindowAttentionOp {
             heads: self.num_heads,
             head_dim: self.head_dim,
             window,
             scale: self.scale as f32,
-            rel: rel.as_ref().map(|(rh, rw)| (rh.as_slice(), rw.as_slice())),
-        }
-        .run();
-        drop(storage);
-        match out {
-            Some(o) => Ok(Some(Tensor::from_vec(
-                o,
-                (b, h, w, self.num_heads * self.head_dim),
-                qkv.device(),
-            )?)),
-            None => Ok(None),
-        }
+            has_pad: pad.is_some(),
+            has_rel: rel.is_some(),
+        };
+        let pad = match pad {
+            Some(p) => p.flatten_all()?,
+            None => placeholder()?,
+        };
+        let rel = match rel {
+            Some(r) => r,
+            None => placeholder()?,
+        };
+        Ok(Some(qkv.contiguous()?.apply_op3(&pad, &rel, op)?))
     }
 
     /// SAM's windowed attention over a whole token map, computing the real tokens only.
@@ -290,7 +283,7 @@ impl Attention {
         } else {
             None
         };
-        if let Some(o) = self.kernel(&qkv, pad.as_ref(), window)? {
+        if let Some(o) = self.fused(&qkv, pad.as_ref(), window)? {
             let y = self.proj.forward(&o)?;
             return match proj_hook {
                 Some(hook) => hook.forward(&o, &y, ctx),
