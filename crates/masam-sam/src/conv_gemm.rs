@@ -1,9 +1,10 @@
 //! Stride-1 "same" 2D convolution on channels-last maps, computed as one matrix product.
 //!
 //! candle's `conv2d` records a backward whose input gradient is its generic transposed
-//! convolution, which is slow on the CPU for the small maps of SAM's neck and decoder. Written
-//! as `cat(shifted windows) · Wᵀ`, the forward is one GEMM and the backward two GEMMs plus the
-//! copies of `narrow`/`cat`.
+//! convolution, which is slow on the CPU for the small maps of SAM's neck and decoder. A 1 × 1
+//! kernel is a linear layer. Larger kernels on CPU `f32` tensors run one GEMM per tap on the
+//! padded map ([`crate::conv_shift`]); elsewhere they are written as `cat(shifted windows) · Wᵀ`
+//! (one GEMM forward, two backward, plus the copies of `narrow`/`cat`).
 
 use candle_core::{Result, Tensor};
 
@@ -32,6 +33,16 @@ pub fn conv2d_same_nhwc(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
         );
     }
     let k = kh;
+    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
+    if k > 1 && cpu_f32(x) && cpu_f32(weight) && bias.is_none_or(cpu_f32) {
+        // one GEMM per tap on the padded map, with its own backward (crate::conv_shift)
+        let op = crate::conv_shift::ConvSameOp(crate::conv_shift::ConvSame { n, h, w, c, o, k });
+        let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+        return match bias {
+            Some(b) => x.apply_op3(&weight, &b.contiguous()?, op),
+            None => x.apply_op2(&weight, op),
+        };
+    }
     let rows = if k == 1 {
         x.reshape((n * h * w, c))?
     } else {
@@ -95,6 +106,32 @@ mod tests {
                 let d = (a - e)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(d < 1e-3, "k {k}: gradient differs by {d}");
             }
+        }
+        Ok(())
+    }
+
+    /// The shifted-GEMM kernel without bias, with a frozen weight (no gradient for it) and a
+    /// 1-pixel-wide map, against candle's conv2d.
+    #[test]
+    fn the_kernel_without_bias_and_with_a_frozen_weight() -> Result<()> {
+        let dev = Device::Cpu;
+        for (h, w, k) in [(4usize, 1usize, 3usize), (3, 6, 5), (9, 9, 3)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (3, h, w, 4), &dev)?)?;
+            let wt = Tensor::randn(0f32, 1., (5, 4, k, k), &dev)?;
+            let ours = conv2d_same_nhwc(&x, &wt, None)?;
+            let theirs = x
+                .permute((0, 3, 1, 2))?
+                .conv2d(&wt, k / 2, 1, 1, 1)?
+                .permute((0, 2, 3, 1))?;
+            let d = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-4, "({h},{w},{k}): forward differs by {d}");
+            let g = Tensor::randn(0f32, 1., ours.dims(), &dev)?;
+            let ga = (&ours * &g)?.sum_all()?.backward()?;
+            let gb = (&theirs * &g)?.sum_all()?.backward()?;
+            let (a, e) = (ga.get(&x).unwrap(), gb.get(&x).unwrap());
+            let d = (a - e)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-3, "({h},{w},{k}): input gradient differs by {d}");
+            assert!(ga.get(&wt).is_none(), "a frozen weight got a gradient");
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod block;
 pub mod checkpoint;
 pub mod config;
 pub mod conv_gemm;
+mod conv_shift;
 pub mod convert;
 pub mod error;
 pub mod extension;
