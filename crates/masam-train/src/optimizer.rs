@@ -345,29 +345,14 @@ impl AdamW {
             let group = &self.groups[p.group];
             let lr = self.cfg.lr * group.lr_scale;
             let wd = group.weight_decay;
-            let g = grad.detach().to_dtype(DType::F32)?;
-            let mut theta = p.var.as_tensor().detach().to_dtype(DType::F32)?;
             let step = p.step + 1;
-            if wd != 0.0 {
-                theta = theta.affine(1.0 - lr * wd, 0.0)?;
-            }
-            let exp_avg = match &p.exp_avg {
-                None => g.affine(1.0 - beta1, 0.0)?,
-                Some(m) => (m + (&g - m)?.affine(1.0 - beta1, 0.0)?)?,
-            };
-            let g2 = g.sqr()?.affine(1.0 - beta2, 0.0)?;
-            let exp_avg_sq = match &p.exp_avg_sq {
-                None => g2,
-                Some(v) => (v.affine(beta2, 0.0)? + g2)?,
-            };
-            let bias_correction1 = 1.0 - beta1.powf(step as f64);
-            let bias_correction2_sqrt = (1.0 - beta2.powf(step as f64)).sqrt();
-            let step_size = lr / bias_correction1;
-            let denom = exp_avg_sq
-                .sqrt()?
-                .affine(1.0 / bias_correction2_sqrt, eps)?;
-            let update = (&exp_avg / denom)?.affine(-step_size, 0.0)?;
-            let theta = (theta + update)?;
+            let hyper = (lr, wd, (beta1, beta2, eps), step);
+            let (m, v) = (p.exp_avg.as_ref(), p.exp_avg_sq.as_ref());
+            let (theta, exp_avg, exp_avg_sq) =
+                match fused_update(p.var.as_tensor(), grad, m, v, hyper)? {
+                    Some(r) => r,
+                    None => composed_update(p.var.as_tensor(), grad, m, v, hyper)?,
+                };
             let dtype = p.var.dtype();
             p.var.set(&theta.to_dtype(dtype)?)?;
             p.exp_avg = Some(exp_avg);
@@ -498,9 +483,190 @@ impl AdamW {
     }
 }
 
+/// Learning rate, weight decay, (β₁, β₂, ε) and the step number of one update.
+type Hyper = (f64, f64, (f64, f64, f64), u64);
+
+/// One AdamW update as a composition of candle ops (any device and dtype): returns the new
+/// parameter (f32), first and second moments.
+fn composed_update(
+    theta: &Tensor,
+    grad: &Tensor,
+    exp_avg: Option<&Tensor>,
+    exp_avg_sq: Option<&Tensor>,
+    (lr, wd, (beta1, beta2, eps), step): Hyper,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let g = grad.detach().to_dtype(DType::F32)?;
+    let mut theta = theta.detach().to_dtype(DType::F32)?;
+    if wd != 0.0 {
+        theta = theta.affine(1.0 - lr * wd, 0.0)?;
+    }
+    let exp_avg = match exp_avg {
+        None => g.affine(1.0 - beta1, 0.0)?,
+        Some(m) => (m + (&g - m)?.affine(1.0 - beta1, 0.0)?)?,
+    };
+    let g2 = g.sqr()?.affine(1.0 - beta2, 0.0)?;
+    let exp_avg_sq = match exp_avg_sq {
+        None => g2,
+        Some(v) => (v.affine(beta2, 0.0)? + g2)?,
+    };
+    let bias_correction1 = 1.0 - beta1.powf(step as f64);
+    let bias_correction2_sqrt = (1.0 - beta2.powf(step as f64)).sqrt();
+    let step_size = lr / bias_correction1;
+    let denom = exp_avg_sq
+        .sqrt()?
+        .affine(1.0 / bias_correction2_sqrt, eps)?;
+    let update = (&exp_avg / denom)?.affine(-step_size, 0.0)?;
+    Ok(((theta + update)?, exp_avg, exp_avg_sq))
+}
+
+/// The constants of one AdamW update, rounded to f32 as candle's `affine` rounds them.
+struct AdamWConsts {
+    /// `1 − lr·wd` (`None` without weight decay).
+    decay: Option<f32>,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    beta2: f32,
+    /// `1 / √(1 − β₂ᵗ)`, `ε`, `−lr / (1 − β₁ᵗ)`.
+    inv_bc2_sqrt: f32,
+    eps: f32,
+    neg_step_size: f32,
+}
+
+impl AdamWConsts {
+    fn new((lr, wd, (beta1, beta2, eps), step): Hyper) -> Self {
+        let bias_correction1 = 1.0 - beta1.powf(step as f64);
+        let bias_correction2_sqrt = (1.0 - beta2.powf(step as f64)).sqrt();
+        Self {
+            decay: (wd != 0.0).then_some((1.0 - lr * wd) as f32),
+            one_minus_beta1: (1.0 - beta1) as f32,
+            one_minus_beta2: (1.0 - beta2) as f32,
+            beta2: beta2 as f32,
+            inv_bc2_sqrt: (1.0 / bias_correction2_sqrt) as f32,
+            eps: eps as f32,
+            neg_step_size: (-(lr / bias_correction1)) as f32,
+        }
+    }
+}
+
+/// Elements per parallel task of the fused update.
+const UPDATE_CHUNK: usize = 1 << 14;
+
+/// One AdamW update of an f32 CPU parameter in a single pass over its elements, computing
+/// exactly what the composition of candle ops in [`AdamW::step`] computes (the same f32
+/// operations in the same order, `x·a + 0` included, so the same bits): the decayed parameter,
+/// the moments, the bias-corrected step. `None` when a tensor is not a contiguous f32 CPU
+/// tensor of the parameter's size (the composition runs instead).
+fn fused_update(
+    theta: &Tensor,
+    grad: &Tensor,
+    exp_avg: Option<&Tensor>,
+    exp_avg_sq: Option<&Tensor>,
+    hyper: Hyper,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let k = &AdamWConsts::new(hyper);
+    use candle_core::{CpuStorage, Storage};
+    use rayon::prelude::*;
+    if exp_avg.is_some() != exp_avg_sq.is_some() {
+        return Ok(None);
+    }
+    let n = theta.elem_count();
+    let (grad, m, v) = (
+        grad.contiguous()?,
+        exp_avg.map(|t| t.contiguous()).transpose()?,
+        exp_avg_sq.map(|t| t.contiguous()).transpose()?,
+    );
+    let guards: Vec<_> = std::iter::once(theta)
+        .chain(std::iter::once(&grad))
+        .chain(m.as_ref())
+        .chain(v.as_ref())
+        .map(|t| t.storage_and_layout())
+        .collect();
+    let mut slices: Vec<&[f32]> = Vec::with_capacity(4);
+    for (storage, layout) in &guards {
+        match (&**storage, layout.contiguous_offsets()) {
+            (Storage::Cpu(CpuStorage::F32(d)), Some((lo, hi))) if hi - lo == n => {
+                slices.push(&d[lo..hi])
+            }
+            _ => return Ok(None),
+        }
+    }
+    let (th, g) = (slices[0], slices[1]);
+    let moments = (slices.len() == 4).then(|| (slices[2], slices[3]));
+    let (mut new_theta, mut new_m, mut new_v) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    new_theta
+        .par_chunks_mut(UPDATE_CHUNK)
+        .zip(new_m.par_chunks_mut(UPDATE_CHUNK))
+        .zip(new_v.par_chunks_mut(UPDATE_CHUNK))
+        .enumerate()
+        .for_each(|(ci, ((ot, om), ov))| {
+            let base = ci * UPDATE_CHUNK;
+            for i in 0..ot.len() {
+                let j = base + i;
+                let gj = g[j];
+                let t = match k.decay {
+                    Some(d) => th[j] * d + 0.0,
+                    None => th[j],
+                };
+                let g2 = (gj * gj) * k.one_minus_beta2 + 0.0;
+                let (mj, vj) = match moments {
+                    None => (gj * k.one_minus_beta1 + 0.0, g2),
+                    Some((m, v)) => (
+                        m[j] + ((gj - m[j]) * k.one_minus_beta1 + 0.0),
+                        (v[j] * k.beta2 + 0.0) + g2,
+                    ),
+                };
+                let denom = vj.sqrt() * k.inv_bc2_sqrt + k.eps;
+                let update = (mj / denom) * k.neg_step_size + 0.0;
+                ot[i] = t + update;
+                om[i] = mj;
+                ov[i] = vj;
+            }
+        });
+    drop(slices);
+    drop(guards);
+    let (shape, dev) = (theta.shape(), theta.device());
+    Ok(Some((
+        Tensor::from_vec(new_theta, shape, dev)?,
+        Tensor::from_vec(new_m, shape, dev)?,
+        Tensor::from_vec(new_v, shape, dev)?,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass CPU update gives the composition's bits: parameter and both moments, first
+    /// and later steps, with and without weight decay, on sizes around the parallel chunk.
+    #[test]
+    fn fused_update_equals_the_composition_bit_for_bit() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        for n in [1usize, 7, UPDATE_CHUNK + 3] {
+            for wd in [0.0, 0.1] {
+                let mut theta = Tensor::randn(0f32, 1., n, &dev)?;
+                let (mut m, mut v): (Option<Tensor>, Option<Tensor>) = (None, None);
+                for step in 1..=3u64 {
+                    let g = (Tensor::randn(0f32, 1e-3, n, &dev)? * (step as f64))?;
+                    let hyper = (1e-3, wd, (0.9, 0.999, 1e-8), step);
+                    let fused = fused_update(&theta, &g, m.as_ref(), v.as_ref(), hyper)?
+                        .expect("CPU f32 tensors take the fused update");
+                    let composed = composed_update(&theta, &g, m.as_ref(), v.as_ref(), hyper)?;
+                    for (a, b) in [
+                        (&fused.0, &composed.0),
+                        (&fused.1, &composed.1),
+                        (&fused.2, &composed.2),
+                    ] {
+                        let (a, b) = (a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+                        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "n {n}, wd {wd}, step {step}: the updates differ");
+                    }
+                    theta = fused.0;
+                    (m, v) = (Some(fused.1), Some(fused.2));
+                }
+            }
+        }
+        Ok(())
+    }
     use candle_core::Device;
 
     fn var(v: &[f32]) -> Var {
