@@ -129,9 +129,19 @@ impl Attention {
     /// # Shapes
     /// - `q`: (B, Nq, C); `k`, `v`: (B, Nk, C); returns (B, Nq, C)
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let q = self.separate_heads(&self.q_proj.forward(q)?)?;
-        let k = self.separate_heads(&self.k_proj.forward(k)?)?;
-        let v = self.separate_heads(&self.v_proj.forward(v)?)?;
+        let (q, k, v) = (
+            self.q_proj.forward(q)?,
+            self.k_proj.forward(k)?,
+            self.v_proj.forward(v)?,
+        );
+        if masam_nn::ops::fusable(&[&q, &k, &v]) {
+            // one op with its own backward, heads read in place
+            let out = masam_nn::ops::attention_fused(&q, &k, &v, self.num_heads)?;
+            return self.out_proj.forward(&out);
+        }
+        let q = self.separate_heads(&q)?;
+        let k = self.separate_heads(&k)?;
+        let v = self.separate_heads(&v)?;
         let (b, h, n, hd) = q.dims4()?;
         let attn = q.matmul(&k.transpose(2, 3)?.contiguous()?)?;
         let attn = (attn / (hd as f64).sqrt())?;

@@ -12,6 +12,7 @@
 //!   whose backward yields `dx`, `dweight` and `dbias` from one pass over the rows;
 //! - [`layer_norm_2d_fused`]: the same normalisation over dimension 1 of an (N, C, …) tensor,
 //!   computed in place on NCHW memory (no permutes);
+//! - [`attention_fused`]: multi-head `softmax(Q·Kᵀ/√d)·V` as one op, heads read in place;
 //! - [`linear_fused`]: `x·Wᵀ + b` as one GEMM into a buffer that starts as the bias, whose
 //!   backward computes the weight and bias gradients only for trainable ones.
 //!
@@ -47,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attention_op;
 pub mod bias_op;
 pub mod composite;
 pub mod gelu_op;
@@ -56,6 +58,7 @@ pub mod linear_op;
 mod simd;
 pub mod softmax_op;
 
+pub use attention_op::attention_fused;
 pub use bias_op::bias_add_fused;
 pub use gelu_op::gelu_erf_fused;
 pub use grid_bias_softmax_op::grid_bias_softmax_fused;
