@@ -109,13 +109,16 @@ fn plan(
     // the loss's gradient (K channels each) per slice
     let k = (cfg.num_classes() + 1) as f64;
     let decoder_acts = (img * img) as f64 * (4.0 * k + 10.0 * 8.0);
+    // mixed precision keeps the residual stream (each block's input, its two skip sums and the
+    // adapters' sums) and the decoder in f32: those elements take 4 bytes in every precision
+    let stream = (e.depth as f64 * g * g * c * (3.0 + adapters as f64)).min(per_slice);
     let per_sample = |bytes: f64, ckpt: bool| -> f64 {
-        let enc = if ckpt {
-            block_inputs + worst_block
+        let (half, full) = if ckpt {
+            (worst_block, block_inputs)
         } else {
-            per_slice
+            (per_slice - stream, stream)
         };
-        (enc + decoder_acts) * slices as f64 * bytes * extra / GIB
+        (half * bytes + (full + decoder_acts) * 4.0) * slices as f64 * extra / GIB
     };
     let fixed = |weight_bytes: f64| -> f64 {
         // frozen weights; trainable: f32 master, gradient, AdamW m and v; 2 GiB for the CUDA
