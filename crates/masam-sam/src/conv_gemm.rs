@@ -3,7 +3,7 @@
 //! candle's `conv2d` records a backward whose input gradient is its generic transposed
 //! convolution, which is slow on the CPU for the small maps of SAM's neck and decoder. A 1 × 1
 //! kernel is a linear layer. Larger kernels on CPU `f32` tensors run one GEMM per tap on the
-//! padded map ([`crate::conv_shift`]); elsewhere they are written as `cat(shifted windows) · Wᵀ`
+//! padded map (the crate's `conv_shift` kernel); elsewhere they are written as `cat(shifted windows) · Wᵀ`
 //! (one GEMM forward, two backward, plus the copies of `narrow`/`cat`).
 
 use candle_core::{Result, Tensor};
