@@ -128,10 +128,7 @@ pub fn conv3d_depth_channels_last(
 
 /// The contiguous `f32` elements of a CPU storage.
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((lo, hi))) => Ok(&v[lo..hi]),
-        _ => candle_core::bail!("channels-last conv3d: {what} must be contiguous f32"),
-    }
+    masam_nn::ops::contiguous_f32(s, l, what)
 }
 
 /// The forward op (inputs x, weight[, bias]).
@@ -392,25 +389,10 @@ impl CustomOp1 for BiasGrad {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let o = self.0.o;
         let dy = f32s(s, l, "grad")?;
-        let partials: Vec<Vec<f32>> = dy
-            .par_chunks(256 * o)
-            .map(|block| {
-                let mut acc = vec![0f32; o];
-                for row in block.chunks_exact(o) {
-                    for (a, &v) in acc.iter_mut().zip(row) {
-                        *a += v;
-                    }
-                }
-                acc
-            })
-            .collect();
-        let mut total = vec![0f32; o];
-        for p in &partials {
-            for (t, v) in total.iter_mut().zip(p) {
-                *t += v;
-            }
-        }
-        Ok((CpuStorage::F32(total), Shape::from(o)))
+        Ok((
+            CpuStorage::F32(masam_nn::ops::column_sums(dy, o)),
+            Shape::from(o),
+        ))
     }
 }
 

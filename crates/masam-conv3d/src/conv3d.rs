@@ -115,6 +115,14 @@ impl Conv3d {
     /// # Shapes
     /// - `x`: (N, C, D, H, W); returns (N, O, OD, OH, OW)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (xc, w, b) = self.operands(x)?;
+        let y = conv3d_op(&xc, &w, b.as_ref(), self.cfg.padding)?;
+        Ok(y.to_dtype(x.dtype())?)
+    }
+
+    /// The input, weight and bias in the dtype the kernels compute in: the input's, except f32
+    /// for a half-precision input on the CPU (whose kernels are f32 only).
+    fn operands(&self, x: &Tensor) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let dt = x.dtype();
         let cdt = if x.device().is_cpu() && matches!(dt, DType::BF16 | DType::F16) {
             DType::F32
@@ -123,8 +131,7 @@ impl Conv3d {
         };
         let w = self.weight.to_dtype(cdt)?;
         let b = self.bias.as_ref().map(|b| b.to_dtype(cdt)).transpose()?;
-        let y = conv3d_op(&x.to_dtype(cdt)?, &w, b.as_ref(), self.cfg.padding)?;
-        Ok(y.to_dtype(dt)?)
+        Ok((x.to_dtype(cdt)?, w, b))
     }
 
     /// [`forward`](Self::forward) on channels-last activations: a depth-only `(kd, 1, 1)` kernel
@@ -155,16 +162,9 @@ impl Conv3d {
             let y = self.forward(&x.permute((0, 4, 1, 2, 3))?)?;
             return Ok(y.permute((0, 2, 3, 4, 1))?.contiguous()?);
         }
-        let dt = x.dtype();
-        let cdt = if x.device().is_cpu() && matches!(dt, DType::BF16 | DType::F16) {
-            DType::F32
-        } else {
-            dt
-        };
-        let w = self.weight.to_dtype(cdt)?;
-        let b = self.bias.as_ref().map(|b| b.to_dtype(cdt)).transpose()?;
-        let y = conv3d_depth_channels_last(&x.to_dtype(cdt)?, &w, b.as_ref(), self.cfg.padding)?;
-        Ok(y.to_dtype(dt)?)
+        let (xc, w, b) = self.operands(x)?;
+        let y = conv3d_depth_channels_last(&xc, &w, b.as_ref(), self.cfg.padding)?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 

@@ -757,10 +757,7 @@ pub(crate) struct WindowAttentionOp {
 
 /// The contiguous `f32` elements of a CPU storage.
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((lo, hi))) => Ok(&v[lo..hi]),
-        _ => candle_core::bail!("window attention: expected a contiguous f32 CPU tensor"),
-    }
+    masam_nn::ops::contiguous_f32(s, l, "window attention")
 }
 
 impl WindowAttentionOp {

@@ -204,31 +204,15 @@ impl ConvSame {
         dw
     }
 
-    /// `dL/db` (O): column sums of `dY` in fixed-size blocks.
+    /// `dL/db` (O): column sums of `dY` (thread-count independent).
     pub(crate) fn bias_grad(&self, dy: &[f32]) -> Vec<f32> {
-        let o = self.o;
-        let mut db = vec![0f32; o];
-        for block in dy.chunks(256 * o) {
-            let mut acc = vec![0f32; o];
-            for row in block.chunks_exact(o) {
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += v;
-                }
-            }
-            for (d, a) in db.iter_mut().zip(&acc) {
-                *d += a;
-            }
-        }
-        db
+        masam_nn::ops::column_sums(dy, self.o)
     }
 }
 
 /// The contiguous `f32` elements of a CPU storage.
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((lo, hi))) => Ok(&v[lo..hi]),
-        _ => candle_core::bail!("conv2d_same_nhwc: expected contiguous f32 CPU tensors"),
-    }
+    masam_nn::ops::contiguous_f32(s, l, "conv2d_same_nhwc")
 }
 
 /// A CPU `f32` tensor's elements, copied (the backward pass's inputs).

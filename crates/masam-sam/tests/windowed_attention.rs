@@ -1,7 +1,8 @@
 //! `Attention::forward_windowed` (real tokens only, padding projected once) against SAM's padded
 //! path (zero-pad, partition, attention on every window, unpartition, crop): same outputs and
 //! same gradients, with relative positions and a qkv hook whose output at a zero token is not
-//! zero.
+//! zero. On CPU `f32` tensors `forward_windowed` runs the fused attention kernel (with and
+//! without a graph), so these tests check the kernel's outputs and gradients.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use masam_nn::SeededVarMap;
@@ -9,11 +10,12 @@ use masam_sam::attention::Attention;
 use masam_sam::window::{window_partition, window_unpartition};
 use masam_sam::{BlockContext, LinearHook};
 
-/// `y + x·M + c`: an affine increment, so the padded tokens' q/k/v differ from the bias alone.
+/// `y + x·M + c`: an affine increment, so the padded tokens' q/k/v differ from the bias alone
+/// (`M` and `c` plain tensors, or the tensors of `Var`s to get their gradients).
 #[derive(Debug)]
 struct AffineHook {
-    m: Var,
-    c: Var,
+    m: Tensor,
+    c: Tensor,
 }
 
 impl LinearHook for AffineHook {
@@ -23,8 +25,8 @@ impl LinearHook for AffineHook {
         let rows: usize = lead.iter().product();
         let d = x
             .reshape((rows, cin[0]))?
-            .matmul(self.m.as_tensor())?
-            .broadcast_add(self.c.as_tensor())?;
+            .matmul(&self.m)?
+            .broadcast_add(&self.c)?;
         y + d.reshape(y.shape())?
     }
 }
@@ -81,8 +83,8 @@ fn equals_the_padded_path_with_gradients() -> Result<()> {
         attn.rel_pos_h = Some(th.as_tensor().clone());
         attn.rel_pos_w = Some(tw.as_tensor().clone());
         let hook = AffineHook {
-            m: Var::randn(0f32, 0.2, (c, 3 * c), &dev)?,
-            c: Var::randn(0f32, 0.5, 3 * c, &dev)?,
+            m: Var::randn(0f32, 0.2, (c, 3 * c), &dev)?.as_tensor().clone(),
+            c: Var::randn(0f32, 0.5, 3 * c, &dev)?.as_tensor().clone(),
         };
         let x = Var::randn(0f32, 1., (b, h, w, c), &dev)?;
         let g = Tensor::randn(0f32, 1., (b, h, w, c), &dev)?;
@@ -109,8 +111,8 @@ fn equals_the_padded_path_with_gradients() -> Result<()> {
             ("qkv.weight", qkv_w),
             ("rel_pos_h", th.as_tensor()),
             ("rel_pos_w", tw.as_tensor()),
-            ("hook.m", hook.m.as_tensor()),
-            ("hook.c", hook.c.as_tensor()),
+            ("hook.m", &hook.m),
+            ("hook.c", &hook.c),
         ];
         for (name, t) in named {
             let (a, r) = (ga.get(t), gb.get(t));
@@ -156,28 +158,7 @@ fn bad_inputs_are_errors() -> Result<()> {
     Ok(())
 }
 
-/// `y + x·M + c` with plain tensors: a hook that records no graph.
-#[derive(Debug)]
-struct PlainAffineHook {
-    m: Tensor,
-    c: Tensor,
-}
-
-impl LinearHook for PlainAffineHook {
-    fn forward(&self, x: &Tensor, y: &Tensor, _ctx: &BlockContext) -> Result<Tensor> {
-        let dims = x.dims();
-        let (lead, cin) = dims.split_at(dims.len() - 1);
-        let rows: usize = lead.iter().product();
-        let d = x
-            .reshape((rows, cin[0]))?
-            .matmul(&self.m)?
-            .broadcast_add(&self.c)?;
-        y + d.reshape(y.shape())?
-    }
-}
-
-/// Plain tensors (no graph) take the CPU inference kernel; it must give the padded path's
-/// outputs: partial windows, windows larger than the grid, exact tilings, global attention,
+/// Plain tensors (no graph) through the CPU kernel must give the padded path's outputs: partial windows, windows larger than the grid, exact tilings, global attention,
 /// SAM's 512 px geometry, several images, with and without relative positions, and padded
 /// tokens whose q/k/v are not the bias alone.
 #[test]
@@ -215,15 +196,15 @@ fn the_inference_kernel_equals_the_padded_path() -> Result<()> {
                 plain.rel_pos_h = Some(Tensor::randn(0f32, 0.5, (2 * size.0 - 1, hd), &dev)?);
                 plain.rel_pos_w = Some(Tensor::randn(0f32, 0.5, (2 * size.1 - 1, hd), &dev)?);
             }
-            let hook = PlainAffineHook {
+            let hook = AffineHook {
                 m: Tensor::randn(0f32, 0.2, (c, 3 * c), &dev)?,
                 c: Tensor::randn(0f32, 0.5, 3 * c, &dev)?,
             };
             let x = Tensor::randn(0f32, 1., (b, h, w, c), &dev)?;
             let ours = plain.forward_windowed(&x, ws, Some(&hook), None, &ctx)?;
             assert!(!ours.track_op());
-            // the oracle: the padded path on the same weights, made to record a graph so that
-            // it cannot take the kernel
+            // the oracle: the padded path on the same weights (plain candle ops over the
+            // partitioned windows, never the kernel), here recording a graph as well
             let xv = Var::from_tensor(&x)?;
             let theirs = padded_path(&plain, xv.as_tensor(), ws, &hook, &ctx)?;
             assert!(theirs.track_op());

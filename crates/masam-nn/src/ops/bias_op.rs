@@ -100,28 +100,7 @@ impl CustomOp1 for ColumnSum {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = contiguous_f32(storage, layout, self.name())?;
         let c = self.cols;
-        if c == 0 {
-            return Ok((CpuStorage::F32(vec![]), Shape::from(0)));
-        }
-        let partials: Vec<Vec<f32>> = g
-            .par_chunks(ROW_BLOCK * c)
-            .map(|block| {
-                let mut acc = vec![0f32; c];
-                for row in block.chunks_exact(c) {
-                    for (a, &v) in acc.iter_mut().zip(row) {
-                        *a += v;
-                    }
-                }
-                acc
-            })
-            .collect();
-        let mut total = vec![0f32; c];
-        for p in &partials {
-            for (t, v) in total.iter_mut().zip(p) {
-                *t += v;
-            }
-        }
-        Ok((CpuStorage::F32(total), Shape::from(c)))
+        Ok((CpuStorage::F32(super::column_sums(g, c)), Shape::from(c)))
     }
 }
 

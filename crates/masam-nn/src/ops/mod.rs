@@ -116,12 +116,19 @@ pub(crate) fn ensure_cpu_f32(t: &Tensor, op: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `f32` elements of a contiguous CPU storage, as laid out by `layout`.
-pub(crate) fn contiguous_f32<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
+/// The `f32` elements of a contiguous CPU storage, as laid out by `layout` (for custom ops'
+/// `cpu_fwd`); `op` names the caller in the error for other dtypes or strided layouts.
+///
+/// ```
+/// use candle_core::{Device, Storage, Tensor};
+/// # fn main() -> candle_core::Result<()> {
+/// let t = Tensor::new(&[1f32, 2., 3.], &Device::Cpu)?;
+/// let (storage, layout) = t.storage_and_layout();
+/// let Storage::Cpu(cpu) = &*storage else { unreachable!() };
+/// assert_eq!(masam_nn::ops::contiguous_f32(cpu, layout, "example")?, &[1., 2., 3.]);
+/// # Ok(()) }
+/// ```
+pub fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: expected f32 storage, got {:?}", storage.dtype());
     };
@@ -152,6 +159,40 @@ pub(crate) fn par_new_f32(
     // by `fill` (its contract: each chunk is written completely; the chunks tile `0..len`).
     unsafe { v.set_len(len) };
     v
+}
+
+/// Column sums of a row-major (rows × `cols`) buffer, summed in fixed blocks of rows and then
+/// in block order, so that the result does not depend on the number of threads (the bias
+/// gradient of the fused kernels).
+///
+/// ```
+/// assert_eq!(masam_nn::ops::column_sums(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2), vec![9.0, 12.0]);
+/// ```
+pub fn column_sums(data: &[f32], cols: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const BLOCK_ROWS: usize = 256;
+    if cols == 0 {
+        return Vec::new();
+    }
+    let partials: Vec<Vec<f32>> = data
+        .par_chunks(BLOCK_ROWS * cols)
+        .map(|block| {
+            let mut acc = vec![0f32; cols];
+            for row in block.chunks_exact(cols) {
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; cols];
+    for p in &partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
 }
 
 /// Number of independent accumulators in the reductions below (two SSE / one AVX register).
