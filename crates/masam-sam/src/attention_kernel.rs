@@ -1,4 +1,4 @@
-//! The CPU inference kernel of SAM's windowed (and global) attention: `f32`, no graph.
+//! The CPU kernel of SAM's windowed (and global) attention (`f32`), forward and backward.
 //!
 //! [`Attention::forward_windowed`](crate::Attention::forward_windowed) composes candle ops:
 //! padding by concatenation, a permuted copy of q/k/v into window-major order, per-band copies,
@@ -17,8 +17,10 @@
 //!   same three steps run and the real queries' outputs are written into the token map.
 //!
 //! Every product runs on the calling thread (`gemm` without threads); the parallelism is over
-//! images and blocks of queries. Inputs that take part in a graph, other dtypes and other
-//! devices use the candle composition, which is also this kernel's oracle in the tests.
+//! images and blocks of queries. [`WindowAttentionOp`] wraps the kernel as a candle op whose
+//! backward pass ([`WindowAttention::backward`]) recomputes each window's probabilities, so
+//! training takes it too. Other dtypes and devices use the candle composition, which is also
+//! this kernel's oracle in the tests.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -57,7 +59,8 @@ struct Block<'a> {
     keys: usize,
     /// Key grid (kh rows × kw columns) of the window.
     kw: usize,
-    /// Window coordinates (i, j) of query row `r` are `pos(r)`.
+    /// Query row `r` is the window's query number `first + r`, at window row
+    /// `(first + r) / qw` and column `(first + r) % qw` (`qw`: real query columns).
     first: usize,
     qw: usize,
     /// Scratch: logits (nq × keys), one row of biased logits, the relative-position terms
@@ -69,23 +72,90 @@ struct Block<'a> {
 }
 
 impl WindowAttention<'_> {
+    /// The window's extent (rows, columns): the whole map for global attention. `None` when
+    /// the buffers do not fit the geometry (qkv size, a padding projection where the windows do
+    /// not tile the map, relative-position embeddings of the window's size).
+    fn window_extent(&self) -> Option<(usize, usize)> {
+        let (b, h, w) = self.dims;
+        let (hd, c3) = (self.head_dim, 3 * self.heads * self.head_dim);
+        let (wh, ww) = if self.window == 0 {
+            (h, w)
+        } else {
+            (self.window, self.window)
+        };
+        let tiles = h.is_multiple_of(wh) && w.is_multiple_of(ww);
+        let fits = self.qkv.len() == b * h * w * c3
+            && (tiles || self.pad.is_some_and(|p| p.len() == c3))
+            && self
+                .rel
+                .is_none_or(|(rh, rw)| rh.len() == wh * wh * hd && rw.len() == ww * ww * hd);
+        fits.then_some((wh, ww))
+    }
+
+    /// Copies the keys and values of head `head` of the (wh × ww) window at (`y0`, `x0`) of
+    /// image `bi` into `k` and `v` (keys × hd each); positions outside the map take the
+    /// padding projection.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_keys(
+        &self,
+        bi: usize,
+        (y0, x0): (usize, usize),
+        (wh, ww): (usize, usize),
+        head: usize,
+        k: &mut [f32],
+        v: &mut [f32],
+    ) {
+        let (_, h, w) = self.dims;
+        let (hd, c) = (self.head_dim, self.heads * self.head_dim);
+        let (kc, vc) = (c + head * hd, 2 * c + head * hd);
+        for ki in 0..wh {
+            for kj in 0..ww {
+                let (y, x) = (y0 + ki, x0 + kj);
+                let (src, off) = if y < h && x < w {
+                    (self.qkv, ((bi * h + y) * w + x) * 3 * c)
+                } else {
+                    (self.pad.unwrap_or(&[]), 0)
+                };
+                let dst = (ki * ww + kj) * hd;
+                k[dst..dst + hd].copy_from_slice(&src[off + kc..off + kc + hd]);
+                v[dst..dst + hd].copy_from_slice(&src[off + vc..off + vc + hd]);
+            }
+        }
+    }
+
+    /// Copies the `hd` channels at `col` of the (qh × qw) real queries of the window at (`y0`,
+    /// `x0`) of image `bi` out of `src`, a token map with `width` channels per token, into
+    /// `dst` (one row per query).
+    #[allow(clippy::too_many_arguments)]
+    fn gather_queries(
+        &self,
+        src: &[f32],
+        width: usize,
+        bi: usize,
+        (y0, x0): (usize, usize),
+        (qh, qw): (usize, usize),
+        col: usize,
+        dst: &mut [f32],
+    ) {
+        let (_, h, w) = self.dims;
+        let hd = self.head_dim;
+        for i in 0..qh {
+            for j in 0..qw {
+                let off = ((bi * h + y0 + i) * w + x0 + j) * width + col;
+                let d = (i * qw + j) * hd;
+                dst[d..d + hd].copy_from_slice(&src[off..off + hd]);
+            }
+        }
+    }
+
     /// Runs the kernel; returns the attention output (B, H, W, C) before the output projection,
     /// or `None` when the buffers do not fit the geometry (the caller then composes candle ops,
     /// which report the problem).
     pub(crate) fn run(&self) -> Option<Vec<f32>> {
         let (b, h, w) = self.dims;
-        let (hd, c) = (self.head_dim, self.heads * self.head_dim);
+        let c = self.heads * self.head_dim;
+        let (wh, _) = self.window_extent()?;
         let win = self.window;
-        let tiles = win == 0 || (h.is_multiple_of(win) && w.is_multiple_of(win));
-        let (wh, ww) = if win == 0 { (h, w) } else { (win, win) };
-        let fits = self.qkv.len() == b * h * w * 3 * c
-            && (tiles || self.pad.is_some_and(|p| p.len() == 3 * c))
-            && self
-                .rel
-                .is_none_or(|(rh, rw)| rh.len() == wh * wh * hd && rw.len() == ww * ww * hd);
-        if !fits {
-            return None;
-        }
         let mut out = vec![0f32; b * h * w * c];
         if out.is_empty() {
             return Some(out);
@@ -181,28 +251,9 @@ impl WindowAttention<'_> {
             os.resize(nq * hd, 0.0);
             for head in 0..self.heads {
                 let col = head * hd;
-                // gather the window's keys and values (padding from the zero token) and queries
-                for ki in 0..win {
-                    for kj in 0..win {
-                        let (y, x) = (y0 + ki, x0 + kj);
-                        let dst = (ki * win + kj) * hd;
-                        let (src, off) = if y < h && x < w {
-                            (self.qkv, ((bi * h + y) * w + x) * c3)
-                        } else {
-                            (self.pad.unwrap_or(&[]), 0)
-                        };
-                        ks[dst..dst + hd].copy_from_slice(&src[off + c + col..off + c + col + hd]);
-                        vs[dst..dst + hd]
-                            .copy_from_slice(&src[off + 2 * c + col..off + 2 * c + col + hd]);
-                    }
-                }
-                for i in 0..qh {
-                    for j in 0..qw {
-                        let off = ((bi * h + y0 + i) * w + x0 + j) * c3 + col;
-                        let dst = (i * qw + j) * hd;
-                        qs[dst..dst + hd].copy_from_slice(&self.qkv[off..off + hd]);
-                    }
-                }
+                // the window's keys and values (padding from the zero token) and real queries
+                self.gather_keys(bi, (y0, x0), (win, win), head, &mut ks, &mut vs);
+                self.gather_queries(self.qkv, c3, bi, (y0, x0), (qh, qw), col, &mut qs);
                 let mut blk = Block {
                     nq,
                     keys,
@@ -403,14 +454,9 @@ pub(crate) struct AttentionGrads {
 }
 
 impl WindowAttention<'_> {
-    /// Window extent (rows, columns) and the tasks of the backward pass.
-    fn tasks(&self) -> ((usize, usize), Vec<Task>) {
+    /// The tasks of the backward pass, for windows of extent (`wh`, `ww`).
+    fn tasks(&self, (wh, ww): (usize, usize)) -> Vec<Task> {
         let (b, h, w) = self.dims;
-        let (wh, ww) = if self.window == 0 {
-            (h, w)
-        } else {
-            (self.window, self.window)
-        };
         let mut tasks = Vec::new();
         for bi in 0..b {
             for y0 in (0..h).step_by(wh) {
@@ -426,7 +472,7 @@ impl WindowAttention<'_> {
                 }
             }
         }
-        ((wh, ww), tasks)
+        tasks
     }
 
     /// The backward pass for the output gradient `grad` (B, H, W, C): recomputes each window's
@@ -438,17 +484,11 @@ impl WindowAttention<'_> {
         let (b, h, w) = self.dims;
         let (hd, c) = (self.head_dim, self.heads * self.head_dim);
         let c3 = 3 * c;
-        let ((wh, ww), tasks) = self.tasks();
-        let tiles = self.window == 0 || (h.is_multiple_of(wh) && w.is_multiple_of(ww));
-        let fits = self.qkv.len() == b * h * w * c3
-            && grad.len() == b * h * w * c
-            && (tiles || self.pad.is_some_and(|p| p.len() == c3))
-            && self
-                .rel
-                .is_none_or(|(rh, rw)| rh.len() == wh * wh * hd && rw.len() == ww * ww * hd);
-        if !fits {
+        let (wh, ww) = self.window_extent()?;
+        if grad.len() != b * h * w * c {
             return None;
         }
+        let tasks = self.tasks((wh, ww));
         let parts: Vec<TaskGrads> = tasks
             .par_iter()
             .map(|t| self.task_backward(t, (wh, ww), grad))
@@ -498,30 +538,13 @@ impl WindowAttention<'_> {
         let col = t.head * hd;
         let (qh, qw) = (wh.min(h - t.y0), ww.min(w - t.x0));
         let (nq, keys) = (qh * qw, wh * ww);
-        // gather Q and dO (real queries), K and V (the whole window, padding included)
+        // Q and dO of the real queries, K and V of the whole window (padding included)
         let (mut q, mut dout) = (vec![0f32; nq * hd], vec![0f32; nq * hd]);
-        for i in 0..qh {
-            for j in 0..qw {
-                let tok = (t.b * h + t.y0 + i) * w + t.x0 + j;
-                let dst = (i * qw + j) * hd;
-                q[dst..dst + hd].copy_from_slice(&self.qkv[tok * c3 + col..tok * c3 + col + hd]);
-                dout[dst..dst + hd].copy_from_slice(&grad[tok * c + col..tok * c + col + hd]);
-            }
-        }
+        let corner = (t.y0, t.x0);
+        self.gather_queries(self.qkv, c3, t.b, corner, (qh, qw), col, &mut q);
+        self.gather_queries(grad, c, t.b, corner, (qh, qw), col, &mut dout);
         let (mut k, mut v) = (vec![0f32; keys * hd], vec![0f32; keys * hd]);
-        for ki in 0..wh {
-            for kj in 0..ww {
-                let (y, x) = (t.y0 + ki, t.x0 + kj);
-                let (src, off) = if y < h && x < w {
-                    (self.qkv, ((t.b * h + y) * w + x) * c3)
-                } else {
-                    (self.pad.unwrap_or(&[]), 0)
-                };
-                let dst = (ki * ww + kj) * hd;
-                k[dst..dst + hd].copy_from_slice(&src[off + c + col..off + c + col + hd]);
-                v[dst..dst + hd].copy_from_slice(&src[off + 2 * c + col..off + 2 * c + col + hd]);
-            }
-        }
+        self.gather_keys(t.b, corner, (wh, ww), t.head, &mut k, &mut v);
         // P, recomputed as the forward pass computes it
         let (mut s, mut row) = (Vec::new(), Vec::new());
         let mut blk = Block {

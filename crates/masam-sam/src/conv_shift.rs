@@ -229,21 +229,21 @@ impl ConvSameOp {
         Shape::from((g.n, g.h, g.w, g.o))
     }
 
+    /// `(dx, dw)` for the output gradient `dy`, each only when its input tracks.
     fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
-        grad: &Tensor,
+        dy: &[f32],
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = values(grad)?;
         let dx = if x.track_op() {
-            let dx = self.0.input_grad(&dy, &values(w)?);
+            let dx = self.0.input_grad(dy, &values(w)?);
             Some(Tensor::from_vec(dx, x.shape(), x.device())?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            let dw = self.0.weight_grad(&dy, &values(x)?);
+            let dw = self.0.weight_grad(dy, &values(x)?);
             Some(Tensor::from_vec(dw, w.shape(), w.device())?)
         } else {
             None
@@ -275,7 +275,7 @@ impl CustomOp2 for ConvSameOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.grads(x, w, grad)
+        self.grads(x, w, &values(grad)?)
     }
 }
 
@@ -307,9 +307,10 @@ impl CustomOp3 for ConvSameOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.grads(x, w, grad)?;
+        let dy = values(grad)?;
+        let (dx, dw) = self.grads(x, w, &dy)?;
         let db = if b.track_op() {
-            let db = self.0.bias_grad(&values(grad)?);
+            let db = self.0.bias_grad(&dy);
             Some(Tensor::from_vec(db, b.shape(), b.device())?)
         } else {
             None

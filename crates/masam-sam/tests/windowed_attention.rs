@@ -48,6 +48,16 @@ fn padded_path(
     window_unpartition(&a, ws, padded, (h, w))
 }
 
+/// Block 0 of a 2D evaluation pass.
+fn eval_ctx() -> BlockContext {
+    BlockContext {
+        block: 0,
+        slices: 1,
+        train: false,
+        compute: None,
+    }
+}
+
 fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
     let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
     let m = b.abs()?.max_all()?.to_scalar::<f32>()?;
@@ -57,12 +67,7 @@ fn rel_err(a: &Tensor, b: &Tensor) -> Result<f32> {
 #[test]
 fn equals_the_padded_path_with_gradients() -> Result<()> {
     let dev = Device::Cpu;
-    let ctx = BlockContext {
-        block: 0,
-        slices: 1,
-        train: false,
-        compute: None,
-    };
+    let ctx = eval_ctx();
     // (batch, h, w, window): partial last row and column, window larger than the grid, an exact
     // tiling, global attention, and SAM's 512 px case (32 × 32 tokens, windows of 14).
     for (b, h, w, ws) in [
@@ -141,12 +146,7 @@ fn bad_inputs_are_errors() -> Result<()> {
         (3, 3),
         params.var_builder(DType::F32, &dev),
     )?;
-    let ctx = BlockContext {
-        block: 0,
-        slices: 1,
-        train: false,
-        compute: None,
-    };
+    let ctx = eval_ctx();
     let wrong_width = Tensor::zeros((1, 4, 4, 6), DType::F32, &dev)?;
     assert!(attn
         .forward_windowed(&wrong_width, 3, None, None, &ctx)
@@ -164,12 +164,7 @@ fn bad_inputs_are_errors() -> Result<()> {
 #[test]
 fn the_inference_kernel_equals_the_padded_path() -> Result<()> {
     let dev = Device::Cpu;
-    let ctx = BlockContext {
-        block: 0,
-        slices: 1,
-        train: false,
-        compute: None,
-    };
+    let ctx = eval_ctx();
     for (b, h, w, ws) in [
         (2usize, 5usize, 7usize, 3usize),
         (1, 3, 3, 4),
