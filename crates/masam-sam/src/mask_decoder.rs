@@ -335,6 +335,15 @@ pub fn conv_transpose_2x2_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Re
             weight.dims()
         );
     }
+    if masam_nn::ops::fusable(&[x, weight, bias]) {
+        // small GEMMs writing the interleaved output in place, one graph node
+        let op = crate::conv_transpose_kernel::ConvTranspose2x2Op(
+            crate::conv_transpose_kernel::ConvTranspose2x2 { n, h, w, cin, cout },
+        );
+        return x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op);
+    }
     let xs = x.contiguous()?.reshape((n * h * w, cin))?;
     let w2 = weight.to_dtype(x.dtype())?.reshape((cin, cout * 4))?;
     let bias4 = bias
@@ -770,9 +779,22 @@ impl MaskDecoder {
             .map(|(i, mlp)| mlp.forward(&hs.narrow(1, 1 + i, 1)?.squeeze(1)?.contiguous()?))
             .collect::<Result<Vec<_>>>()?;
         let hyper_in = Tensor::stack(&hyper_in, 1)?; // (B, T, cu)
-        let masks = hyper_in
-            .matmul(&up.reshape((b, hu * wu, cu))?.transpose(1, 2)?)?
-            .reshape((b, t, hu, wu))?;
+        let masks = if masam_nn::ops::fusable(&[&hyper_in, &up]) {
+            // one GEMM per image reading the map in place, one graph node
+            let op =
+                crate::mask_logits_kernel::MaskLogitsOp(crate::mask_logits_kernel::MaskLogits {
+                    b,
+                    t,
+                    h: hu,
+                    w: wu,
+                    c: cu,
+                });
+            hyper_in.contiguous()?.apply_op2(&up.contiguous()?, op)?
+        } else {
+            hyper_in
+                .matmul(&up.reshape((b, hu * wu, cu))?.transpose(1, 2)?)?
+                .reshape((b, t, hu, wu))?
+        };
         let iou = self.iou_head.forward(&iou_token_out)?;
         Ok((masks, iou))
     }

@@ -10,14 +10,10 @@
 //! `dL/db = Σ_rows g` only when the bias does: a frozen layer stores no weight gradient.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::bias_op::ColumnSum;
 use super::{contiguous_f32, ensure_cpu_f32};
 use crate::gemm::{gemm_into, Mat, MatMut};
-
-/// Output rows per parallel fill task.
-const FILL_ROWS: usize = 64;
 
 /// `x·Wᵀ + b` over the last dimension of `x` (CPU, `f32`), with a backward pass.
 ///
@@ -48,28 +44,26 @@ pub fn linear_fused(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resul
     ensure_cpu_f32(weight, OP)?;
     let (n, k) = weight.dims2()?;
     let dims = x.dims();
-    let Some((&kx, lead)) = dims.split_last() else {
+    let Some(&kx) = dims.last() else {
         candle_core::bail!("{OP}: the input needs at least one dimension");
     };
     if kx != k {
         candle_core::bail!("{OP}: input {dims:?} does not fit weight (out {n}, in {k})");
     }
-    let rows: usize = lead.iter().product();
-    let x2 = x.contiguous()?.reshape((rows, k))?;
+    // the op reads (…, k) as rows of k and writes (…, n): no reshape nodes around it, whose
+    // gradients the backward pass would zero-fill and accumulate like any other node's
+    let x = x.contiguous()?;
     let w = weight.contiguous()?;
-    let y = match bias {
+    match bias {
         Some(b) => {
             ensure_cpu_f32(b, OP)?;
             if b.dims() != [n] {
                 candle_core::bail!("{OP}: bias {:?} does not fit weight (out {n})", b.dims());
             }
-            x2.apply_op3(&w, &b.contiguous()?, LinearOp)?
+            x.apply_op3(&w, &b.contiguous()?, LinearOp)
         }
-        None => x2.apply_op2(&w, LinearOp)?,
-    };
-    let mut out = lead.to_vec();
-    out.push(n);
-    y.reshape(out)
+        None => x.apply_op2(&w, LinearOp),
+    }
 }
 
 /// The op; the bias is the optional third input.
@@ -83,36 +77,26 @@ impl LinearOp {
         bias: Option<(&CpuStorage, &Layout)>,
     ) -> Result<(CpuStorage, Shape)> {
         let name = "linear_fused";
-        let (rows, k) = xl.shape().dims2()?;
-        let (n, kw) = wl.shape().dims2()?;
-        if k != kw {
-            candle_core::bail!("{name}: input ({rows}, {k}) does not fit weight ({n}, {kw})");
+        let (n, k) = wl.shape().dims2()?;
+        let dims = xl.shape().dims();
+        if dims.last() != Some(&k) {
+            candle_core::bail!("{name}: input {dims:?} does not fit weight ({n}, {k})");
+        }
+        let rows = xl.shape().elem_count() / k.max(1);
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = n;
         }
         let xs = contiguous_f32(x, xl, name)?;
         let ws = contiguous_f32(w, wl, name)?;
-        let mut y: Vec<f32> = Vec::with_capacity(rows * n);
         let fill: Option<&[f32]> = match bias {
             Some((b, bl)) => Some(contiguous_f32(b, bl, name)?),
             None => None,
         };
-        if n > 0 {
-            let spare = &mut y.spare_capacity_mut()[..rows * n];
-            spare.par_chunks_mut(FILL_ROWS * n).for_each(|block| {
-                for row in block.chunks_exact_mut(n) {
-                    match fill {
-                        Some(b) => row.iter_mut().zip(b).for_each(|(o, &v)| {
-                            o.write(v);
-                        }),
-                        None => row.iter_mut().for_each(|o| {
-                            o.write(0.0);
-                        }),
-                    }
-                }
-            });
-        }
-        // SAFETY: the loop above wrote every one of the first rows·n elements (each row of each
-        // block: the blocks tile the rows·n prefix and n divides every block's length).
-        unsafe { y.set_len(rows * n) };
+        let mut y = match fill {
+            Some(b) if n > 0 => super::fill_rows_f32(rows * n, b),
+            _ => vec![0f32; rows * n],
+        };
         if rows > 0 && n > 0 {
             gemm_into(
                 rows,
@@ -135,24 +119,27 @@ impl LinearOp {
                 fill.is_some(),
             );
         }
-        Ok((CpuStorage::F32(y), Shape::from((rows, n))))
+        Ok((CpuStorage::F32(y), Shape::from(out_dims)))
     }
 
-    /// `(dx, dW)` for the output gradient `g` (rows, n), each only when its input tracks.
+    /// `(dx, dW)` for the output gradient `g` (…, n), each only when its input tracks. The
+    /// reshapes act on tensors outside the graph: they are views, not nodes.
     fn backward(
         &self,
         x: &Tensor,
         w: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
+        let (n, k) = w.dims2()?;
+        let rows = g.elem_count() / n.max(1);
+        let g = g.detach().contiguous()?.reshape((rows, n))?;
         let dx = if x.track_op() {
-            Some(g.matmul(&w.detach())?)
+            Some(g.matmul(&w.detach())?.reshape(x.shape())?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            Some(g.t()?.matmul(&x.detach())?)
+            Some(g.t()?.matmul(&x.detach().reshape((rows, k))?)?)
         } else {
             None
         };
@@ -280,6 +267,32 @@ mod tests {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A (…, k) input is read in place: same values and gradients as the 2-D case, and the
+    /// graph holds the op alone between the input and the output (no reshape nodes, whose
+    /// gradients the backward pass would zero-fill and accumulate).
+    #[test]
+    fn many_dimensional_input_needs_no_reshape_nodes() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 4, 6), &dev)?)?;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1., (5, 6), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1., 5, &dev)?)?;
+        let g = Tensor::randn(0f32, 1., (2, 3, 4, 5), &dev)?;
+        let y = linear_fused(&x, &w, Some(&b))?;
+        assert_eq!(y.dims(), &[2, 3, 4, 5]);
+        // y, x, w, b: nothing else
+        assert_eq!(y.sorted_nodes().len(), 4);
+        let reference = x.broadcast_matmul(&w.t()?)?.broadcast_add(&b)?;
+        assert!(rel_err(&y, &reference) < 1e-6);
+        let go = (&y * &g)?.sum_all()?.backward()?;
+        let gr = (&reference * &g)?.sum_all()?.backward()?;
+        for t in [x.as_tensor(), w.as_tensor(), b.as_tensor()] {
+            let (a, r) = (go.get(t).expect("ours"), gr.get(t).expect("reference"));
+            assert_eq!(a.dims(), t.dims());
+            assert!(rel_err(a, r) < 1e-5);
         }
         Ok(())
     }

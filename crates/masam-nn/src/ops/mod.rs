@@ -161,6 +161,58 @@ pub(crate) fn par_new_f32(
     v
 }
 
+/// A new vector of `len` elements holding `row` repeated (`len` a multiple of its length),
+/// written in parallel without a zero-fill first: the bias-filled destination of a GEMM that
+/// accumulates into it.
+///
+/// ```
+/// assert_eq!(masam_nn::ops::fill_rows_f32(6, &[1.0, 2.0]), vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+/// ```
+///
+/// # Panics
+/// When `len` is not a multiple of `row.len()` (or `row` is empty and `len` is not zero).
+pub fn fill_rows_f32(len: usize, row: &[f32]) -> Vec<f32> {
+    let n = row.len();
+    assert!(
+        (n == 0 && len == 0) || (n > 0 && len % n == 0),
+        "fill_rows_f32: {len} elements are not rows of {n}"
+    );
+    if len == 0 {
+        return Vec::new();
+    }
+    par_new_f32(len, rows_per_task(n) * n, |_, chunk| {
+        for r in chunk.chunks_exact_mut(n) {
+            for (o, &v) in r.iter_mut().zip(row) {
+                o.write(v);
+            }
+        }
+    })
+}
+
+/// Runs `f` on the elements of a CPU `f32` tensor, read in place when it is contiguous (copied
+/// once otherwise): the backward passes of the fused ops read their inputs and output gradient
+/// this way instead of copying them into new vectors.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// # fn main() -> candle_core::Result<()> {
+/// let t = Tensor::new(&[[1f32, 2.], [3., 4.]], &Device::Cpu)?;
+/// let total = masam_nn::ops::with_f32(&t.t()?, "example", |v| v.iter().sum::<f32>())?;
+/// assert_eq!(total, 10.0);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// A tensor that is not a CPU `f32` tensor.
+pub fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("{op}: expected a CPU tensor");
+    };
+    Ok(f(contiguous_f32(cpu, layout, op)?))
+}
+
 /// Column sums of a row-major (rows × `cols`) buffer, summed in fixed blocks of rows and then
 /// in block order, so that the result does not depend on the number of threads (the bias
 /// gradient of the fused kernels).
