@@ -174,7 +174,7 @@ pub(crate) fn par_new_f32(
 pub fn fill_rows_f32(len: usize, row: &[f32]) -> Vec<f32> {
     let n = row.len();
     assert!(
-        (n == 0 && len == 0) || (n > 0 && len % n == 0),
+        (n == 0 && len == 0) || (n > 0 && len.is_multiple_of(n)),
         "fill_rows_f32: {len} elements are not rows of {n}"
     );
     if len == 0 {
