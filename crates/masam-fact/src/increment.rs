@@ -182,8 +182,13 @@ impl Increment {
             );
         }
         let rows = x.elem_count() / last;
-        let z = self.factors.project_in(&x.reshape((rows * m_in, c))?)?;
-        z.reshape((rows, m_in * r))
+        // one chunk: project x as it is, so that only the rank-sized result is reshaped
+        let x = if m_in == 1 {
+            x.clone()
+        } else {
+            x.reshape((rows * m_in, c))?
+        };
+        self.factors.project_in(&x)?.reshape((rows, m_in * r))
     }
 
     /// The increment from an input already projected by [`Increment::project_in`].
@@ -208,8 +213,13 @@ impl Increment {
         if self.scale != 1.0 {
             h = (h * self.scale)?;
         }
-        let out = self.factors.project_out(&h.reshape((rows * m_out, r))?)?;
         let mut shape = lead.to_vec();
+        if m_out == 1 {
+            // reshape the rank-sized h, not the output: (…, r) → (…, C) directly
+            shape.push(r);
+            return self.factors.project_out(&h.reshape(shape)?);
+        }
+        let out = self.factors.project_out(&h.reshape((rows * m_out, r))?)?;
         shape.push(m_out * c);
         out.reshape(shape)
     }
