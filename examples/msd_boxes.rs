@@ -188,6 +188,7 @@ fn config(data: DataSource, out: PathBuf, steps: u64, minutes: f64) -> FinetuneC
         eval_every: 0,
         export_reference: false,
         box_prompt: None,
+        fit_schedule_to_budget: false,
     }
 }
 

@@ -238,6 +238,17 @@ impl<'m> Trainer<'m> {
         self.scaler.as_ref().map_or(0, |s| s.state().skipped_total)
     }
 
+    /// Replaces the learning-rate schedule from the next step on (a run with a time budget
+    /// fits its horizon this way once it has measured its speed: [`LrSchedule::ending_at`]).
+    ///
+    /// # Errors
+    /// [`Error::Train`] when the schedule is invalid ([`LrSchedule::validate`]).
+    pub fn set_schedule(&mut self, schedule: LrSchedule) -> Result<()> {
+        schedule.validate()?;
+        self.cfg.schedule = schedule;
+        Ok(())
+    }
+
     /// The next step number.
     pub fn current_step(&self) -> u64 {
         self.step

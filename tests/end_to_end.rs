@@ -74,6 +74,7 @@ fn run_config(
         eval_every: 0,
         export_reference: false,
         box_prompt: None,
+        fit_schedule_to_budget: false,
     }
 }
 

@@ -201,6 +201,22 @@ pub fn run_ranked(
     if cfg.resume && ckpt.exists() {
         trainer.resume(&ckpt)?;
     }
+    // the schedule's horizon: fitted once to the budget, kept by a resumed run
+    let mut horizon = match cfg.time_budget_s.filter(|_| cfg.fit_schedule_to_budget) {
+        None => None,
+        Some(budget) => {
+            match crate::schedule_horizon::read_horizon(&cfg.out_dir)?.filter(|_| cfg.resume) {
+                Some(total) => {
+                    trainer.set_schedule(cfg.trainer.schedule.ending_at(total))?;
+                    None
+                }
+                None => Some(crate::schedule_horizon::BudgetHorizon::new(
+                    budget,
+                    cfg.trainer.steps,
+                )),
+            }
+        }
+    };
     trainer.set_communicator(comm.clone(), buckets::DEFAULT_BUCKET_BYTES)?;
     let shard = Shard {
         rank: comm.rank(),
@@ -269,6 +285,28 @@ pub fn run_ranked(
         on_step(&s);
         history.push(s);
         let step = trainer.current_step();
+        if let Some(total) = horizon
+            .as_mut()
+            .and_then(|h| h.observe(step, start.elapsed().as_secs_f64()))
+        {
+            // every rank decays over rank 0's measurement
+            let total = if world == 1 {
+                total
+            } else {
+                let mine = if root { total as f32 } else { 0.0 };
+                let t = masam_adapter::candle::Tensor::new(&[mine], model.device())?;
+                let sum = comm
+                    .all_reduce_sum(&t)
+                    .map_err(masam_adapter::Error::from)?
+                    .to_vec1::<f32>()?;
+                sum[0].round() as u64
+            };
+            trainer.set_schedule(cfg.trainer.schedule.ending_at(total))?;
+            if root {
+                crate::schedule_horizon::write_horizon(&cfg.out_dir, total)?;
+            }
+            horizon = None;
+        }
         let Some(log) = loss_log.as_mut() else {
             continue; // the other ranks write nothing
         };

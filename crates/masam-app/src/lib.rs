@@ -42,6 +42,7 @@ pub mod render;
 pub mod run_config;
 pub mod run_dir;
 pub mod runtime;
+pub mod schedule_horizon;
 pub mod task;
 pub mod video;
 

@@ -64,13 +64,20 @@ pub struct FinetuneConfig {
     /// unjittered box of their own label.
     #[serde(default)]
     pub box_prompt: Option<BoxPromptConfig>,
+    /// With a time budget: measure the speed of the first steps, then decay the learning-rate
+    /// schedule over the number of steps the budget allows
+    /// ([`crate::schedule_horizon`]; kept in the run folder for a resumed run), instead of
+    /// over the configured `max_iter`. Without a time budget it has no effect.
+    #[serde(default)]
+    pub fit_schedule_to_budget: bool,
 }
 
 impl FinetuneConfig {
     /// The embedded default run (`docs/btcv_finetune.md`): the synthetic phantom and a small ViT
     /// (C 96, 4 blocks, patch 16, 128 px) trained end to end without SAM weights, with the
     /// decoder's pixel skips and class-balanced stack sampling; batch 2, lr 1.5e-3 with poly
-    /// decay over 1 600 steps, an 8.5-minute training budget on 2 cores.
+    /// decay over the steps that an 8.5-minute training budget allows (measured
+    /// during the run: `fit_schedule_to_budget`).
     pub fn phantom_default(steps: u64, seed: u64, out_dir: PathBuf) -> Self {
         let mut enc = ImageEncoderConfig::vit_b();
         enc.embed_dim = 96;
@@ -100,7 +107,8 @@ impl FinetuneConfig {
                 schedule: LrSchedule::WarmupPoly {
                     base_lr: 1.5e-3,
                     warmup_iters: 50,
-                    // about the number of steps the time budget allows on 2 cores
+                    // replaced by the number of steps the time budget allows once the first
+                    // steps are measured (`fit_schedule_to_budget`)
                     max_iter: 1_600,
                     power: 0.9,
                 },
@@ -125,6 +133,7 @@ impl FinetuneConfig {
             eval_every: 0,
             export_reference: false,
             box_prompt: None,
+            fit_schedule_to_budget: true,
         }
     }
 
@@ -170,6 +179,7 @@ impl FinetuneConfig {
             eval_every: 0,
             export_reference: false,
             box_prompt: None,
+            fit_schedule_to_budget: false,
         }
     }
 

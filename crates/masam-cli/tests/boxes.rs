@@ -88,6 +88,7 @@ fn tiny_config() -> FinetuneConfig {
         eval_every: 0,
         export_reference: false,
         box_prompt: None,
+        fit_schedule_to_budget: false,
     }
 }
 

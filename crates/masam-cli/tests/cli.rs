@@ -352,6 +352,7 @@ fn tiny_run_config(phantom: &PhantomConfig) -> FinetuneConfig {
         eval_every: 0,
         export_reference: false,
         box_prompt: None,
+        fit_schedule_to_budget: false,
     }
 }
 

@@ -63,6 +63,7 @@ fn config() -> FinetuneConfig {
         eval_every: 0,
         export_reference: false,
         box_prompt: None,
+        fit_schedule_to_budget: false,
     }
 }
 

@@ -69,6 +69,7 @@ fn train(dir: &Path) -> PathBuf {
         eval_every: 0,
         export_reference: false,
         box_prompt: None,
+        fit_schedule_to_budget: false,
     };
     let path = dir.join("run.toml");
     std::fs::write(&path, toml::to_string_pretty(&cfg).unwrap()).unwrap();

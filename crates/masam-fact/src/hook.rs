@@ -105,6 +105,15 @@ impl FactHook {
         let lead = &yd[..yd.len() - 1];
         let last = yd.len() - 1;
         let z = self.parts[0].1.project_in(x)?;
+        if masam_nn::ops::fusable(&[y, &z]) {
+            // each increment added into its columns in place: no narrow/cat nodes
+            let mut out = y.clone();
+            for (col, inc) in &self.parts {
+                let d = inc.delta_from_projected(&z, lead, train)?;
+                out = masam_nn::ops::add_columns(&out, &d, *col)?;
+            }
+            return Ok(out);
+        }
         let mut pieces = Vec::with_capacity(2 * self.parts.len() + 1);
         let mut pos = 0;
         for (col, inc) in &self.parts {

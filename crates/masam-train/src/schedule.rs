@@ -120,6 +120,49 @@ impl LrSchedule {
         Ok(())
     }
 
+    /// This schedule with its decay ending at the last of `total_steps` steps (steps
+    /// `0..total_steps`): `max_iter` becomes `total_steps − warmup − 2` (at least 1), so the
+    /// rate of step `total_steps − 1` is the schedule's end value. A constant rate is returned
+    /// as it is. This is how a run with a time budget fits its horizon to the number of steps
+    /// the budget allows.
+    ///
+    /// ```
+    /// use masam_train::LrSchedule;
+    /// let s = LrSchedule::WarmupPoly { base_lr: 1e-3, warmup_iters: 10, max_iter: 1_000, power: 1.0 };
+    /// let fitted = s.ending_at(111);
+    /// assert_eq!(fitted.lr_at(110), 0.0);
+    /// assert!(fitted.lr_at(109) > 0.0);
+    /// assert_eq!(fitted.lr_at(5), s.lr_at(5)); // the warmup is unchanged
+    /// ```
+    pub fn ending_at(&self, total_steps: u64) -> Self {
+        let fit = |w: u64| total_steps.saturating_sub(w + 2).max(1);
+        match *self {
+            Self::Constant { lr } => Self::Constant { lr },
+            Self::WarmupPoly {
+                base_lr,
+                warmup_iters,
+                power,
+                ..
+            } => Self::WarmupPoly {
+                base_lr,
+                warmup_iters,
+                max_iter: fit(warmup_iters),
+                power,
+            },
+            Self::WarmupCosine {
+                base_lr,
+                warmup_iters,
+                min_lr,
+                ..
+            } => Self::WarmupCosine {
+                base_lr,
+                warmup_iters,
+                max_iter: fit(warmup_iters),
+                min_lr,
+            },
+        }
+    }
+
     /// The learning rate of 0-based step `step`.
     pub fn lr_at(&self, step: u64) -> f64 {
         match *self {

@@ -48,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod add_columns_op;
 pub mod attention_op;
 pub mod bias_op;
 pub mod composite;
@@ -58,6 +59,7 @@ pub mod linear_op;
 mod simd;
 pub mod softmax_op;
 
+pub use add_columns_op::add_columns;
 pub use attention_op::attention_fused;
 pub use bias_op::bias_add_fused;
 pub use gelu_op::gelu_erf_fused;
