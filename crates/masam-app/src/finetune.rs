@@ -201,20 +201,19 @@ pub fn run_ranked(
     if cfg.resume && ckpt.exists() {
         trainer.resume(&ckpt)?;
     }
-    // the schedule's horizon: fitted once to the budget, kept by a resumed run
+    // the schedule's horizon: fitted to the budget as the steps are timed; a resumed run starts
+    // from the last fit
     let mut horizon = match cfg.time_budget_s.filter(|_| cfg.fit_schedule_to_budget) {
         None => None,
         Some(budget) => {
-            match crate::schedule_horizon::read_horizon(&cfg.out_dir)?.filter(|_| cfg.resume) {
-                Some(total) => {
-                    trainer.set_schedule(cfg.trainer.schedule.ending_at(total))?;
-                    None
-                }
-                None => Some(crate::schedule_horizon::BudgetHorizon::new(
-                    budget,
-                    cfg.trainer.steps,
-                )),
+            let earlier = crate::schedule_horizon::read_horizon(&cfg.out_dir)?;
+            if let Some(total) = earlier.filter(|_| cfg.resume) {
+                trainer.set_schedule(cfg.trainer.schedule.ending_at(total))?;
             }
+            Some(crate::schedule_horizon::BudgetHorizon::new(
+                budget,
+                cfg.trainer.steps,
+            ))
         }
     };
     trainer.set_communicator(comm.clone(), buckets::DEFAULT_BUCKET_BYTES)?;
@@ -305,7 +304,6 @@ pub fn run_ranked(
             if root {
                 crate::schedule_horizon::write_horizon(&cfg.out_dir, total)?;
             }
-            horizon = None;
         }
         let Some(log) = loss_log.as_mut() else {
             continue; // the other ranks write nothing

@@ -5,7 +5,8 @@
 //! the decay early and spends the rest of its budget at the final (zero) rate, and a slow one
 //! stops with the rate still high. [`BudgetHorizon`] measures the loop's speed over a few
 //! steps (after a few warm-up ones), then gives the number of steps the remaining budget
-//! allows; the run then decays its schedule over exactly those
+//! allows, and refits it every [`REFIT_STEPS`] steps as the speed drifts; the run decays its
+//! schedule over those
 //! ([`masam_adapter::LrSchedule::ending_at`]). The horizon is written to the run folder
 //! ([`HORIZON_FILE`]) so that a resumed run keeps it instead of measuring again.
 
@@ -22,7 +23,13 @@ pub const SKIP_STEPS: usize = 10;
 /// Steps the measurement averages over.
 pub const PROBE_STEPS: usize = 50;
 
-/// Measures the steps' speed and fits the total number of steps to the budget.
+/// Steps between two later fits, which follow the speed as it drifts (checkpoints, a machine
+/// that gets busier or quieter).
+pub const REFIT_STEPS: usize = 100;
+
+/// Measures the steps' speed and fits the total number of steps to the budget: first after
+/// [`SKIP_STEPS`] + [`PROBE_STEPS`] steps, then every [`REFIT_STEPS`] steps from the mean time
+/// per step since the measurement began (checkpoints and data loading included).
 ///
 /// ```
 /// use masam_app::schedule_horizon::{BudgetHorizon, PROBE_STEPS, SKIP_STEPS};
@@ -40,8 +47,9 @@ pub struct BudgetHorizon {
     budget_s: f64,
     max_steps: u64,
     seen: usize,
-    probe_start: Option<f64>,
-    done: bool,
+    /// (elapsed seconds, steps done) when the measurement began
+    probe_start: Option<(f64, u64)>,
+    last: Option<u64>,
 }
 
 impl BudgetHorizon {
@@ -52,40 +60,41 @@ impl BudgetHorizon {
             max_steps,
             seen: 0,
             probe_start: None,
-            done: false,
+            last: None,
         }
     }
 
     /// Records that `steps_done` steps are complete (counted from the start of the run, earlier
-    /// processes included) after `elapsed_s` seconds of this process's budget. Returns the
-    /// fitted total number of steps once, when the measurement is complete: the steps done
-    /// plus the whole steps the rest of the budget allows at the measured mean time per step,
-    /// at least one more than done and at most the cap.
+    /// processes included) after `elapsed_s` seconds of this process's budget. Returns a new
+    /// fitted total number of steps when one is due and differs from the last: the steps done
+    /// plus the whole steps the rest of the budget allows at the mean time per step measured
+    /// so far, at least one more than done and at most the cap.
     pub fn observe(&mut self, steps_done: u64, elapsed_s: f64) -> Option<u64> {
-        if self.done {
-            return None;
-        }
         self.seen += 1;
         if self.seen == SKIP_STEPS {
-            self.probe_start = Some(elapsed_s);
+            self.probe_start = Some((elapsed_s, steps_done));
         }
-        let start = self.probe_start?;
-        if self.seen < SKIP_STEPS + PROBE_STEPS {
+        let (t0, s0) = self.probe_start?;
+        let first = SKIP_STEPS + PROBE_STEPS;
+        if self.seen < first || (self.seen - first) % REFIT_STEPS != 0 {
             return None;
         }
-        self.done = true;
-        let per_step = (elapsed_s - start) / PROBE_STEPS as f64;
+        let measured = steps_done.saturating_sub(s0).max(1) as f64;
+        let per_step = (elapsed_s - t0) / measured;
         let left = (self.budget_s - elapsed_s).max(0.0);
         let more = if per_step > 0.0 {
             (left / per_step).floor().min(u64::MAX as f64 / 2.0) as u64
         } else {
             self.max_steps
         };
-        Some(
-            steps_done
-                .saturating_add(more)
-                .clamp(steps_done + 1, self.max_steps.max(steps_done + 1)),
-        )
+        let total = steps_done
+            .saturating_add(more)
+            .clamp(steps_done + 1, self.max_steps.max(steps_done + 1));
+        if self.last == Some(total) {
+            return None;
+        }
+        self.last = Some(total);
+        Some(total)
     }
 }
 
@@ -127,22 +136,38 @@ pub fn write_horizon(dir: &Path, total_steps: u64) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// Nothing before the measurement is complete, one answer then, none after; the answer
-    /// counts the earlier steps and is capped by the run's step limit and kept above the
-    /// steps done.
+    /// Nothing before the measurement is complete; the first answer counts the earlier steps;
+    /// later answers follow a change of speed, every REFIT_STEPS steps, and only when the fit
+    /// changes; the answer is capped by the run's step limit and kept above the steps done.
     #[test]
-    fn fits_once_counts_earlier_steps_and_clamps() {
+    fn fits_counts_earlier_steps_follows_the_speed_and_clamps() {
         let n = (SKIP_STEPS + PROBE_STEPS) as u64;
         // resumed at step 500, 0.5 s per step, 100 s budget
         let mut h = BudgetHorizon::new(100.0, 10_000);
         let mut answers = vec![];
-        for i in 1..=n + 5 {
+        for i in 1..=n + REFIT_STEPS as u64 {
             if let Some(t) = h.observe(500 + i, i as f64 * 0.5) {
                 answers.push((i, t));
             }
         }
-        // 30 s used, 70 s left: 140 more steps
+        // 30 s used, 70 s left at 0.5 s: 140 more steps; the same speed later: no new answer
         assert_eq!(answers, vec![(n, 500 + n + 140)]);
+
+        // twice as slow after the first fit: the next fit sees the mean since the measurement
+        let mut slower = BudgetHorizon::new(1000.0, 1_000_000);
+        let mut t = 0.0;
+        let mut answers = vec![];
+        for i in 1..=n + REFIT_STEPS as u64 {
+            t += if i <= n { 1.0 } else { 2.0 };
+            if let Some(f) = slower.observe(i, t) {
+                answers.push((i, f));
+            }
+        }
+        let (i, f) = answers[1];
+        assert_eq!(i, n + REFIT_STEPS as u64);
+        // 50 steps at 1 s and 100 at 2 s since step 10: 250 s for 150 steps; 740 s left
+        let per = 250.0 / 150.0;
+        assert_eq!(f, i + (740.0f64 / per).floor() as u64);
 
         let mut capped = BudgetHorizon::new(1e6, 200);
         let got = (1..=n).find_map(|i| capped.observe(i, i as f64 * 0.01));
