@@ -76,7 +76,7 @@ impl BudgetHorizon {
         }
         let (t0, s0) = self.probe_start?;
         let first = SKIP_STEPS + PROBE_STEPS;
-        if self.seen < first || (self.seen - first) % REFIT_STEPS != 0 {
+        if self.seen < first || !(self.seen - first).is_multiple_of(REFIT_STEPS) {
             return None;
         }
         let measured = steps_done.saturating_sub(s0).max(1) as f64;
