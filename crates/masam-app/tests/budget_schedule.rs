@@ -3,51 +3,26 @@
 
 use std::path::PathBuf;
 
-use masam_adapter::volume::phantom::PhantomConfig;
-use masam_adapter::{LrSchedule, MaSamConfig, TrainerConfig};
+use masam_adapter::{LrSchedule, MaSamConfig};
 use masam_app::schedule_horizon::{read_horizon, write_horizon, PROBE_STEPS, SKIP_STEPS};
-use masam_app::{finetune, DataSource, FinetuneConfig};
+use masam_app::{finetune, FinetuneConfig};
+
+mod common;
+use common::temp_dir;
 
 const BASE_LR: f64 = 1e-3;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("masam-budget-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// The fixtures' tiny model on a small phantom, a poly schedule whose configured horizon (a
-/// million steps) the budget could never reach.
+/// The shared tiny run (FacT dropout on, as the default) with a poly schedule whose configured
+/// horizon (a million steps) the budget could never reach.
 fn config(out: PathBuf, budget_s: f64) -> FinetuneConfig {
-    let mut model = MaSamConfig::tiny();
-    model.sam.decoder.num_multimask_outputs = 12;
-    let mut cfg = FinetuneConfig::phantom_default(1_000_000, 5, out);
-    cfg.model = model;
-    cfg.trainer = TrainerConfig {
-        steps: 1_000_000,
-        batch: 1,
-        accumulation: 1,
-        schedule: LrSchedule::WarmupPoly {
-            base_lr: BASE_LR,
-            warmup_iters: 5,
-            max_iter: 1_000_000,
-            power: 1.0,
-        },
-        seed: 5,
-        ..TrainerConfig::default()
+    let schedule = LrSchedule::WarmupPoly {
+        base_lr: BASE_LR,
+        warmup_iters: 5,
+        max_iter: 1_000_000,
+        power: 1.0,
     };
-    cfg.data = DataSource::Phantom {
-        phantom: PhantomConfig {
-            height: 64,
-            width: 64,
-            slices: 12,
-            spacing: [6.0, 6.0, 20.0],
-            noise_sd_hu: 12.0,
-        },
-        train_cases: 1,
-        test_cases: 0,
-    };
+    let mut cfg = common::tiny_run(out, 1_000_000, schedule, 5);
+    cfg.model.fact = MaSamConfig::tiny().fact;
     cfg.time_budget_s = Some(budget_s);
     cfg.fit_schedule_to_budget = true;
     cfg.checkpoint_every = 0;

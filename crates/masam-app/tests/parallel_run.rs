@@ -4,45 +4,16 @@
 
 use std::path::PathBuf;
 
-use masam_adapter::volume::phantom::PhantomConfig;
-use masam_adapter::{LrSchedule, MaSamConfig, TrainerConfig};
-use masam_app::{finetune, parallel, AppError, DataSource, FinetuneConfig};
+use masam_adapter::LrSchedule;
+use masam_app::{finetune, parallel, AppError, FinetuneConfig};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("masam-parallel-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::temp_dir;
 
-/// The fixtures' tiny model on a small phantom (64 px, 12 slices: 12 stacks), batch 1.
+/// The shared tiny run at a constant learning rate `lr`, `accumulation` micro-batches per step.
 fn config(out: PathBuf, steps: u64, accumulation: usize, lr: f64) -> FinetuneConfig {
-    let mut model = MaSamConfig::tiny();
-    model.sam.decoder.num_multimask_outputs = 12;
-    model.fact = model.fact.map(|f| f.with_dropout(0.0));
-    let mut cfg = FinetuneConfig::phantom_default(steps, 3, out);
-    cfg.model = model;
-    cfg.trainer = TrainerConfig {
-        steps,
-        batch: 1,
-        accumulation,
-        schedule: LrSchedule::Constant { lr },
-        seed: 3,
-        ..TrainerConfig::default()
-    };
-    cfg.data = DataSource::Phantom {
-        phantom: PhantomConfig {
-            height: 64,
-            width: 64,
-            slices: 12,
-            spacing: [6.0, 6.0, 20.0],
-            noise_sd_hu: 12.0,
-        },
-        train_cases: 1,
-        test_cases: 0,
-    };
-    cfg.time_budget_s = None;
-    cfg.checkpoint_every = 2;
+    let mut cfg = common::tiny_run(out, steps, LrSchedule::Constant { lr }, 3);
+    cfg.trainer.accumulation = accumulation;
     // class-balanced sampling draws its coin per (global) batch, so ranks sharing one batch of 2
     // and one process accumulating two batches of 1 see different stacks; uniform draws match
     cfg.sampling = masam_adapter::data::Sampling::Uniform;

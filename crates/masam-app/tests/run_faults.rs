@@ -3,46 +3,15 @@
 
 use std::path::PathBuf;
 
-use masam_adapter::volume::phantom::PhantomConfig;
-use masam_adapter::{LrSchedule, MaSamConfig, TrainerConfig};
-use masam_app::{finetune, AppError, DataSource, FinetuneConfig};
+use masam_adapter::LrSchedule;
+use masam_app::{finetune, AppError, FinetuneConfig};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("masam-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::temp_dir;
 
-/// The fixtures' tiny model on a small phantom (64 px, 12 slices), a few steps.
+/// The shared tiny run at a constant learning rate `lr`.
 fn config(out: PathBuf, steps: u64, lr: f64) -> FinetuneConfig {
-    let mut model = MaSamConfig::tiny();
-    model.sam.decoder.num_multimask_outputs = 12;
-    model.fact = model.fact.map(|f| f.with_dropout(0.0));
-    let mut cfg = FinetuneConfig::phantom_default(steps, 3, out);
-    cfg.model = model;
-    cfg.trainer = TrainerConfig {
-        steps,
-        batch: 1,
-        accumulation: 1,
-        schedule: LrSchedule::Constant { lr },
-        seed: 3,
-        ..TrainerConfig::default()
-    };
-    cfg.data = DataSource::Phantom {
-        phantom: PhantomConfig {
-            height: 64,
-            width: 64,
-            slices: 12,
-            spacing: [6.0, 6.0, 20.0],
-            noise_sd_hu: 12.0,
-        },
-        train_cases: 1,
-        test_cases: 0,
-    };
-    cfg.time_budget_s = None;
-    cfg.checkpoint_every = 2;
-    cfg
+    common::tiny_run(out, steps, LrSchedule::Constant { lr }, 3)
 }
 
 #[test]
