@@ -335,6 +335,12 @@ pub fn conv_transpose_2x2_nhwc(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Re
             weight.dims()
         );
     }
+    if bias.dims() != [cout] {
+        candle_core::bail!(
+            "conv_transpose_2x2_nhwc: bias {:?} does not fit {cout} output channels",
+            bias.dims()
+        );
+    }
     if masam_nn::ops::fusable(&[x, weight, bias]) {
         // small GEMMs writing the interleaved output in place, one graph node
         let op = crate::conv_transpose_kernel::ConvTranspose2x2Op(
@@ -823,6 +829,7 @@ mod conv_transpose_tests {
             .to_scalar::<f32>()?;
         assert!(d1 < 1e-5 && d2 < 1e-5, "{d1} {d2}");
         assert!(conv_transpose_2x2(&x, &w.narrow(0, 0, 2)?, &b).is_err());
+        assert!(conv_transpose_2x2(&x, &w, &b.narrow(0, 0, 5)?).is_err());
         Ok(())
     }
 }
