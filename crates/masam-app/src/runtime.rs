@@ -24,12 +24,41 @@ pub fn single_threaded_elementwise() {
     }
 }
 
-/// What the `masam` binaries and examples do first in `main`: [`tune_allocator`]. (See
-/// [`single_threaded_elementwise`] for machines shared with other jobs.)
+/// Spins of candle's element-wise worker before it sleeps, set by [`shorter_elementwise_spin`]
+/// (candle's default: 25 000).
+pub const ELEMENTWISE_SPIN_LIMIT: u32 = 2_000;
+
+/// Makes candle's element-wise worker threads sleep after [`ELEMENTWISE_SPIN_LIMIT`] spins
+/// instead of 25 000 (`CANDLE_BARRIER_POOL_SPIN_LIMIT`, unless the variable is already set).
+///
+/// After every element-wise op, candle 0.11's worker spins waiting for the next one; 25 000
+/// `pause` instructions last about a millisecond on a recent x86 core, and during that time it
+/// holds a core that rayon's GEMM threads want. Measured on a 2-core AVX-512 Xeon, quiet,
+/// alternating fresh processes: the small training step of `benches/side_by_side.rs` 0.231 s →
+/// 0.214 s (medians of four runs of 15 steps each; 500 and 5 000 spins gave 0.235 and 0.222 s);
+/// the phantom default's step (`benches/train_step.rs`) 116–124 ms either way; a 512² ViT-B
+/// prediction forward 3.60 → 3.62 s and the Conv3D forward + backward case 35.9 → 37.7 ms,
+/// within or near their noise. It sets an environment variable that candle reads when it starts its
+/// pool, so call it at the start of `main`, before any other thread exists and before the
+/// first candle op.
+pub fn shorter_elementwise_spin() {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var(
+            "CANDLE_BARRIER_POOL_SPIN_LIMIT",
+            ELEMENTWISE_SPIN_LIMIT.to_string(),
+        );
+    }
+}
+
+/// What the `masam` binaries and examples do first in `main`: [`tune_allocator`] and
+/// [`shorter_elementwise_spin`]. (See [`single_threaded_elementwise`] for machines shared with
+/// other jobs.)
 ///
 /// ```
 /// masam_app::runtime::init_cpu_training();
+/// assert!(std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_some());
 /// ```
 pub fn init_cpu_training() {
     tune_allocator();
+    shorter_elementwise_spin();
 }
