@@ -59,6 +59,9 @@ impl ConvTranspose2x2 {
         let pair = self.out_row_pair();
         let len = self.n * self.h * pair;
         let mut y: Vec<f32> = masam_nn::ops::fill_rows_f32(len, b);
+        if len == 0 {
+            return y;
+        }
         y.par_chunks_mut(pair).enumerate().for_each(|(r, out)| {
             for a in 0..2 {
                 gemm_with(
@@ -93,6 +96,9 @@ impl ConvTranspose2x2 {
         let wr = self.taps_last(w);
         let pair = self.out_row_pair();
         let mut dx = vec![0f32; self.n * self.h * wd * ci];
+        if dx.is_empty() || co == 0 {
+            return dx;
+        }
         dx.par_chunks_mut(wd * ci).enumerate().for_each(|(r, out)| {
             for a in 0..2 {
                 gemm_with(
@@ -316,6 +322,43 @@ mod tests {
                     );
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Empty maps and channel counts give empty (or bias-only) results and gradients of the
+    /// right shapes, not a panic (candle's own transposed convolution refuses them).
+    #[test]
+    fn empty_shapes_are_handled() -> Result<()> {
+        let dev = Device::Cpu;
+        for (n, h, w, cin, cout) in [
+            (2usize, 3usize, 0usize, 4usize, 3usize),
+            (1, 2, 2, 4, 0),
+            (1, 2, 2, 0, 3),
+        ] {
+            let x = Var::from_tensor(&Tensor::zeros(
+                (n, h, w, cin),
+                candle_core::DType::F32,
+                &dev,
+            )?)?;
+            let wt = Var::from_tensor(&Tensor::ones(
+                (cin, cout, 2, 2),
+                candle_core::DType::F32,
+                &dev,
+            )?)?;
+            let b = Var::from_tensor(&Tensor::arange(0f32, cout as f32, &dev)?)?;
+            let y = conv_transpose_2x2_nhwc(&x, &wt, &b)?;
+            assert_eq!(y.dims(), &[n, 2 * h, 2 * w, cout]);
+            // no input channels: every output pixel is the bias
+            let want = b.reshape((1, 1, 1, cout))?.broadcast_as(y.shape())?;
+            assert_eq!(rel_err(&y, &want.contiguous()?), 0.0);
+            let grads = y.sum_all()?.backward()?;
+            for t in [x.as_tensor(), wt.as_tensor(), b.as_tensor()] {
+                assert_eq!(grads.get(t).expect("gradient").dims(), t.dims());
+            }
+            let pixels = (n * 4 * h * w) as f32;
+            let db = grads.get(b.as_tensor()).expect("db").to_vec1::<f32>()?;
+            assert!(db.iter().all(|&v| v == pixels), "{db:?}");
         }
         Ok(())
     }
