@@ -206,9 +206,10 @@ pub fn run_ranked(
     let mut horizon = match cfg.time_budget_s.filter(|_| cfg.fit_schedule_to_budget) {
         None => None,
         Some(budget) => {
-            let earlier = crate::schedule_horizon::read_horizon(&cfg.out_dir)?;
-            if let Some(total) = earlier.filter(|_| cfg.resume) {
-                trainer.set_schedule(cfg.trainer.schedule.ending_at(total))?;
+            if cfg.resume {
+                if let Some(total) = crate::schedule_horizon::read_horizon(&cfg.out_dir)? {
+                    trainer.set_schedule(cfg.trainer.schedule.ending_at(total))?;
+                }
             }
             Some(crate::schedule_horizon::BudgetHorizon::new(
                 budget,
@@ -289,17 +290,12 @@ pub fn run_ranked(
             .and_then(|h| h.observe(step, start.elapsed().as_secs_f64()))
         {
             // every rank decays over rank 0's measurement
-            let total = if world == 1 {
-                total
-            } else {
-                let mine = if root { total as f32 } else { 0.0 };
-                let t = masam_adapter::candle::Tensor::new(&[mine], model.device())?;
-                let sum = comm
-                    .all_reduce_sum(&t)
-                    .map_err(masam_adapter::Error::from)?
-                    .to_vec1::<f32>()?;
-                sum[0].round() as u64
-            };
+            let t = masam_adapter::candle::Tensor::new(&[total as f32], model.device())?;
+            let total = comm
+                .broadcast(&t, 0)
+                .map_err(masam_adapter::Error::from)?
+                .to_vec1::<f32>()?[0]
+                .round() as u64;
             trainer.set_schedule(cfg.trainer.schedule.ending_at(total))?;
             if root {
                 crate::schedule_horizon::write_horizon(&cfg.out_dir, total)?;

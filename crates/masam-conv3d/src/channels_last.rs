@@ -13,7 +13,6 @@
 //! Other devices and dtypes permute around [`conv3d_op`](crate::conv3d_op).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use crate::error::{Conv3dError, Result};
 use crate::geometry::{Conv3dGeometry, Conv3dPadding};
@@ -138,14 +137,11 @@ impl DepthConvCl {
     fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
         let g = self.0;
         let (rows_in, rows_out) = (g.d * g.s, g.od * g.s);
-        let mut y = vec![0f32; g.n * rows_out * g.o];
-        if let Some(b) = b {
-            y.par_chunks_mut(g.o * 256).for_each(|block| {
-                for row in block.chunks_exact_mut(g.o) {
-                    row.copy_from_slice(b);
-                }
-            });
-        }
+        let len = g.n * rows_out * g.o;
+        let mut y = match b {
+            Some(b) => masam_nn::ops::fill_rows_f32(len, b),
+            _ => vec![0f32; len],
+        };
         for n in 0..g.n {
             for t in 0..g.kd {
                 let Some((lo, hi, id0)) = g.tap_range(t) else {
@@ -401,12 +397,6 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).and_then(|t| t.abs()?.max_all()?.to_scalar::<f32>());
-        let m = b.abs().and_then(|t| t.max_all()?.to_scalar::<f32>());
-        d.unwrap_or(f32::INFINITY) / m.unwrap_or(0.0).max(1e-12)
-    }
-
     /// Forward and the input, weight and bias gradients against the channels-first op between
     /// permutes: odd and even kernels, explicit and 'same' padding, fewer slices than taps,
     /// one and several volumes, with and without bias.
@@ -438,7 +428,7 @@ mod tests {
             )?
             .permute((0, 2, 3, 4, 1))?;
             assert_eq!(ours.dims(), theirs.dims());
-            let e = rel(&ours, &theirs);
+            let e = masam_testkit::rel_err(&ours, &theirs);
             assert!(e < 1e-5, "{n} {d} {kd} {padding:?}: forward differs by {e}");
             let g = Tensor::randn(0f32, 1., ours.dims(), &dev)?;
             let ga = (&ours * &g)?.sum_all()?.backward()?;
@@ -451,7 +441,7 @@ mod tests {
                 let (Some(a), Some(r)) = (ga.get(t), gb.get(t)) else {
                     panic!("{n} {d} {kd} {padding:?}: no gradient for {name}");
                 };
-                let e = rel(a, r);
+                let e = masam_testkit::rel_err(a, r);
                 assert!(
                     e < 1e-5,
                     "{n} {d} {kd} {padding:?}: {name} gradient differs by {e}"

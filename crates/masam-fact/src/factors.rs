@@ -20,13 +20,13 @@ pub struct SharedFactors {
 /// `x (…, in) · wᵀ` for a weight `w` of shape (out, in), as one 2-D matmul in `x`'s dtype
 /// (`w` is converted to it: f32 factors serve a bf16 or f16 forward pass).
 pub(crate) fn matmul_last(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
-    let (out_dim, in_dim) = w.dims2()?;
-    let dims = x.dims();
-    let lead = &dims[..dims.len().saturating_sub(1)];
     if masam_nn::ops::fusable(&[x, w]) {
         // reads (…, in) in place: no reshape nodes of the input's and output's size
         return masam_nn::ops::linear_fused(x, w, None);
     }
+    let (out_dim, in_dim) = w.dims2()?;
+    let dims = x.dims();
+    let lead = &dims[..dims.len().saturating_sub(1)];
     let rows: usize = lead.iter().product();
     let y = x
         .reshape((rows, in_dim))?

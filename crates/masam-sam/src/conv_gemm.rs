@@ -32,6 +32,12 @@ pub fn conv2d_same_nhwc(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> R
             weight.dims()
         );
     }
+    if let Some(b) = bias.filter(|b| b.dims() != [o]) {
+        candle_core::bail!(
+            "conv2d_same_nhwc: bias {:?} does not fit {o} output channels",
+            b.dims()
+        );
+    }
     let k = kh;
     let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == candle_core::DType::F32;
     if k > 1 && cpu_f32(x) && cpu_f32(weight) && bias.is_none_or(cpu_f32) {
@@ -137,12 +143,16 @@ mod tests {
     }
 
     #[test]
-    fn rejects_even_or_mismatched_kernels() {
+    fn rejects_even_or_mismatched_kernels_and_biases() {
         let dev = Device::Cpu;
         let x = Tensor::zeros((1, 4, 4, 2), candle_core::DType::F32, &dev).unwrap();
         let even = Tensor::zeros((1, 2, 2, 2), candle_core::DType::F32, &dev).unwrap();
         let wrong_c = Tensor::zeros((1, 3, 3, 3), candle_core::DType::F32, &dev).unwrap();
         assert!(conv2d_same_nhwc(&x, &even, None).is_err());
         assert!(conv2d_same_nhwc(&x, &wrong_c, None).is_err());
+        // a bias that does not fit the output channels (the fused kernel would fill with it)
+        let w = Tensor::zeros((4, 2, 3, 3), candle_core::DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(2, candle_core::DType::F32, &dev).unwrap();
+        assert!(conv2d_same_nhwc(&x, &w, Some(&b)).is_err());
     }
 }

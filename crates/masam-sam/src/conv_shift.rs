@@ -14,6 +14,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use masam_nn::gemm::{gemm_into, Mat, MatMut};
+use masam_nn::ops::with_f32;
 
 /// Sizes of one convolution: batch, height, width, input and output channels, kernel side.
 #[derive(Debug, Clone, Copy)]
@@ -81,12 +82,11 @@ impl ConvSame {
         let (o, rows) = (self.o, self.rows());
         let (wp, img) = self.padded();
         let xp = self.padded_input(x);
-        let mut yq = vec![0f32; self.n * rows * o];
-        if let Some(b) = b {
-            for row in yq.chunks_exact_mut(o) {
-                row.copy_from_slice(b);
-            }
-        }
+        let len = self.n * rows * o;
+        let mut yq = match b {
+            Some(b) => masam_nn::ops::fill_rows_f32(len, b),
+            _ => vec![0f32; len],
+        };
         for n in 0..self.n {
             for tap in 0..self.k * self.k {
                 gemm_into(
@@ -210,14 +210,11 @@ impl ConvSame {
     }
 }
 
+const OP: &str = "conv2d_same_nhwc";
+
 /// The contiguous `f32` elements of a CPU storage.
 fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    masam_nn::ops::contiguous_f32(s, l, "conv2d_same_nhwc")
-}
-
-/// A CPU `f32` tensor's elements, copied (the backward pass's inputs).
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
+    masam_nn::ops::contiguous_f32(s, l, OP)
 }
 
 /// The op: inputs `(x, weight[, bias])`.
@@ -237,13 +234,13 @@ impl ConvSameOp {
         dy: &[f32],
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = if x.track_op() {
-            let dx = self.0.input_grad(dy, &values(w)?);
+            let dx = with_f32(w, OP, |w| self.0.input_grad(dy, w))?;
             Some(Tensor::from_vec(dx, x.shape(), x.device())?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            let dw = self.0.weight_grad(dy, &values(x)?);
+            let dw = with_f32(x, OP, |x| self.0.weight_grad(dy, x))?;
             Some(Tensor::from_vec(dw, w.shape(), w.device())?)
         } else {
             None
@@ -275,7 +272,7 @@ impl CustomOp2 for ConvSameOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.grads(x, w, &values(grad)?)
+        with_f32(grad, OP, |dy| self.grads(x, w, dy))?
     }
 }
 
@@ -307,14 +304,15 @@ impl CustomOp3 for ConvSameOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = values(grad)?;
-        let (dx, dw) = self.grads(x, w, &dy)?;
-        let db = if b.track_op() {
-            let db = self.0.bias_grad(&dy);
-            Some(Tensor::from_vec(db, b.shape(), b.device())?)
-        } else {
-            None
-        };
-        Ok((dx, dw, db))
+        with_f32(grad, OP, |dy| {
+            let (dx, dw) = self.grads(x, w, dy)?;
+            let db = if b.track_op() {
+                let db = self.0.bias_grad(dy);
+                Some(Tensor::from_vec(db, b.shape(), b.device())?)
+            } else {
+                None
+            };
+            Ok((dx, dw, db))
+        })?
     }
 }

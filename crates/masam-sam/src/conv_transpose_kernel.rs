@@ -228,37 +228,19 @@ impl CustomOp3 for ConvTranspose2x2Op {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.0;
-        let grads = with_f32(grad, OP, |dy| -> Result<_> {
-            let dx = if x.track_op() {
-                with_f32(w, OP, |w| g.input_grad(dy, w))?
-            } else {
-                Vec::new()
-            };
-            let dw = if w.track_op() {
-                with_f32(x, OP, |x| g.weight_grad(dy, x))?
-            } else {
-                Vec::new()
-            };
-            let db = if b.track_op() {
-                masam_nn::ops::column_sums(dy, g.cout)
-            } else {
-                Vec::new()
-            };
-            Ok((dx, dw, db))
-        })??;
-        let tensor = |v: Vec<f32>, like: &Tensor| -> Result<Option<Tensor>> {
-            if like.track_op() {
-                Ok(Some(Tensor::from_vec(v, like.shape(), like.device())?))
-            } else {
-                Ok(None)
-            }
+        // each gradient only for an input that tracks, as a tensor shaped like it
+        let grad_of = |like: &Tensor, compute: &dyn Fn() -> Result<Vec<f32>>| {
+            like.track_op()
+                .then(|| Tensor::from_vec(compute()?, like.shape(), like.device()))
+                .transpose()
         };
-        let (dx, dw, db) = (
-            tensor(grads.0, x)?,
-            tensor(grads.1, w)?,
-            tensor(grads.2, b)?,
-        );
-        Ok((dx, dw, db))
+        with_f32(grad, OP, |dy| {
+            Ok((
+                grad_of(x, &|| with_f32(w, OP, |w| g.input_grad(dy, w)))?,
+                grad_of(w, &|| with_f32(x, OP, |x| g.weight_grad(dy, x)))?,
+                grad_of(b, &|| Ok(masam_nn::ops::column_sums(dy, g.cout)))?,
+            ))
+        })?
     }
 }
 

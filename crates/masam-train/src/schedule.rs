@@ -135,32 +135,21 @@ impl LrSchedule {
     /// assert_eq!(fitted.lr_at(5), s.lr_at(5)); // the warmup is unchanged
     /// ```
     pub fn ending_at(&self, total_steps: u64) -> Self {
-        let fit = |w: u64| total_steps.saturating_sub(w + 2).max(1);
-        match *self {
-            Self::Constant { lr } => Self::Constant { lr },
-            Self::WarmupPoly {
-                base_lr,
-                warmup_iters,
-                power,
-                ..
-            } => Self::WarmupPoly {
-                base_lr,
-                warmup_iters,
-                max_iter: fit(warmup_iters),
-                power,
-            },
-            Self::WarmupCosine {
-                base_lr,
-                warmup_iters,
-                min_lr,
-                ..
-            } => Self::WarmupCosine {
-                base_lr,
-                warmup_iters,
-                max_iter: fit(warmup_iters),
-                min_lr,
-            },
+        let mut fitted = *self;
+        if let Self::WarmupPoly {
+            warmup_iters,
+            max_iter,
+            ..
         }
+        | Self::WarmupCosine {
+            warmup_iters,
+            max_iter,
+            ..
+        } = &mut fitted
+        {
+            *max_iter = total_steps.saturating_sub(*warmup_iters + 2).max(1);
+        }
+        fitted
     }
 
     /// The learning rate of 0-based step `step`.

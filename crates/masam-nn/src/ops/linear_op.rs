@@ -94,7 +94,7 @@ impl LinearOp {
             None => None,
         };
         let mut y = match fill {
-            Some(b) if n > 0 => super::fill_rows_f32(rows * n, b),
+            Some(b) => super::fill_rows_f32(rows * n, b),
             _ => vec![0f32; rows * n],
         };
         if rows > 0 && n > 0 {
